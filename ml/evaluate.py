@@ -1,0 +1,446 @@
+"""Evaluate a model artifact on a labelled image folder.
+
+    python -m ml.evaluate --model ml/artifacts/production --data /path/to/root \\
+        [--manifest manifest.csv] [--split-file split.json --subset test] --out runs/eval
+
+``root`` is any folder laid out as ``<root>/{covid,normal,pneumonia}/*``
+(PNG, JPEG or DICOM; missing class folders are fine), or the development
+pool's folder with its ``manifest.csv`` (see ``ml.datasets.load_dataset``).
+Writes ``metrics.json`` (schema in docs/evaluation.md), ``report.md`` and
+three PNG plots to ``--out``.
+
+Images go through exactly the serving path: ``ml.imaging.decode_path``, then
+``Predictor.predict`` (preprocessing, TFLite, temperature scaling). Files that
+cannot be decoded are listed in ``metrics.json`` under ``skipped`` instead of
+stopping the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ml import metrics
+from ml.labels import CLASS_NAMES, POSITIVE_CLASS
+
+SCHEMA_VERSION = 1
+DEFAULT_RESAMPLES = 1000
+DEFAULT_GRADCAM_SAMPLES = 48
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class EvaluationOutput:
+    out_dir: Path
+    metrics: dict
+    files: list[Path]
+
+
+def _interval(ci: metrics.ConfidenceInterval) -> list[float | None]:
+    return [ci.low, ci.high]
+
+
+def summarize_predictions(
+    *,
+    y_true: Sequence[int] | np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    threshold: float,
+    positive_class: str = POSITIVE_CLASS,
+    groups: Sequence[object] | None = None,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """Every headline metric, with bootstrap 95% intervals, as a JSON-ready dict.
+
+    ``groups`` (patient ids) makes the bootstrap resample whole patients.
+    Used for the whole test set and again for each source.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    n_classes = len(class_names)
+    y_pred = probabilities.argmax(axis=1) if y_true.size else np.zeros(0, dtype=np.int64)
+    positive_index = list(class_names).index(positive_class)
+    is_positive = y_true == positive_index
+    notes: list[str] = []
+
+    def ci(statistic) -> list[float | None]:
+        return _interval(
+            metrics.bootstrap_ci(statistic=statistic, n=y_true.size, groups=groups, n_resamples=n_resamples, seed=seed)
+        )
+
+    correct = (y_pred == y_true).astype(np.float64)
+    accuracy = metrics.accuracy(y_true=y_true, y_pred=y_pred)
+    aucs = metrics.one_vs_rest_auc(y_true=y_true, probabilities=probabilities)
+    macro = metrics.macro_auc(y_true=y_true, probabilities=probabilities)
+    scores = metrics.per_class_scores(y_true=y_true, y_pred=y_pred, n_classes=n_classes)
+    calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities)
+
+    per_class = {}
+    for k, name in enumerate(class_names):
+        auc_ci: list[float | None] = [None, None]
+        if aucs[k] is None:
+            present = "no images" if scores[k].support == 0 else "no images of the other classes"
+            notes.append(f"AUC for {name} is null: {present} in this set.")
+        else:
+            auc_ci = ci(
+                lambda idx, k=k: metrics.roc_auc(y_true_binary=y_true[idx] == k, scores=probabilities[idx, k])
+            )
+        sensitivity = None
+        sensitivity_ci: list[float | None] = [None, None]
+        if k == positive_index:
+            sensitivity = metrics.sensitivity_at_threshold(
+                y_true_binary=is_positive, scores=probabilities[:, k], threshold=threshold
+            )
+            if sensitivity is not None:
+                sensitivity_ci = ci(
+                    lambda idx: metrics.sensitivity_at_threshold(
+                        y_true_binary=is_positive[idx], scores=probabilities[idx, positive_index], threshold=threshold
+                    )
+                )
+        per_class[name] = {
+            "support": scores[k].support,
+            "precision": scores[k].precision,
+            "recall": scores[k].recall,
+            "f1": scores[k].f1,
+            "auc": aucs[k],
+            "auc_ci": auc_ci,
+            # Only the positive class has an alert threshold; the others are decided by argmax.
+            "sensitivity_at_threshold": sensitivity,
+            "sensitivity_at_threshold_ci": sensitivity_ci,
+        }
+    if macro is not None and any(auc is None for auc in aucs):
+        notes.append("macro_auc averages only the classes whose AUC is defined.")
+
+    specificity = metrics.specificity_at_threshold(
+        y_true_binary=is_positive, scores=probabilities[:, positive_index], threshold=threshold
+    ) if y_true.size else None
+    return {
+        "n": int(y_true.size),
+        "class_counts": {name: int(np.sum(y_true == k)) for k, name in enumerate(class_names)},
+        "accuracy": accuracy,
+        "accuracy_ci": ci(lambda idx: float(correct[idx].mean())) if y_true.size else [None, None],
+        "macro_auc": macro,
+        "macro_auc_ci": ci(
+            lambda idx: metrics.macro_auc(y_true=y_true[idx], probabilities=probabilities[idx])
+        )
+        if macro is not None
+        else [None, None],
+        "ece": calibration.ece,
+        "ece_ci": ci(
+            lambda idx: metrics.expected_calibration_error(y_true=y_true[idx], probabilities=probabilities[idx]).ece
+        )
+        if y_true.size
+        else [None, None],
+        "confusion_matrix": metrics.confusion_matrix(y_true=y_true, y_pred=y_pred, n_classes=n_classes).tolist(),
+        "per_class": per_class,
+        "threshold": {
+            "class": positive_class,
+            "value": float(threshold),
+            "sensitivity": per_class[positive_class]["sensitivity_at_threshold"],
+            "sensitivity_ci": per_class[positive_class]["sensitivity_at_threshold_ci"],
+            "specificity": specificity,
+            "alerts": int(np.sum(probabilities[:, positive_index] >= threshold)) if y_true.size else 0,
+        },
+        "notes": notes,
+    }
+
+
+def _select_samples(*, data: Path, manifest: Path | None, split_file: Path | None, subset: str):
+    from ml.datasets import load_dataset, load_split
+
+    samples = load_dataset(data, manifest)
+    if split_file is not None:
+        split = load_split(split_file)
+        samples = split.part(samples, subset)
+        if not samples:
+            raise SystemExit(
+                f"No image of {split_file} subset {subset!r} was found under {data}: "
+                "the split's keys are paths relative to the data root (or manifest folder) it was made from."
+            )
+    if not samples:
+        raise SystemExit(f"No labelled images under {data} (expected class folders {', '.join(CLASS_NAMES)}).")
+    return samples
+
+
+def _training_overlap(*, artifact_dir: Path, keys: set[str]) -> int | None:
+    """How many evaluated images the artifact was trained or calibrated on (None: no split.json)."""
+    path = artifact_dir / "split.json"
+    if not path.is_file():
+        return None
+    from ml.datasets import load_split
+
+    split = load_split(path)
+    return len(keys & (set(split.train) | set(split.val)))
+
+
+def evaluate_artifact(
+    *,
+    artifact_dir: Path | str,
+    data: Path | str,
+    out_dir: Path | str,
+    manifest: Path | str | None = None,
+    split_file: Path | str | None = None,
+    subset: str = "test",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    gradcam_samples: int = DEFAULT_GRADCAM_SAMPLES,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    threads: int = 1,
+    progress: bool = True,
+) -> EvaluationOutput:
+    from tqdm import tqdm
+
+    from ml.calibration import apply_temperature
+    from ml.imaging import ImageDecodeError, decode_path
+    from ml.inference import Predictor
+    from ml.lungs import lung_mask_for_config
+    from ml.plots import plot_confusion_matrix, plot_reliability_diagram, plot_roc_curves
+    from ml.report import write_report
+    from ml.shortcut_audit import load_loso, run_shortcut_audit
+
+    artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = _select_samples(
+        data=data,
+        manifest=Path(manifest) if manifest else None,
+        split_file=Path(split_file) if split_file else None,
+        subset=subset,
+    )
+    predictor = Predictor.load(artifact_dir, threads=threads)
+    class_names = list(predictor.class_names)
+    metadata = predictor.metadata
+
+    kept, skipped = [], []
+    probabilities, raw_probabilities, model_inputs = [], [], []
+    batches = range(0, len(samples), batch_size)
+    for start in tqdm(batches, desc=f"evaluating {metadata.name}", unit="batch", disable=not progress):
+        batch, pixels = [], []
+        for sample in samples[start : start + batch_size]:
+            try:
+                pixels.append(decode_path(sample.path).pixels)
+                batch.append(sample)
+            except (ImageDecodeError, OSError) as error:
+                skipped.append({"file": sample.key, "reason": str(error)})
+        for sample, result in zip(batch, predictor.predict(pixels), strict=True):
+            kept.append(sample)
+            probabilities.append([result.probabilities[name] for name in class_names])
+            raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
+            model_inputs.append(result.model_input)
+    if not kept:
+        raise SystemExit("None of the images could be decoded; see the reasons above.")
+
+    y_true = np.array([class_names.index(s.label) for s in kept])
+    probabilities = np.asarray(probabilities)
+    raw_probabilities = np.asarray(raw_probabilities)
+    model_inputs = np.stack(model_inputs)[..., None]
+    patients = [s.patient for s in kept]
+    source_names = [s.source for s in kept]
+    threshold = float(metadata.covid_threshold)
+
+    summary = summarize_predictions(
+        y_true=y_true,
+        probabilities=probabilities,
+        class_names=class_names,
+        threshold=threshold,
+        groups=patients,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    raw_calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=raw_probabilities)
+
+    per_source = None
+    if any(source != "unknown" for source in source_names):
+        per_source = {}
+        for source in sorted(set(source_names)):
+            members = np.array([s == source for s in source_names])
+            per_source[source] = summarize_predictions(
+                y_true=y_true[members],
+                probabilities=probabilities[members],
+                class_names=class_names,
+                threshold=threshold,
+                groups=[p for p, m in zip(patients, members) if m],
+                n_resamples=n_resamples,
+                seed=seed,
+            )
+
+    heatmaps, heatmap_indices = [], []
+    if gradcam_samples > 0:
+        from ml.gradcam import gradcam
+
+        rng = np.random.default_rng(seed)
+        chosen = np.sort(rng.choice(len(kept), size=min(gradcam_samples, len(kept)), replace=False))
+        for index in tqdm(chosen, desc="grad-cam sample", unit="image", disable=not progress):
+            heatmaps.append(
+                gradcam(predictor.keras_model, model_inputs[index], int(probabilities[index].argmax()))
+            )
+            heatmap_indices.append(int(index))
+
+    def predict_model_inputs(batch: np.ndarray) -> np.ndarray:
+        raw = predictor.predict_model_inputs(batch)
+        return apply_temperature(raw, metadata.temperature)
+
+    lung_region, mask_fn = lung_mask_for_config(predictor.config)
+    audit = run_shortcut_audit(
+        model_inputs=model_inputs,
+        y_true=y_true,
+        predict_model_inputs=predict_model_inputs,
+        probabilities_full=probabilities,
+        heatmaps=heatmaps,
+        heatmap_indices=heatmap_indices,
+        groups=patients,
+        loso=load_loso(artifact_dir),
+        mask_fn=mask_fn,
+        lung_region=lung_region,
+        seed=seed,
+        n_resamples=n_resamples,
+    )
+
+    overlap = _training_overlap(artifact_dir=artifact_dir, keys={s.key for s in kept})
+    notes = list(summary.pop("notes"))
+    if overlap:
+        notes.append(
+            f"{overlap} of the evaluated images were in the artifact's training or validation split: "
+            "these numbers are optimistic. Pass --split-file with the artifact's split.json and --subset test."
+        )
+    if len(set(patients)) == len(patients) and all(p.startswith("image:") for p in patients):
+        notes.append("No patient ids (no manifest): the bootstrap resamples images, assuming one image per patient.")
+
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "model": {
+            "name": metadata.name,
+            "version": metadata.version,
+            "architecture": metadata.architecture,
+            "artifact_dir": str(artifact_dir),
+            "sha256": metadata.sha256,
+            "input_size": metadata.input_size,
+            "preprocessing": metadata.preprocessing,
+            "temperature": metadata.temperature,
+            "covid_threshold": threshold,
+        },
+        "data": {
+            "root": str(data),
+            "manifest": str(manifest) if manifest else None,
+            "split_file": str(split_file) if split_file else None,
+            "subset": subset if split_file else None,
+            "n_patients": len(set(patients)),
+            "sources": sorted(set(source_names)),
+            "trained_on_overlap": overlap,
+        },
+        "classes": class_names,
+        **summary,
+        "ece_uncalibrated": raw_calibration.ece,
+        "ece_bins": raw_calibration.n_bins,
+        "calibration_bins": asdict(metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities)),
+        "bootstrap": {
+            "n_resamples": n_resamples,
+            "confidence": 0.95,
+            "seed": seed,
+            # Without patient ids every image is its own patient (ml.datasets), so resampling is per image.
+            "unit": "image" if any(p.startswith("image:") for p in patients) else "patient",
+        },
+        "per_source": per_source,
+        "shortcut_audit": audit.to_dict(),
+        "skipped": skipped,
+        "notes": notes,
+    }
+
+    files = [out_dir / "metrics.json"]
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities)
+    title = f"{metadata.name} {metadata.version}"
+    files.append(
+        plot_confusion_matrix(
+            matrix=np.asarray(summary["confusion_matrix"]),
+            class_names=class_names,
+            path=out_dir / "confusion_matrix.png",
+            title=f"Confusion matrix, {title}",
+        )
+    )
+    files.append(
+        plot_roc_curves(
+            curves=metrics.one_vs_rest_roc(y_true=y_true, probabilities=probabilities),
+            class_names=class_names,
+            path=out_dir / "roc_curves.png",
+            title=f"One-vs-rest ROC, {title}",
+        )
+    )
+    files.append(
+        plot_reliability_diagram(calibration=calibration, path=out_dir / "reliability.png", title=title)
+    )
+    files.append(write_report(metrics=result, path=out_dir / "report.md"))
+    return EvaluationOutput(out_dir=out_dir, metrics=result, files=files)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ml.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="artifact folder (metadata.json, model.tflite)")
+    parser.add_argument("--data", required=True, type=Path, help="folder with covid/normal/pneumonia subfolders")
+    parser.add_argument("--manifest", type=Path, default=None, help="optional manifest CSV (source, patient)")
+    parser.add_argument("--split-file", type=Path, default=None, help="split.json to select a subset from")
+    parser.add_argument("--subset", default="test", choices=("train", "val", "test"))
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument(
+        "--gradcam-samples", type=int, default=DEFAULT_GRADCAM_SAMPLES, help="Grad-CAM maps for the audit (0: none)"
+    )
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="TFLite threads")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    output = evaluate_artifact(
+        artifact_dir=args.model,
+        data=args.data,
+        out_dir=args.out,
+        manifest=args.manifest,
+        split_file=args.split_file,
+        subset=args.subset,
+        batch_size=args.batch_size,
+        gradcam_samples=args.gradcam_samples,
+        n_resamples=args.bootstrap,
+        seed=args.seed,
+        threads=args.threads,
+        progress=not args.quiet,
+    )
+    m = output.metrics
+    audit = m["shortcut_audit"]
+
+    def fmt(value, ci=None) -> str:
+        if value is None:
+            return "n/a"
+        text = f"{value:.3f}"
+        if ci and ci[0] is not None:
+            text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+        return text
+
+    print(f"model {m['model']['name']} {m['model']['version']} on {m['n']} images -> {output.out_dir}")
+    print(f"accuracy  {fmt(m['accuracy'], m['accuracy_ci'])}")
+    print(f"macro AUC {fmt(m['macro_auc'], m['macro_auc_ci'])}")
+    print(f"ECE       {fmt(m['ece'], m['ece_ci'])} (uncalibrated {fmt(m['ece_uncalibrated'])})")
+    t = m["threshold"]
+    print(f"{t['class']} sensitivity at {t['value']:.3f}: {fmt(t['sensitivity'], t['sensitivity_ci'])}")
+    print(
+        f"shortcut audit: lungs hidden {fmt(audit['lungs_hidden']['accuracy'])}, "
+        f"lungs only {fmt(audit['lungs_only']['accuracy'])}, suspected={audit['shortcut_suspected']}"
+    )
+    for note in m["notes"]:
+        print(f"note: {note}")
+    if m["skipped"]:
+        print(f"skipped {len(m['skipped'])} undecodable files (listed in metrics.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

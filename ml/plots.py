@@ -1,0 +1,105 @@
+"""Evaluation plots written as PNG files.
+
+Matplotlib's object API on an Agg canvas: no pyplot, so no global figure
+state, no GUI backend, and it is safe in a worker process or a test run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ml.metrics import CalibrationResult, RocCurve
+
+_DPI = 110
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    FigureCanvasAgg(figure)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=_DPI)
+    return path
+
+
+def plot_confusion_matrix(
+    *, matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str = "Confusion matrix"
+) -> Path:
+    """Counts, with the row-normalised share (recall per true class) beside each."""
+    matrix = np.asarray(matrix)
+    row_totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, row_totals, out=np.zeros(matrix.shape, dtype=float), where=row_totals > 0)
+    figure = Figure(figsize=(4.6, 4.0))
+    axes = figure.add_subplot()
+    image = axes.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of true class")
+    for row in range(matrix.shape[0]):
+        for column in range(matrix.shape[1]):
+            colour = "white" if shares[row, column] > 0.6 else "black"
+            axes.text(
+                column,
+                row,
+                f"{matrix[row, column]}\n{shares[row, column]:.0%}",
+                ha="center",
+                va="center",
+                color=colour,
+                fontsize=9,
+            )
+    axes.set_xticks(range(len(class_names)), labels=class_names)
+    axes.set_yticks(range(len(class_names)), labels=class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    axes.set_title(title)
+    return _save(figure, path)
+
+
+def plot_roc_curves(
+    *, curves: Sequence[RocCurve], class_names: Sequence[str], path: Path, title: str = "One-vs-rest ROC"
+) -> Path:
+    figure = Figure(figsize=(4.6, 4.2))
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="chance")
+    for curve, name in zip(curves, class_names, strict=True):
+        if curve.auc is None:
+            # Nothing to draw; say so in the legend rather than dropping the class silently.
+            axes.plot([], [], label=f"{name}: AUC n/a (no positives or negatives)")
+            continue
+        axes.plot(curve.false_positive_rate, curve.true_positive_rate, label=f"{name}: AUC {curve.auc:.3f}")
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.01)
+    axes.set_xlabel("false positive rate (1 - specificity)")
+    axes.set_ylabel("true positive rate (sensitivity)")
+    axes.set_title(title)
+    axes.legend(loc="lower right", fontsize=8)
+    return _save(figure, path)
+
+
+def plot_reliability_diagram(
+    *, calibration: CalibrationResult, path: Path, title: str = "Reliability (top-label)"
+) -> Path:
+    """Per-bin accuracy against mean confidence, with bin counts underneath."""
+    figure = Figure(figsize=(4.6, 5.0))
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    edges = np.asarray(calibration.bin_edges)
+    width = edges[1] - edges[0]
+    centres = edges[:-1] + width / 2
+    accuracy = np.array([np.nan if a is None else a for a in calibration.bin_accuracy])
+    confidence = np.array([np.nan if c is None else c for c in calibration.bin_confidence])
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="perfect calibration")
+    top.bar(centres, np.nan_to_num(accuracy), width=width * 0.9, color="tab:blue", alpha=0.7, label="accuracy")
+    filled = ~np.isnan(confidence)
+    top.plot(confidence[filled], accuracy[filled], marker="o", color="tab:red", linewidth=1, label="accuracy at mean confidence")
+    ece_text = "n/a" if calibration.ece is None else f"{calibration.ece:.3f}"
+    top.set_title(f"{title}, ECE {ece_text} ({calibration.n_bins} bins)")
+    top.set_ylabel("accuracy")
+    top.set_ylim(0, 1)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, calibration.bin_counts, width=width * 0.9, color="tab:grey")
+    bottom.set_xlabel("confidence (highest probability)")
+    bottom.set_ylabel("images")
+    bottom.set_xlim(0, 1)
+    return _save(figure, path)

@@ -1,0 +1,186 @@
+"""The human-readable ``report.md`` written next to ``metrics.json``.
+
+Everything here is formatted from the metrics dictionary alone, so a report
+can be regenerated from a stored ``metrics.json`` without the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def fmt(value: float | None, ci: list | None = None, *, percent: bool = False) -> str:
+    """``0.912 [0.880, 0.940]``; ``n/a`` for an undefined value."""
+    if value is None:
+        return "n/a"
+
+    def one(x: float) -> str:
+        return f"{x:.1%}" if percent else f"{x:.3f}"
+
+    text = one(value)
+    if ci and ci[0] is not None and ci[1] is not None:
+        text += f" [{one(ci[0])}, {one(ci[1])}]"
+    return text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def per_class_rows(m: dict) -> list[list[str]]:
+    rows = []
+    for name in m["classes"]:
+        c = m["per_class"][name]
+        rows.append(
+            [
+                name,
+                str(c["support"]),
+                fmt(c["precision"]),
+                fmt(c["recall"]),
+                fmt(c["f1"]),
+                fmt(c["auc"], c["auc_ci"]),
+            ]
+        )
+    return rows
+
+
+def confusion_rows(m: dict) -> list[list[str]]:
+    return [[f"**{name}**"] + [str(v) for v in row] for name, row in zip(m["classes"], m["confusion_matrix"])]
+
+
+def audit_lines(audit: dict) -> list[str]:
+    lines = [
+        f"Lung region: {audit['lung_region']}; it covers {audit['lung_area_fraction']:.1%} of the input. "
+        f"Fill: {audit['fill']}.",
+        "",
+    ]
+    rows = []
+    for key, label in (("full", "full image"), ("lungs_hidden", "lungs hidden"), ("lungs_only", "lungs only")):
+        v = audit[key]
+        rows.append(
+            [
+                label,
+                fmt(v["accuracy"], v["accuracy_ci"]),
+                fmt(v["balanced_accuracy"]),
+                fmt(v["macro_auc"]),
+                " / ".join(str(c) for c in v["predicted_class_counts"]),
+            ]
+        )
+    lines += _table(["input", "accuracy [95% CI]", "balanced accuracy", "macro AUC", "predicted per class"], rows)
+    lines.append("")
+    gradcam = audit.get("gradcam")
+    if gradcam and gradcam.get("mean_share_outside_lungs") is not None:
+        lines.append(
+            f"Grad-CAM on {gradcam['n']} sampled images: mean share of heatmap energy outside the lung region "
+            f"{gradcam['mean_share_outside_lungs']:.1%} (median {gradcam['median_share_outside_lungs']:.1%}; "
+            f"a uniform map would give {gradcam['area_share_outside_lungs']:.1%}); "
+            f"{gradcam['share_of_images_mostly_outside']:.0%} of maps have more than half their energy outside."
+        )
+        lines.append("")
+    verdict = "**SHORTCUT SUSPECTED**" if audit["shortcut_suspected"] else "no shortcut flag"
+    lines.append(
+        f"Verdict: {verdict} (flag when accuracy with the lungs hidden exceeds chance "
+        f"{audit['chance_accuracy']:.1%} by more than {audit['margin'] * 100:.0f} percentage points)."
+    )
+    lines.append("")
+    lines += [f"- {finding}" for finding in audit["findings"]]
+    lines.append("")
+    loso = audit.get("loso")
+    if loso:
+        lines += ["### Leave-one-source-out (from the artifact's loso.json)", ""]
+        lines += loso_lines(loso)
+    return lines
+
+
+def loso_lines(loso) -> list[str]:
+    """A table when loso.json is a list/dict of per-source results with known keys, else the raw JSON."""
+    import json
+
+    entries = loso.get("results", loso.get("folds", loso)) if isinstance(loso, dict) else loso
+    if isinstance(entries, dict):
+        entries = [dict(value, source=key) if isinstance(value, dict) else {"source": key, "value": value}
+                   for key, value in entries.items()]
+    keys = ("accuracy", "macro_auc", "covid_auc", "covid_sensitivity", "n_test", "n")
+    if isinstance(entries, list) and entries and all(isinstance(e, dict) for e in entries):
+        present = [k for k in keys if any(k in e for e in entries)]
+        if present:
+            rows = []
+            for e in entries:
+                rows.append(
+                    [str(e.get("source", e.get("held_out", "?")))]
+                    + [fmt(e.get(k)) if isinstance(e.get(k), float) else str(e.get(k, "")) for k in present]
+                )
+            return _table(["held-out source"] + present, rows) + [""]
+    return ["```json", json.dumps(loso, indent=1)[:4000], "```", ""]
+
+
+def write_report(*, metrics: dict, path: Path) -> Path:
+    m = metrics
+    model = m["model"]
+    data = m["data"]
+    t = m["threshold"]
+    lines = [
+        f"# Evaluation: {model['name']} {model['version']} ({model['architecture']})",
+        "",
+        f"Data: `{data['root']}`"
+        + (f", split `{data['split_file']}` subset `{data['subset']}`" if data.get("split_file") else "")
+        + f"; {m['n']} images from {data['n_patients']} patients"
+        + (f"; {len(m['skipped'])} files skipped (undecodable)" if m["skipped"] else "")
+        + ".",
+        "Intervals are bootstrap 95% percentile intervals "
+        f"({m['bootstrap']['n_resamples']} resamples by {m['bootstrap']['unit']}, seed {m['bootstrap']['seed']}).",
+        "",
+        "## Headline",
+        "",
+    ]
+    lines += _table(
+        ["metric", "value [95% CI]"],
+        [
+            ["accuracy", fmt(m["accuracy"], m["accuracy_ci"])],
+            ["macro AUC (one-vs-rest)", fmt(m["macro_auc"], m["macro_auc_ci"])],
+            [f"ECE ({m['ece_bins']} bins, calibrated, T = {model['temperature']:.3f})", fmt(m["ece"], m["ece_ci"])],
+            ["ECE before temperature scaling", fmt(m["ece_uncalibrated"])],
+            [
+                f"{t['class']} sensitivity at threshold {t['value']:.3f}",
+                fmt(t["sensitivity"], t["sensitivity_ci"]),
+            ],
+            [f"{t['class']} specificity at threshold", fmt(t["specificity"])],
+        ],
+    )
+    lines += ["", "## Per class", ""]
+    lines += _table(["class", "n", "precision", "recall", "F1", "AUC [95% CI]"], per_class_rows(m))
+    lines += ["", "## Confusion matrix (rows true, columns predicted)", ""]
+    lines += _table(["true \\ predicted"] + m["classes"], confusion_rows(m))
+    lines += ["", "![confusion matrix](confusion_matrix.png) ![ROC](roc_curves.png) ![reliability](reliability.png)", ""]
+    if m.get("per_source"):
+        lines += ["## Per source", ""]
+        rows = []
+        for source, s in m["per_source"].items():
+            counts = ", ".join(f"{k} {v}" for k, v in s["class_counts"].items() if v)
+            rows.append(
+                [
+                    source,
+                    f"{s['n']} ({counts})",
+                    fmt(s["accuracy"], s["accuracy_ci"]),
+                    fmt(s["per_class"][t["class"]]["auc"]),
+                    fmt(s["threshold"]["sensitivity"]),
+                    fmt(s["threshold"]["specificity"]),
+                ]
+            )
+        lines += _table(
+            ["source", "images", "accuracy [95% CI]", f"{t['class']} AUC", "sensitivity", "specificity"], rows
+        )
+        lines += [
+            "",
+            "Within one source the classes are few (nih has no COVID-19, cxnet only COVID-19), so most AUCs per "
+            "source are undefined; accuracy per source shows whether errors concentrate in one collection.",
+            "",
+        ]
+    lines += ["## Shortcut audit", ""]
+    lines += audit_lines(m["shortcut_audit"])
+    if m["notes"]:
+        lines += ["## Notes", ""] + [f"- {note}" for note in m["notes"]] + [""]
+    path.write_text("\n".join(lines) + "\n")
+    return path
