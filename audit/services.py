@@ -1,0 +1,92 @@
+"""Write audit events: one call per action, inside the transaction of the change it records."""
+
+import hashlib
+import json
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .context import current_request_context
+from .models import AuditEvent, Outcome
+
+GENESIS_HASH = "0" * 64
+# Any constant works; it only has to be the same for every writer of the chain.
+CHAIN_LOCK_KEY = 0x0A0D17
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, cls=DjangoJSONEncoder, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_hash_payload(event: AuditEvent) -> dict:
+    # actor_id is left out: deleting a user nulls it, and the username/role snapshot carries who it was.
+    return {
+        "sequence": event.sequence,
+        "created_at": event.created_at.isoformat(),
+        "actor_username": event.actor_username,
+        "actor_role": event.actor_role,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "patient_identifier": event.patient_identifier,
+        "study_identifier": event.study_identifier,
+        "outcome": event.outcome,
+        "client_ip": event.client_ip or "",
+        "user_agent": event.user_agent,
+        "details": event.details,
+        "previous_hash": event.previous_hash,
+    }
+
+
+def compute_event_hash(event: AuditEvent) -> str:
+    return hashlib.sha256(_canonical(event_hash_payload(event)).encode("utf-8")).hexdigest()
+
+
+def _lock_chain() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
+    # SQLite serialises writers itself; the unique sequence catches the rest.
+
+
+def audit_record(
+    *,
+    action: str,
+    actor=None,
+    target=None,
+    patient=None,
+    study=None,
+    outcome: str = Outcome.SUCCESS,
+    details: dict | None = None,
+    username: str = "",
+) -> AuditEvent:
+    """Append one event. Call it inside the transaction of the change it records."""
+    context = current_request_context()
+    actor_is_user = actor is not None and getattr(actor, "is_authenticated", False)
+    if study is not None and patient is None:
+        patient = study.patient
+    with transaction.atomic():
+        _lock_chain()
+        last = AuditEvent.objects.order_by("-sequence").only("sequence", "hash").first()
+        event = AuditEvent(
+            sequence=(last.sequence + 1) if last else 1,
+            created_at=timezone.now(),
+            actor=actor if actor_is_user else None,
+            actor_username=(actor.get_username() if actor_is_user else username)[:150],
+            actor_role=(actor.role_name if actor_is_user else "")[:32],
+            action=action,
+            object_type=target._meta.label_lower if target is not None else "",
+            object_id=str(target.pk) if target is not None else "",
+            patient_identifier=patient.mrn if patient is not None else "",
+            study_identifier=study.accession_number if study is not None else "",
+            outcome=outcome,
+            client_ip=context.client_ip,
+            user_agent=context.user_agent,
+            # Round-trip through JSON so the hashed value is exactly what the database returns.
+            details=json.loads(_canonical(details or {})),
+            previous_hash=last.hash if last else GENESIS_HASH,
+        )
+        event.hash = compute_event_hash(event)
+        event.save(force_insert=True)
+    return event

@@ -1,0 +1,160 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from ml.labels import CLASS_NAMES, DISPLAY_NAMES
+
+
+class Sex(models.TextChoices):
+    FEMALE = "F", "Female"
+    MALE = "M", "Male"
+    OTHER = "O", "Other"
+    UNKNOWN = "U", "Unknown"
+
+
+class Patient(models.Model):
+    mrn = models.CharField("MRN", max_length=64, unique=True, help_text="Medical record number")
+    name = models.CharField(max_length=200)
+    birth_date = models.DateField(null=True, blank=True)
+    sex = models.CharField(max_length=1, choices=Sex.choices, default=Sex.UNKNOWN)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "mrn"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.mrn})"
+
+
+class StoredImage(models.Model):
+    """An uploaded file, stored once under its SHA-256; the client's filename is only data."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    format = models.CharField(max_length=8)  # PNG | JPEG | DICOM
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.format} {self.width}x{self.height} {self.sha256[:12]}"
+
+
+class ViewPosition(models.TextChoices):
+    PA = "PA", "PA"
+    AP = "AP", "AP"
+    LATERAL = "LL", "Lateral"
+    UNKNOWN = "", "Unknown"
+
+
+class StudyStatus(models.TextChoices):
+    RECEIVED = "received", "Received"
+    QUEUED = "queued", "Queued"
+    PROCESSING = "processing", "Processing"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+
+
+PENDING_STATUSES = (StudyStatus.RECEIVED, StudyStatus.QUEUED, StudyStatus.PROCESSING)
+
+
+class Study(models.Model):
+    patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
+    accession_number = models.CharField(max_length=64, unique=True)
+    view_position = models.CharField(max_length=4, choices=ViewPosition.choices, blank=True)
+    acquisition_date = models.DateField(null=True, blank=True)
+    image = models.ForeignKey(StoredImage, on_delete=models.PROTECT, related_name="studies")
+    original_filename = models.CharField(max_length=255, blank=True)
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=16, choices=StudyStatus.choices, default=StudyStatus.RECEIVED, db_index=True)
+    attempt_count = models.PositiveIntegerField(default=0)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name_plural = "studies"
+
+    def __str__(self) -> str:
+        return f"Study {self.accession_number}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.status in PENDING_STATUSES
+
+
+class ModelVersionStatus(models.TextChoices):
+    CANDIDATE = "candidate", "Candidate"
+    ACTIVE = "active", "Active"
+    RETIRED = "retired", "Retired"
+
+
+class ModelVersion(models.Model):
+    name = models.CharField(max_length=100)
+    version = models.CharField(max_length=50)
+    artifact_path = models.CharField(max_length=500, help_text="Folder holding metadata.json and the model file")
+    file_sha256 = models.CharField(max_length=64)
+    architecture = models.CharField(max_length=100)
+    class_names = models.JSONField()
+    input_size = models.PositiveIntegerField()
+    preprocessing = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict, blank=True)
+    temperature = models.FloatField(default=1.0)
+    covid_threshold = models.FloatField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=ModelVersionStatus.choices, default=ModelVersionStatus.CANDIDATE, db_index=True
+    )
+    registered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "version"], name="model_version_unique_name_version"),
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="active"), name="model_version_at_most_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+class Prediction(models.Model):
+    study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="predictions")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    probabilities = models.JSONField(help_text="Calibrated probability per class name")
+    raw_probabilities = models.JSONField(default=dict, help_text="Uncalibrated model output per class name")
+    predicted_label = models.CharField(max_length=32, choices=[(name, DISPLAY_NAMES[name]) for name in CLASS_NAMES])
+    covid_probability = models.FloatField()
+    covid_threshold = models.FloatField(null=True, blank=True)
+    covid_alert = models.BooleanField(default=False)
+    inference_ms = models.FloatField()
+    heatmap_sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["study", "model_version"], name="prediction_unique_per_study_and_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study} -> {self.predicted_label}"
+
+    @property
+    def predicted_display(self) -> str:
+        return DISPLAY_NAMES.get(self.predicted_label, self.predicted_label)
+
+    def probability_rows(self) -> list[dict]:
+        return [
+            {"name": name, "display": DISPLAY_NAMES.get(name, name), "probability": self.probabilities.get(name, 0.0)}
+            for name in CLASS_NAMES
+        ]

@@ -1,0 +1,1 @@
+"""Services write (HackSoft style): keyword-only functions named <entity>_<action>."""

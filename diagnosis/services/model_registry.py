@@ -1,0 +1,129 @@
+"""Register, activate and retire model versions. At most one is active (database constraint)."""
+
+import logging
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from audit.services import audit_record
+from diagnosis.models import ModelVersion, ModelVersionStatus
+from ml.labels import CLASS_NAMES
+
+logger = logging.getLogger(__name__)
+
+
+def _repository_relative(path: Path) -> str:
+    """Store artifact paths relative to the project when they live inside it, so a clone elsewhere still finds them."""
+    path = path.resolve()
+    try:
+        return str(path.relative_to(settings.BASE_DIR))
+    except ValueError:
+        return str(path)
+
+
+def artifact_dir_for(model_version: ModelVersion) -> Path:
+    path = Path(model_version.artifact_path)
+    return path if path.is_absolute() else Path(settings.BASE_DIR) / path
+
+
+@transaction.atomic
+def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = False) -> ModelVersion:
+    from ml.artifact import file_sha256, load_metadata
+
+    artifact_dir = Path(artifact_dir)
+    try:
+        metadata = load_metadata(artifact_dir)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValidationError(f"{artifact_dir} is not a readable model artifact ({error}).") from None
+    if tuple(metadata.class_names) != CLASS_NAMES:
+        raise ValidationError(f"The model's classes {metadata.class_names} are not {list(CLASS_NAMES)}.")
+    model_file = artifact_dir / metadata.model_file
+    actual_sha = file_sha256(model_file)
+    if actual_sha != metadata.sha256:
+        raise ValidationError(f"{model_file} does not match the SHA-256 recorded in its metadata.")
+    existing = ModelVersion.objects.filter(name=metadata.name, version=metadata.version).first()
+    if existing is not None:
+        if existing.file_sha256 != actual_sha:
+            raise ValidationError(f"{metadata.name} {metadata.version} is already registered with a different file.")
+        model_version = existing
+    else:
+        model_version = ModelVersion.objects.create(
+            name=metadata.name,
+            version=metadata.version,
+            artifact_path=_repository_relative(artifact_dir),
+            file_sha256=actual_sha,
+            architecture=metadata.architecture,
+            class_names=list(metadata.class_names),
+            input_size=metadata.input_size,
+            preprocessing=dict(metadata.preprocessing),
+            metrics=dict(metadata.metrics or {}),
+            temperature=float(metadata.temperature),
+            covid_threshold=metadata.covid_threshold,
+            registered_by=actor if getattr(actor, "is_authenticated", False) else None,
+        )
+        audit_record(
+            actor=actor,
+            action="model_version.register",
+            target=model_version,
+            details={"name": model_version.name, "version": model_version.version, "sha256": actual_sha},
+        )
+    if activate and model_version.status != ModelVersionStatus.ACTIVE:
+        model_version_activate(model_version=model_version, actor=actor)
+    return model_version
+
+
+@transaction.atomic
+def model_version_activate(*, model_version: ModelVersion, actor=None) -> ModelVersion:
+    previous = list(
+        ModelVersion.objects.select_for_update().filter(status=ModelVersionStatus.ACTIVE).exclude(pk=model_version.pk)
+    )
+    for old in previous:
+        old.status = ModelVersionStatus.RETIRED
+        old.save(update_fields=["status"])
+    model_version.status = ModelVersionStatus.ACTIVE
+    model_version.activated_at = timezone.now()
+    model_version.save(update_fields=["status", "activated_at"])
+    audit_record(
+        actor=actor,
+        action="model_version.activate",
+        target=model_version,
+        details={"previous_active": [str(old) for old in previous], "new_active": str(model_version)},
+    )
+    from .inference import studies_requeue_waiting
+
+    # Studies that waited for a model can run now.
+    transaction.on_commit(studies_requeue_waiting)
+    return model_version
+
+
+@transaction.atomic
+def model_version_retire(*, model_version: ModelVersion, actor=None) -> ModelVersion:
+    old_status = model_version.status
+    model_version.status = ModelVersionStatus.RETIRED
+    model_version.save(update_fields=["status"])
+    audit_record(
+        actor=actor,
+        action="model_version.retire",
+        target=model_version,
+        details={"old_status": old_status, "new_status": model_version.status},
+    )
+    return model_version
+
+
+def model_version_active() -> ModelVersion | None:
+    return ModelVersion.objects.filter(status=ModelVersionStatus.ACTIVE).first()
+
+
+def model_version_ensure_default() -> ModelVersion | None:
+    """On first start, register and activate the shipped model when no version is active."""
+    active = model_version_active()
+    if active is not None:
+        return active
+    artifact_dir = Path(settings.DEFAULT_MODEL_ARTIFACT)
+    if not (artifact_dir / "metadata.json").exists():
+        logger.warning("No active model and no shipped model at %s: studies will wait.", artifact_dir)
+        return None
+    return model_version_register(artifact_dir=artifact_dir, activate=True)

@@ -1,0 +1,37 @@
+// Pages that show pending studies list their ids in data-pending-ids; poll until one changes, then reload.
+(function () {
+  const holder = document.querySelector("[data-pending-ids]");
+  if (!holder) return;
+  const ids = holder.dataset.pendingIds.split(",").filter(Boolean);
+  if (ids.length === 0) return;
+  const url = holder.dataset.statusUrl + "?ids=" + ids.join(",");
+  const initial = JSON.parse(holder.dataset.initialStatuses || "{}");
+  async function poll() {
+    try {
+      const response = await fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } });
+      if (response.ok) {
+        const body = await response.json();
+        for (const [id, status] of Object.entries(body.statuses)) {
+          if (initial[id] !== status) { window.location.reload(); return; }
+        }
+      }
+    } catch (error) { /* network blip: try again on the next tick */ }
+    window.setTimeout(poll, 3000);
+  }
+  window.setTimeout(poll, 3000);
+})();
+
+// Study page: heatmap toggle and zoom.
+(function () {
+  const toggle = document.getElementById("heatmap-toggle");
+  const image = document.getElementById("study-image");
+  if (toggle && image) {
+    toggle.addEventListener("change", function () {
+      image.src = toggle.checked ? image.dataset.heatmapSrc : image.dataset.imageSrc;
+    });
+  }
+  const zoom = document.getElementById("zoom-toggle");
+  if (zoom && image) {
+    zoom.addEventListener("click", function () { image.classList.toggle("zoomed"); });
+  }
+})();
