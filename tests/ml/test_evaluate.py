@@ -1,0 +1,127 @@
+"""End-to-end evaluation of a tiny trained artifact on folders of synthetic PNGs."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ml import evaluate
+
+SIZE = 48
+CLASSES = ("covid", "normal", "pneumonia")
+
+
+def _films(n: int, seed: int):
+    """Class k: a bright vertical band at a class-specific position, on noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    films = rng.random((n, SIZE, SIZE)).astype(np.float32) * 0.3
+    for i, k in enumerate(labels):
+        films[i, 8:40, 4 + 14 * k : 16 + 14 * k] += 0.6
+    return np.clip(films, 0, 1), labels
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    from ml.train import train_from_arrays
+
+    films, labels = _films(90, seed=0)
+    out = tmp_path_factory.mktemp("artifact")
+    return train_from_arrays(
+        films, labels, architecture="tiny", out_dir=out, epochs=4, seed=0, name="tiny-test", version="0"
+    )
+
+
+def _write_folder(root, *, classes, n=24, seed=1):
+    films, labels = _films(n, seed=seed)
+    written = []
+    for i, (film, k) in enumerate(zip(films, labels)):
+        if CLASSES[k] not in classes:
+            continue
+        folder = root / CLASSES[k]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"film{i:03d}.png"
+        Image.fromarray((film * 255).astype(np.uint8)).save(path)
+        written.append((f"{CLASSES[k]}/{path.name}", CLASSES[k], i))
+    return written
+
+
+def test_cli_on_unseen_folder_without_manifest_and_with_a_missing_class(artifact, tmp_path, capsys):
+    data = tmp_path / "external"
+    _write_folder(data, classes=("covid", "normal"))
+    (data / "normal" / "truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    out = tmp_path / "eval"
+
+    code = evaluate.main(
+        ["--model", str(artifact), "--data", str(data), "--out", str(out),
+         "--quiet", "--bootstrap", "100", "--gradcam-samples", "3"]
+    )
+
+    assert code == 0
+    for name in ("metrics.json", "report.md", "confusion_matrix.png", "roc_curves.png", "reliability.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0
+    assert (out / "roc_curves.png").read_bytes().startswith(b"\x89PNG")
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("n", "classes", "accuracy", "accuracy_ci", "macro_auc", "macro_auc_ci", "ece",
+                "confusion_matrix", "per_class", "threshold", "per_source", "shortcut_audit"):
+        assert key in m
+    assert m["n"] == 16 and m["classes"] == list(CLASSES)
+    assert m["skipped"] == [{"file": "normal/truncated.png", "reason": m["skipped"][0]["reason"]}]
+    assert m["per_source"] is None
+    assert m["per_class"]["pneumonia"]["auc"] is None and m["per_class"]["pneumonia"]["support"] == 0
+    assert any("pneumonia" in note and "null" in note for note in m["notes"])
+    assert m["per_class"]["covid"]["auc"] is not None
+    lo, hi = m["accuracy_ci"]
+    assert 0.0 <= lo <= m["accuracy"] <= hi <= 1.0
+    assert sum(map(sum, m["confusion_matrix"])) == 16
+    covid = m["per_class"]["covid"]
+    assert set(covid) >= {"precision", "recall", "f1", "auc", "auc_ci", "sensitivity_at_threshold"}
+    assert covid["sensitivity_at_threshold"] == m["threshold"]["sensitivity"]
+    audit = m["shortcut_audit"]
+    assert audit["gradcam"]["n"] <= 3 and audit["chance_accuracy"] == pytest.approx(1 / 3)
+    assert isinstance(audit["shortcut_suspected"], bool)
+    assert m["bootstrap"]["unit"] == "image"
+    report = (out / "report.md").read_text()
+    assert "Shortcut audit" in report and "confusion_matrix.png" in report
+    assert "accuracy" in capsys.readouterr().out
+
+
+def test_manifest_split_and_per_source(artifact, tmp_path):
+    data = tmp_path / "pool"
+    written = _write_folder(data, classes=CLASSES, n=30, seed=2)
+    with open(data / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["cls", "file", "source", "patient"])
+        for key, label, i in written:
+            # Two images per patient, two sources.
+            writer.writerow([label, key, "alpha" if i % 2 else "beta", f"p{i // 2}"])
+    keys = [key for key, _, _ in written]
+    split = data / "split.json"
+    split.write_text(json.dumps({"seed": 0, "train": keys[:6], "val": [], "test": keys[6:]}))
+
+    output = evaluate.evaluate_artifact(
+        artifact_dir=artifact, data=data, manifest=data / "manifest.csv", split_file=split, subset="test",
+        out_dir=tmp_path / "eval", gradcam_samples=0, n_resamples=50, progress=False,
+    )
+
+    m = output.metrics
+    assert m["n"] == 24
+    assert set(m["per_source"]) == {"alpha", "beta"}
+    assert sum(s["n"] for s in m["per_source"].values()) == 24
+    assert m["bootstrap"]["unit"] == "patient"
+    assert m["data"]["n_patients"] == len({i // 2 for _, _, i in written[6:]})
+    assert m["shortcut_audit"]["gradcam"] is None
+
+
+def test_summary_of_perfect_predictions():
+    y_true = np.array([0, 1, 2, 0, 1, 2])
+    probabilities = np.eye(3)[y_true] * 0.9 + 0.1 / 3
+    summary = evaluate.summarize_predictions(
+        y_true=y_true, probabilities=probabilities, class_names=CLASSES, threshold=0.5, n_resamples=50
+    )
+    assert summary["accuracy"] == 1.0 and summary["macro_auc"] == 1.0
+    assert summary["threshold"]["sensitivity"] == 1.0 and summary["threshold"]["specificity"] == 1.0
+    assert summary["per_class"]["normal"]["sensitivity_at_threshold"] is None
+    assert summary["ece"] == pytest.approx(abs(1.0 - (0.9 + 0.1 / 3)))
