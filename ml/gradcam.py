@@ -1,0 +1,61 @@
+"""Grad-CAM for the predicted class, and a PNG overlay for the portal."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from ml.architectures import GRADCAM_LAYER
+
+
+def gradcam(keras_model, model_input: np.ndarray, class_index: int) -> np.ndarray:
+    """Heatmap (S, S) in [0, 1] of where the model looked for ``class_index``.
+
+    Uses the pre-softmax logit so the gradient does not vanish when the
+    model is confident.
+    """
+    import keras
+    import tensorflow as tf
+
+    image = np.asarray(model_input, dtype=np.float32)
+    if image.ndim == 2:
+        image = image[..., None]
+    size = image.shape[0]
+    grad_model = keras.Model(
+        keras_model.inputs,
+        [keras_model.get_layer(GRADCAM_LAYER).output, keras_model.get_layer("logits").output],
+    )
+    batch = tf.convert_to_tensor(image[None])
+    with tf.GradientTape() as tape:
+        features, logits = grad_model(batch, training=False)
+        score = logits[:, class_index]
+    gradients = tape.gradient(score, features)
+    weights = tf.reduce_mean(gradients, axis=(1, 2))
+    cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0].numpy()
+    cam = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    peak = float(cam.max())
+    if not np.isfinite(peak) or peak <= 0:
+        return np.zeros((size, size), dtype=np.float32)
+    return np.clip(cam / peak, 0.0, 1.0).astype(np.float32)
+
+
+def overlay_png(model_input: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4) -> bytes:
+    """PNG bytes: the grayscale input with a jet-coloured heatmap blended on top."""
+    from matplotlib import colormaps
+
+    gray = np.asarray(model_input, dtype=np.float32)
+    if gray.ndim == 3:
+        gray = gray[..., 0]
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.shape != gray.shape:
+        heat = np.asarray(Image.fromarray(heat, mode="F").resize(gray.shape[::-1], Image.Resampling.BILINEAR))
+    colours = colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    base = np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1)
+    # Weight the colour by the heat so cold regions keep the radiograph visible.
+    weight = alpha * np.clip(heat, 0, 1)[..., None]
+    blended = (1 - weight) * base + weight * colours
+    buffer = io.BytesIO()
+    Image.fromarray((blended * 255 + 0.5).astype(np.uint8), mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,0 +1,93 @@
+"""Serving: load an artifact once per process and classify decoded images."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ml.artifact import ArtifactMetadata, load_metadata
+from ml.calibration import apply_temperature
+from ml.export import make_interpreter, run_interpreter
+from ml.labels import POSITIVE_CLASS
+from ml.preprocess import PreprocessConfig, preprocess
+
+
+@dataclass
+class PredictionResult:
+    probabilities: dict[str, float]
+    raw_probabilities: dict[str, float]
+    label: str
+    covid_probability: float
+    covid_threshold: float
+    covid_alert: bool
+    inference_ms: float
+    heatmap: np.ndarray | None
+    model_input: np.ndarray
+
+
+class Predictor:
+    """TFLite model plus its preprocessing and calibration.
+
+    The TFLite interpreter is loaded once (single-threaded: one worker process
+    per core). Keras is loaded only when a heatmap is first requested, so
+    plain predictions never pay for importing the full model.
+    """
+
+    def __init__(self, *, artifact_dir: Path, metadata: ArtifactMetadata, interpreter) -> None:
+        self.artifact_dir = artifact_dir
+        self.metadata = metadata
+        self.class_names = list(metadata.class_names)
+        self.config = PreprocessConfig.from_dict(metadata.preprocessing)
+        self._interpreter = interpreter
+        self._keras_model = None
+        self._positive_index = self.class_names.index(POSITIVE_CLASS)
+
+    @classmethod
+    def load(cls, artifact_dir: Path | str, *, threads: int = 1) -> "Predictor":
+        artifact_dir = Path(artifact_dir)
+        metadata = load_metadata(artifact_dir)
+        interpreter = make_interpreter(artifact_dir / metadata.model_file, threads=threads)
+        return cls(artifact_dir=artifact_dir, metadata=metadata, interpreter=interpreter)
+
+    @property
+    def keras_model(self):
+        if self._keras_model is None:
+            import keras
+
+            self._keras_model = keras.models.load_model(self.artifact_dir / self.metadata.keras_file, compile=False)
+        return self._keras_model
+
+    def predict(self, pixels_batch: list[np.ndarray]) -> list[PredictionResult]:
+        return [self.predict_one(pixels) for pixels in pixels_batch]
+
+    def predict_one(self, pixels: np.ndarray, *, with_heatmap: bool = False) -> PredictionResult:
+        started = time.perf_counter()
+        model_input = preprocess(pixels, self.config)
+        raw = run_interpreter(self._interpreter, model_input)
+        calibrated = apply_temperature(raw[None], self.metadata.temperature)[0]
+        inference_ms = (time.perf_counter() - started) * 1000.0
+        label_index = int(np.argmax(calibrated))
+        heatmap = None
+        if with_heatmap:
+            from ml.gradcam import gradcam
+
+            heatmap = gradcam(self.keras_model, model_input, label_index)
+        covid_probability = float(calibrated[self._positive_index])
+        return PredictionResult(
+            probabilities={name: float(p) for name, p in zip(self.class_names, calibrated)},
+            raw_probabilities={name: float(p) for name, p in zip(self.class_names, raw)},
+            label=self.class_names[label_index],
+            covid_probability=covid_probability,
+            covid_threshold=float(self.metadata.covid_threshold),
+            covid_alert=covid_probability >= self.metadata.covid_threshold,
+            inference_ms=inference_ms,
+            heatmap=heatmap,
+            model_input=model_input[..., 0],
+        )
+
+    def predict_model_inputs(self, model_inputs: np.ndarray) -> np.ndarray:
+        """Raw (uncalibrated) probabilities for already-preprocessed inputs (N, S, S, 1); for evaluation."""
+        return np.stack([run_interpreter(self._interpreter, image) for image in model_inputs])

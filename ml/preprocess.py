@@ -1,0 +1,137 @@
+"""Image preprocessing shared by training, evaluation and inference.
+
+Every model input goes through ``preprocess`` so that training and serving can
+never drift apart. The configuration is stored in each artifact's metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+from PIL import Image
+
+EQUALIZE_CHOICES = ("none", "histogram")
+CROP_CHOICES = ("none", "lungs")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How a decoded image becomes a model input of shape (S, S, 1).
+
+    ``crop="lungs"`` crops to the bounding box of the lung fields found by the
+    lung segmenter named in ``lung_segmenter`` (a folder under ml/artifacts/),
+    and ``mask_outside_lungs`` blanks everything outside the lungs, so that
+    borders, burnt-in text and collimation (which identify the source
+    hospital) never reach the classifier.
+    """
+
+    input_size: int = 256
+    equalize: str = "none"
+    crop: str = "none"
+    mask_outside_lungs: bool = False
+    lung_segmenter: str = ""
+    crop_margin: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.input_size < 8:
+            raise ValueError(f"input_size too small: {self.input_size}")
+        if self.equalize not in EQUALIZE_CHOICES:
+            raise ValueError(f"equalize must be one of {EQUALIZE_CHOICES}")
+        if self.crop not in CROP_CHOICES:
+            raise ValueError(f"crop must be one of {CROP_CHOICES}")
+        if (self.crop == "lungs" or self.mask_outside_lungs) and not self.lung_segmenter:
+            raise ValueError("lung cropping/masking needs lung_segmenter")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PreprocessConfig":
+        known = {f.name for f in fields(cls)}
+        # Unknown keys come from newer artifacts; ignoring them keeps old code loading.
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def resize(pixels: np.ndarray, *, height: int, width: int) -> np.ndarray:
+    """Resize a float32 image with antialiasing (Pillow's float mode)."""
+    image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")
+    return np.asarray(image.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def shrink_longest_side(pixels: np.ndarray, *, max_side: int) -> np.ndarray:
+    height, width = pixels.shape
+    longest = max(height, width)
+    if longest <= max_side:
+        return pixels
+    scale = max_side / longest
+    return resize(pixels, height=max(1, round(height * scale)), width=max(1, round(width * scale)))
+
+
+def equalize_histogram(pixels: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Global histogram equalisation, computed only over ``mask`` when given.
+
+    It removes most of the brightness/contrast/gamma differences between
+    sources. Pixels outside the mask are set to 0.
+    """
+    levels = np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    selected = levels if mask is None else levels[mask]
+    if selected.size == 0:
+        return np.zeros_like(pixels, dtype=np.float32)
+    histogram = np.bincount(selected.ravel(), minlength=256).astype(np.float64)
+    cdf = np.cumsum(histogram)
+    first = cdf[np.nonzero(histogram)[0][0]]
+    span = cdf[-1] - first
+    if span <= 0:
+        # A flat region carries no information; map it to mid-grey consistently.
+        lookup = np.full(256, 0.5, dtype=np.float32)
+    else:
+        lookup = np.clip((cdf - first) / span, 0.0, 1.0).astype(np.float32)
+    out = lookup[levels]
+    if mask is not None:
+        out = np.where(mask, out, 0.0).astype(np.float32)
+    return out
+
+
+def _bounding_box(mask: np.ndarray, *, margin: float) -> tuple[int, int, int, int]:
+    rows = np.nonzero(mask.any(axis=1))[0]
+    cols = np.nonzero(mask.any(axis=0))[0]
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    height, width = mask.shape
+    pad_y = int(round((bottom - top) * margin))
+    pad_x = int(round((right - left) * margin))
+    return (max(0, top - pad_y), min(height, bottom + pad_y), max(0, left - pad_x), min(width, right + pad_x))
+
+
+def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Turn decoded pixels (HxW float32 in [0, 1], air dark) into a model input (S, S, 1)."""
+    if pixels.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")
+    size = config.input_size
+    # Work at about twice the output size: enough detail for cropping, and fast.
+    work = shrink_longest_side(np.asarray(pixels, dtype=np.float32), max_side=max(2 * size, 64))
+    mask = None
+    if config.crop == "lungs" or config.mask_outside_lungs:
+        from ml.segmentation import segment_lungs
+
+        lung_mask = segment_lungs(work, segmenter=config.lung_segmenter)
+        if config.crop == "lungs":
+            top, bottom, left, right = _bounding_box(lung_mask, margin=config.crop_margin)
+            work = work[top:bottom, left:right]
+            lung_mask = lung_mask[top:bottom, left:right]
+        if config.mask_outside_lungs:
+            mask = resize(lung_mask.astype(np.float32), height=size, width=size) >= 0.5
+    out = resize(work, height=size, width=size)
+    if config.equalize == "histogram":
+        out = equalize_histogram(out, mask)
+    elif mask is not None:
+        out = np.where(mask, out, 0.0)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)[..., None]
+
+
+def preprocess_batch(images: list[np.ndarray], config: PreprocessConfig) -> np.ndarray:
+    size = config.input_size
+    out = np.empty((len(images), size, size, 1), dtype=np.float32)
+    for index, pixels in enumerate(images):
+        out[index] = preprocess(pixels, config)
+    return out

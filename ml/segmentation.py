@@ -1,0 +1,1 @@
+"""Lung segmentation used by preprocessing (placeholder until the segmenter is trained)."""

@@ -1,0 +1,444 @@
+"""Train a classifier and write a complete artifact folder.
+
+    python -m ml.train --data ../shared/data/cxr --architecture seed --out ml/artifacts/seed \
+        --split-file runs/split.json --epochs 30 --seed 7
+
+The data set's patient-level split is created on first use (``--split-file``
+that does not exist yet) and reused afterwards, so several models can be
+compared on exactly the same test patients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import hashlib
+import shutil
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ml.architectures import ARCHITECTURES, DEFAULT_INPUT_SIZE
+from ml.artifact import (
+    HISTORY_FILE,
+    KERAS_FILE,
+    MODEL_FILE,
+    SPLIT_FILE,
+    ArtifactMetadata,
+    file_sha256,
+    save_metadata,
+)
+from ml.augment import LIGHT, STRONG, AugmentConfig, augment_film, augment_geometry
+from ml.calibration import apply_temperature, choose_threshold, classification_metrics, fit_temperature
+from ml.labels import CLASS_NAMES, POSITIVE_CLASS
+from ml.preprocess import PreprocessConfig, preprocess, preprocess_batch, shrink_longest_side
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LUNG_SEGMENTER = "lung_segmenter"
+
+
+def default_preprocess(architecture: str, *, input_size: int | None = None) -> PreprocessConfig:
+    """The seed keeps its original recipe; the stronger model reads only the lung fields."""
+    size = input_size or DEFAULT_INPUT_SIZE[architecture]
+    if architecture == "sepres":
+        return PreprocessConfig(
+            input_size=size, equalize="histogram", crop="lungs", mask_outside_lungs=True, lung_segmenter=LUNG_SEGMENTER
+        )
+    return PreprocessConfig(input_size=size)
+
+
+def configure_tensorflow(*, threads: int, seed: int) -> None:
+    """Fix seeds and cap threads (the machine's cores are shared)."""
+    import keras
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        pass  # already initialised in this process (tests): keep the earlier setting
+    keras.utils.set_random_seed(seed)
+
+
+def _class_weights(labels: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros_like(counts)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return {index: float(w) for index, w in enumerate(weights)}
+
+
+def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, seed):
+    """A Keras PyDataset that augments on the fly; defined lazily to keep Keras out of imports."""
+    import keras
+
+    class AugmentedBatches(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(len(labels))
+
+        def __len__(self) -> int:
+            return int(np.ceil(len(labels) / batch_size))
+
+        def on_epoch_end(self) -> None:
+            self.order = self.rng.permutation(len(labels))
+
+        def __getitem__(self, index: int):
+            picked = self.order[index * batch_size:(index + 1) * batch_size]
+            batch = np.empty((len(picked), config.input_size, config.input_size, 1), dtype=np.float32)
+            for row, sample_index in enumerate(picked):
+                if augment.film:
+                    model_input = preprocess(augment_film(films[sample_index], self.rng), config)
+                else:
+                    model_input = model_inputs[sample_index]
+                batch[row] = augment_geometry(model_input, self.rng, augment)
+            return batch, labels[picked]
+
+    return AugmentedBatches()
+
+
+@dataclass
+class TrainResult:
+    artifact_dir: Path
+    val_metrics: dict
+    test_metrics: dict | None
+    epochs_run: int
+
+
+def train_model(
+    *,
+    train_films: list[np.ndarray],
+    train_labels: np.ndarray,
+    val_films: list[np.ndarray],
+    val_labels: np.ndarray,
+    architecture: str,
+    config: PreprocessConfig,
+    augment: AugmentConfig,
+    out_dir: Path,
+    epochs: int,
+    seed: int,
+    name: str,
+    version: str,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    patience: int = 6,
+    target_sensitivity: float = 0.95,
+    training_info: dict | None = None,
+    split_data: dict | None = None,
+    test_films: list[np.ndarray] | None = None,
+    test_labels: np.ndarray | None = None,
+    threads: int = 2,
+    verbose: int = 1,
+) -> TrainResult:
+    """Fit, calibrate on validation, export TFLite and write the artifact folder."""
+    configure_tensorflow(threads=threads, seed=seed)
+    import keras
+
+    from ml.architectures import build_model
+    from ml.export import export_tflite, max_tflite_difference
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_labels = np.asarray(train_labels, dtype=np.int64)
+    val_labels = np.asarray(val_labels, dtype=np.int64)
+    started = time.time()
+    train_inputs = None if augment.film else preprocess_batch(train_films, config)
+    val_inputs = preprocess_batch(val_films, config)
+
+    model = build_model(architecture=architecture, input_size=config.input_size)
+    # Plain Adam for every architecture: the seed's recipe, and good enough for the small models here.
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=["accuracy"],
+    )
+    batches = _make_batches(
+        films=train_films, model_inputs=train_inputs, labels=train_labels,
+        batch_size=batch_size, config=config, augment=augment, seed=seed,
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, patience // 2), min_lr=1e-5),
+    ]
+    history = model.fit(
+        batches,
+        validation_data=(val_inputs, val_labels),
+        epochs=epochs,
+        class_weight=_class_weights(train_labels),
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    history_data = {key: [float(v) for v in values] for key, values in history.history.items()}
+    epochs_run = len(history_data.get("loss", []))
+
+    positive = CLASS_NAMES.index(POSITIVE_CLASS)
+    val_raw = model.predict(val_inputs, verbose=0, batch_size=64)
+    temperature = fit_temperature(probabilities=val_raw, labels=val_labels)
+    val_calibrated = apply_temperature(val_raw, temperature)
+    threshold = choose_threshold(
+        positive_probabilities=val_calibrated[:, positive],
+        is_positive=val_labels == positive,
+        target_sensitivity=target_sensitivity,
+    )
+    val_metrics = classification_metrics(
+        probabilities=val_calibrated, labels=val_labels, positive_index=positive, threshold=threshold
+    )
+    val_metrics["raw_nll"] = classification_metrics(
+        probabilities=val_raw, labels=val_labels, positive_index=positive, threshold=threshold
+    )["nll"]
+
+    keras_path = out_dir / KERAS_FILE
+    model.save(keras_path)
+    tflite_path = export_tflite(keras_model=model, path=out_dir / MODEL_FILE)
+    check_inputs = val_inputs[: min(8, len(val_inputs))]
+    tflite_difference = max_tflite_difference(keras_model=model, tflite_path=tflite_path, inputs=check_inputs)
+    if not tflite_difference <= 1e-4:  # also catches NaN
+        raise RuntimeError(f"TFLite differs from Keras by {tflite_difference:.2e}")
+
+    test_metrics = None
+    if test_films is not None and test_labels is not None and len(test_films):
+        test_raw = model.predict(preprocess_batch(test_films, config), verbose=0, batch_size=64)
+        test_metrics = classification_metrics(
+            probabilities=apply_temperature(test_raw, temperature),
+            labels=np.asarray(test_labels, dtype=np.int64),
+            positive_index=positive,
+            threshold=threshold,
+        )
+        (out_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
+
+    (out_dir / HISTORY_FILE).write_text(json.dumps(history_data, indent=1) + "\n")
+    if split_data is not None:
+        (out_dir / SPLIT_FILE).write_text(json.dumps(split_data, indent=1) + "\n")
+    info = {
+        "seed": seed,
+        "epochs": epochs_run,
+        "max_epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": "Adam",
+        "augmentation": augment.to_dict(),
+        "class_weights": _class_weights(train_labels),
+        "history_file": HISTORY_FILE,
+        "split_file": SPLIT_FILE if split_data is not None else None,
+        "n_train": int(len(train_labels)),
+        "n_val": int(len(val_labels)),
+        "tflite_max_abs_difference": tflite_difference,
+        "seconds": round(time.time() - started, 1),
+        "parameters": int(model.count_params()),
+    }
+    info.update(training_info or {})
+    metadata = ArtifactMetadata(
+        name=name,
+        version=version,
+        architecture=architecture,
+        class_names=list(CLASS_NAMES),
+        input_size=config.input_size,
+        preprocessing=config.to_dict(),
+        temperature=temperature,
+        covid_threshold=threshold,
+        target_sensitivity=target_sensitivity,
+        metrics=val_metrics,
+        sha256=file_sha256(tflite_path),
+        training=info,
+    )
+    save_metadata(artifact_dir=out_dir, metadata=metadata)
+    _copy_lung_segmenter(config=config, out_dir=out_dir)
+    return TrainResult(artifact_dir=out_dir, val_metrics=val_metrics, test_metrics=test_metrics, epochs_run=epochs_run)
+
+
+def _copy_lung_segmenter(*, config: PreprocessConfig, out_dir: Path) -> None:
+    """Keep a copy of the segmenter with the artifact so it is self-contained."""
+    if not config.lung_segmenter:
+        return
+    from ml.segmentation import segmenter_dir
+
+    source = segmenter_dir(config.lung_segmenter)
+    target = out_dir / config.lung_segmenter
+    if source.resolve() != target.resolve():
+        shutil.copytree(source, target, dirs_exist_ok=True)
+
+
+def _stratified_indices(labels: np.ndarray, *, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.nonzero(labels == label)[0])
+        count = max(1, int(round(len(members) * val_fraction))) if len(members) > 1 else 0
+        val.extend(members[:count])
+        train.extend(members[count:])
+    return np.sort(np.array(train, dtype=int)), np.sort(np.array(val, dtype=int))
+
+
+def train_from_arrays(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    architecture: str,
+    out_dir: Path,
+    epochs: int,
+    seed: int,
+    name: str,
+    version: str,
+    config: PreprocessConfig | None = None,
+    augment: AugmentConfig | None = None,
+) -> Path:
+    """Train on in-memory images (N, H, W) in [0, 1]; 20 % (stratified) is held out for validation.
+
+    Meant for small synthetic data (the portal's end-to-end test); the input
+    size never exceeds the images' own size.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if config is None:
+        size = min(DEFAULT_INPUT_SIZE[architecture], images.shape[1], images.shape[2])
+        config = PreprocessConfig(input_size=size)
+    train_index, val_index = _stratified_indices(labels, val_fraction=0.2, seed=seed)
+    result = train_model(
+        train_films=[images[i] for i in train_index],
+        train_labels=labels[train_index],
+        val_films=[images[i] for i in val_index],
+        val_labels=labels[val_index],
+        architecture=architecture,
+        config=config,
+        augment=augment or LIGHT,
+        out_dir=Path(out_dir),
+        epochs=epochs,
+        seed=seed,
+        name=name,
+        version=version,
+        batch_size=16,
+        patience=max(epochs, 1),
+        training_info={"data_root": None, "source": "arrays"},
+        split_data={"seed": seed, "train": train_index.tolist(), "val": val_index.tolist(), "test": []},
+        verbose=0,
+    )
+    return result.artifact_dir
+
+
+def load_films(samples, *, cache_dir: Path | None = None, max_side: int = 512) -> list[np.ndarray]:
+    """Decode every sample once (through ml.imaging) and cache the shrunken films as float16."""
+    from tqdm import tqdm
+
+    from ml.datasets import decode_file
+
+    cache_path = None
+    if cache_dir is not None:
+        digest = hashlib.sha256("\n".join(str(s.path) for s in samples).encode() + str(max_side).encode()).hexdigest()[:16]
+        cache_path = Path(cache_dir) / f"films_{digest}.pkl"
+        if cache_path.is_file():
+            with open(cache_path, "rb") as handle:
+                return [f.astype(np.float32) for f in pickle.load(handle)]
+    films = [
+        shrink_longest_side(decode_file(s.path), max_side=max_side)
+        for s in tqdm(samples, desc="decode", file=sys.stderr)
+    ]
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(cache_path, "wb") as handle:
+            pickle.dump([f.astype(np.float16) for f in films], handle)
+    return films
+
+
+def _label_array(samples) -> np.ndarray:
+    return np.array([CLASS_NAMES.index(s.label) for s in samples], dtype=np.int64)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml.datasets import (
+        default_data_dir,
+        leave_one_source_out,
+        load_dataset,
+        load_split,
+        make_patient_split,
+        save_split,
+    )
+
+    parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=default_data_dir())
+    parser.add_argument("--manifest", type=Path, default=None)
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="sepres")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--split-file", type=Path, default=None)
+    parser.add_argument("--leave-out-source", default=None)
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--input-size", type=int, default=None)
+    parser.add_argument("--augment", choices=("light", "strong"), default=None)
+    parser.add_argument("--preprocess", choices=("plain", "lungs"), default=None)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--patience", type=int, default=6)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("CXR_TF_THREADS", "2")))
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "runs" / "cache")
+    args = parser.parse_args(argv)
+
+    samples = load_dataset(args.data, args.manifest)
+    if not samples:
+        parser.error(f"no labelled images under {args.data}")
+    if args.split_file is not None and args.split_file.is_file():
+        split = load_split(args.split_file)
+    else:
+        split = make_patient_split(samples=samples, seed=args.seed)
+        if args.split_file is not None:
+            save_split(split, args.split_file)
+    if args.leave_out_source:
+        loso = leave_one_source_out(samples=samples, split=split, source=args.leave_out_source)
+        train_samples, val_samples, test_samples = loso.train, loso.val, loso.test
+        split.notes["leave_out_source"] = args.leave_out_source
+        split.notes["loso_test"] = loso.description
+    else:
+        train_samples, val_samples, test_samples = (split.part(samples, p) for p in ("train", "val", "test"))
+    print(f"train {len(train_samples)}  val {len(val_samples)}  test {len(test_samples)}", file=sys.stderr)
+
+    config = default_preprocess(args.architecture, input_size=args.input_size)
+    if args.preprocess == "plain":
+        config = PreprocessConfig(input_size=config.input_size, equalize=config.equalize)
+    elif args.preprocess == "lungs":
+        config = replace(config, crop="lungs", mask_outside_lungs=True, lung_segmenter=LUNG_SEGMENTER)
+    augment = {"light": LIGHT, "strong": STRONG}.get(args.augment or "", STRONG if args.architecture == "sepres" else LIGHT)
+
+    films = load_films(samples, cache_dir=args.cache_dir)
+    by_key = {s.key: film for s, film in zip(samples, films)}
+    from dataclasses import asdict
+
+    result = train_model(
+        train_films=[by_key[s.key] for s in train_samples],
+        train_labels=_label_array(train_samples),
+        val_films=[by_key[s.key] for s in val_samples],
+        val_labels=_label_array(val_samples),
+        test_films=[by_key[s.key] for s in test_samples],
+        test_labels=_label_array(test_samples),
+        architecture=args.architecture,
+        config=config,
+        augment=augment,
+        out_dir=args.out,
+        epochs=args.epochs,
+        seed=args.seed,
+        name=args.name or f"cxr-{args.architecture}",
+        version=args.version,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        patience=args.patience,
+        threads=args.threads,
+        training_info={
+            "data_root": str(args.data),
+            "manifest": str(args.manifest) if args.manifest else None,
+            "leave_out_source": args.leave_out_source,
+            "test_sources": sorted({s.source for s in test_samples}),
+        },
+        split_data=asdict(split),
+    )
+    print(json.dumps({"val": result.val_metrics, "test": result.test_metrics}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

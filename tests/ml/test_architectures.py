@@ -1,0 +1,32 @@
+import subprocess
+import sys
+
+from ml.architectures import GRADCAM_LAYER, build_model
+
+
+def test_seed_matches_its_published_shape():
+    model = build_model(architecture="seed", input_size=256)
+    convolutions = [layer for layer in model.layers if layer.name.startswith("conv")]
+    assert [layer.filters for layer in convolutions] == [8, 16, 32, 16, 32, 64, 32, 64, 128, 64]
+    assert model.get_layer("flatten").output.shape[-1] == 16 * 16 * 64
+    assert model.output_shape == (None, 3)
+
+
+def test_every_architecture_exposes_gradcam_and_logits_layers():
+    for architecture, size in (("seed", 64), ("sepres", 64), ("tiny", 32)):
+        model = build_model(architecture=architecture, input_size=size)
+        assert model.get_layer(GRADCAM_LAYER) is not None and model.get_layer("logits") is not None
+
+
+def test_tiny_has_a_few_thousand_parameters():
+    assert build_model(architecture="tiny", input_size=64).count_params() < 5000
+
+
+def test_importing_serving_modules_does_not_load_tensorflow_or_django():
+    code = (
+        "import sys, ml.preprocess, ml.inference, ml.datasets, ml.artifact, ml.calibration, ml.augment, "
+        "ml.gradcam, ml.export, ml.architectures, ml.train, ml.segmentation; "
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules, 'django' in sys.modules)"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.split() == ["False", "False", "False"]

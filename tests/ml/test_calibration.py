@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from ml.calibration import (
+    apply_temperature,
+    choose_threshold,
+    classification_metrics,
+    expected_calibration_error,
+    fit_temperature,
+    roc_auc,
+)
+
+
+def test_temperature_one_leaves_probabilities_unchanged():
+    probabilities = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], np.float32)
+    assert np.allclose(apply_temperature(probabilities, 1.0), probabilities, atol=1e-6)
+
+
+def test_fit_temperature_recovers_overconfidence():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 1.5, (4000, 3))
+    true_probabilities = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(3, p=p) for p in true_probabilities])
+    overconfident = apply_temperature(true_probabilities, 0.5)  # logits doubled
+    assert fit_temperature(probabilities=overconfident, labels=labels) == pytest.approx(2.0, rel=0.15)
+
+
+def test_threshold_reaches_target_sensitivity_on_its_own_data():
+    rng = np.random.default_rng(1)
+    is_positive = rng.random(500) < 0.4
+    scores = np.clip(rng.normal(0.3 + 0.4 * is_positive, 0.2), 0, 1)
+    threshold = choose_threshold(positive_probabilities=scores, is_positive=is_positive, target_sensitivity=0.95)
+    assert (scores[is_positive] >= threshold).mean() >= 0.95
+    # The highest such threshold: nudging it up loses sensitivity.
+    assert (scores[is_positive] >= threshold + 1e-6).mean() < 0.95
+
+
+def test_roc_auc_known_values_and_ties():
+    assert roc_auc(scores=np.array([0.1, 0.4, 0.35, 0.8]), is_positive=np.array([0, 0, 1, 1])) == 0.75
+    assert roc_auc(scores=np.array([0.5, 0.5]), is_positive=np.array([0, 1])) == 0.5
+    assert np.isnan(roc_auc(scores=np.array([0.5, 0.6]), is_positive=np.array([1, 1])))
+
+
+def test_ece_is_zero_for_perfectly_calibrated_certain_predictions():
+    probabilities = np.eye(3)[[0, 1, 2, 0]]
+    assert expected_calibration_error(probabilities=probabilities, labels=np.array([0, 1, 2, 0])) == 0.0
+
+
+def test_metrics_report_accuracy_and_sensitivity():
+    probabilities = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.6, 0.1, 0.3]])
+    result = classification_metrics(probabilities=probabilities, labels=np.array([0, 1, 2]), positive_index=0, threshold=0.5)
+    assert result["accuracy"] == pytest.approx(2 / 3)
+    assert result["covid_sensitivity"] == 1.0
+    assert result["covid_specificity"] == 0.5

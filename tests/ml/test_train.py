@@ -1,0 +1,63 @@
+"""End-to-end on synthetic data: train tiny, export, load with Predictor."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ml.artifact import file_sha256, load_metadata, verify_artifact
+from ml.labels import CLASS_NAMES
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    from ml.train import train_from_arrays
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 20)
+    images = rng.uniform(0, 0.3, (60, 64, 64)).astype(np.float32)
+    for index, label in enumerate(labels):
+        images[index, 8 + 16 * label:24 + 16 * label, 8:56] += 0.6  # class = band position
+    out = tmp_path_factory.mktemp("artifact") / "tiny"
+    path = train_from_arrays(images, labels, architecture="tiny", out_dir=out, epochs=3, seed=1, name="tiny", version="0")
+    return path, images
+
+
+def test_artifact_folder_is_complete(tiny_artifact):
+    path, _ = tiny_artifact
+    metadata = load_metadata(path)
+    assert metadata.class_names == list(CLASS_NAMES)
+    assert metadata.input_size == 64 and metadata.architecture == "tiny"
+    assert 0 < metadata.temperature and 0 <= metadata.covid_threshold <= 1
+    assert metadata.sha256 == file_sha256(path / "model.tflite")
+    assert verify_artifact(path)
+    for name in ("model.keras", "history.json", "split.json"):
+        assert (path / name).is_file()
+    assert set(json.loads((path / "split.json").read_text())) >= {"train", "val"}
+    assert metadata.training["tflite_max_abs_difference"] <= 1e-4
+
+
+def test_tflite_matches_keras_on_fixed_inputs(tiny_artifact):
+    import keras
+
+    from ml.export import max_tflite_difference
+
+    path, _ = tiny_artifact
+    model = keras.models.load_model(path / "model.keras", compile=False)
+    inputs = np.random.default_rng(5).uniform(0, 1, (4, 64, 64, 1)).astype(np.float32)
+    assert max_tflite_difference(keras_model=model, tflite_path=path / "model.tflite", inputs=inputs) <= 1e-4
+
+
+def test_predictor_returns_calibrated_probabilities_and_heatmap(tiny_artifact):
+    from ml.inference import Predictor
+
+    path, images = tiny_artifact
+    predictor = Predictor.load(path)
+    result = predictor.predict_one(images[0], with_heatmap=True)
+    assert set(result.probabilities) == set(CLASS_NAMES)
+    assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert result.label in CLASS_NAMES
+    assert result.covid_alert == (result.covid_probability >= result.covid_threshold)
+    assert result.heatmap.shape == (64, 64) and 0 <= result.heatmap.min() and result.heatmap.max() <= 1
+    assert result.model_input.shape == (64, 64)
+    assert len(predictor.predict([images[1], images[2]])) == 2
