@@ -114,6 +114,12 @@ def test_manifest_split_and_per_source(artifact, tmp_path):
     assert m["data"]["n_patients"] == len({i // 2 for _, _, i in written[6:]})
     assert m["shortcut_audit"]["gradcam"] is None
 
+    from ml.compare import main as compare_main
+
+    assert compare_main(["--metrics", str(tmp_path / "eval" / "metrics.json"), "--out", str(tmp_path / "cmp")]) == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "tiny-test 0 (tiny)" in table and "accuracy on source alpha" in table
+
 
 def test_summary_of_perfect_predictions():
     y_true = np.array([0, 1, 2, 0, 1, 2])
