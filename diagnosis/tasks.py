@@ -8,7 +8,6 @@ from diagnosis.services.inference import retry_delay, studies_requeue_stale, stu
 
 @shared_task(
     name="diagnosis.run_inference",
-    queue="inference",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,

@@ -82,23 +82,27 @@ def studies_requeue_stale() -> int:
     """Re-queue studies whose message the broker lost or whose worker died mid-task."""
     from diagnosis.tasks import run_inference
 
-    cutoff = timezone.now() - settings.INFERENCE_STALE_AFTER
+    now = timezone.now()
+    cutoff = now - settings.INFERENCE_STALE_AFTER
     stale_processing = Study.objects.filter(status=StudyStatus.PROCESSING, started_at__lt=cutoff)
     stale_processing.filter(attempt_count__gte=settings.INFERENCE_MAX_ATTEMPTS).update(
         status=StudyStatus.FAILED,
         error_message="The worker stopped responding on every attempt; the study was not classified.",
-        completed_at=timezone.now(),
+        completed_at=now,
     )
-    stale_processing.update(status=StudyStatus.QUEUED, queued_at=timezone.now())
-    stale = list(
+    revived = list(stale_processing.values_list("id", flat=True))
+    Study.objects.filter(id__in=revived, status=StudyStatus.PROCESSING).update(status=StudyStatus.QUEUED, queued_at=now)
+    lost = list(
         Study.objects.filter(
             Q(status=StudyStatus.RECEIVED, created_at__lt=cutoff) | Q(status=StudyStatus.QUEUED, queued_at__lt=cutoff)
         ).values_list("id", flat=True)
     )
-    if stale and model_version_active() is not None:
-        for study_id in stale:
+    Study.objects.filter(id__in=lost, status=StudyStatus.RECEIVED).update(status=StudyStatus.QUEUED, queued_at=now)
+    study_ids = sorted(set(revived) | set(lost))
+    if model_version_active() is not None:
+        for study_id in study_ids:
             run_inference.delay(study_id=study_id)
-    return len(stale)
+    return len(study_ids)
 
 
 def _claim(study_id: int) -> bool:

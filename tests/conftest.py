@@ -1,0 +1,95 @@
+import pytest
+from django.test import Client
+
+from tests.factories import PatientFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def image_store(settings, tmp_path):
+    """Every test gets its own empty image store."""
+    settings.IMAGE_STORE_DIR = tmp_path / "images"
+    return settings.IMAGE_STORE_DIR
+
+
+@pytest.fixture
+def clinician(db):
+    return UserFactory(username="dr_ana", clinician=True)
+
+
+@pytest.fixture
+def second_clinician(db):
+    return UserFactory(username="dr_ben", clinician=True)
+
+
+@pytest.fixture
+def administrator(db):
+    return UserFactory(username="admin_carla", administrator=True)
+
+
+@pytest.fixture
+def auditor(db):
+    return UserFactory(username="auditor_dev", auditor=True)
+
+
+@pytest.fixture
+def patient(db):
+    return PatientFactory(mrn="MRN000123", name="Maria Lopez")
+
+
+def logged_in_client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def role_clients(db):
+    """A client for each role plus anonymous, keyed by name."""
+    users = {
+        "clinician": UserFactory(clinician=True),
+        "administrator": UserFactory(administrator=True),
+        "auditor": UserFactory(auditor=True),
+    }
+    clients = {name: logged_in_client(user) for name, user in users.items()}
+    clients["anonymous"] = Client()
+    return clients
+
+
+def synthetic_training_set(count_per_class: int = 20, size: int = 64, seed: int = 0):
+    """Three visibly different synthetic 'films' so a tiny network can learn them in seconds."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    y, x = np.mgrid[0:size, 0:size] / size
+    patterns = [np.sin(8 * x) * 0.3 + 0.5, 0.2 + 0.6 * y, 0.8 - 0.6 * x]
+    for label, pattern in enumerate(patterns):
+        for _ in range(count_per_class):
+            images.append(np.clip(pattern + rng.normal(0, 0.05, pattern.shape), 0, 1).astype("float32"))
+            labels.append(label)
+    return np.stack(images), np.array(labels)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A real (tiny) model artifact trained once per test session on synthetic images."""
+    from ml.train import train_from_arrays
+
+    images, labels = synthetic_training_set()
+    return train_from_arrays(
+        images,
+        labels,
+        architecture="tiny",
+        out_dir=tmp_path_factory.mktemp("models") / "tiny",
+        epochs=3,
+        seed=7,
+        name="tiny-test",
+        version="1",
+    )
+
+
+@pytest.fixture
+def active_model(db, tiny_model_dir):
+    from diagnosis.services.model_registry import model_version_register
+
+    return model_version_register(artifact_dir=tiny_model_dir, activate=True)

@@ -1,0 +1,110 @@
+"""Running the model on a study: claimed once, stored once, failures bounded."""
+
+import pytest
+
+from audit.models import AuditEvent
+from diagnosis.models import Prediction, StudyStatus
+from diagnosis.services import inference
+from diagnosis.services.ingest import study_create
+from ml.labels import CLASS_NAMES
+from tests import images
+
+
+@pytest.fixture
+def queued_study(clinician, patient, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    with django_capture_on_commit_callbacks(execute=True):
+        study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes())
+    study.refresh_from_db()
+    assert study.status == StudyStatus.QUEUED
+    return study
+
+
+@pytest.mark.django_db
+def test_study_waits_while_no_model_is_active(queued_study):
+    outcome = inference.study_run_inference(study_id=queued_study.id)
+    queued_study.refresh_from_db()
+    assert outcome.status == "waiting_for_model"
+    assert queued_study.status == StudyStatus.QUEUED
+    assert queued_study.attempt_count == 0
+
+
+@pytest.mark.django_db
+def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study, active_model, image_store):
+    outcome = inference.study_run_inference(study_id=queued_study.id)
+    queued_study.refresh_from_db()
+    assert outcome.status == "completed"
+    assert queued_study.status == StudyStatus.COMPLETED
+    prediction = Prediction.objects.get(study=queued_study)
+    assert prediction.model_version == active_model
+    assert set(prediction.probabilities) == set(CLASS_NAMES)
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert prediction.predicted_label == max(prediction.probabilities, key=prediction.probabilities.get)
+    assert prediction.covid_threshold == active_model.covid_threshold
+    assert prediction.heatmap_sha256
+    assert list(image_store.rglob(f"{prediction.heatmap_sha256}.heatmap.png"))
+    assert AuditEvent.objects.filter(action="prediction.create", study_identifier=queued_study.accession_number).count() == 1
+
+
+@pytest.mark.django_db
+def test_running_the_same_task_twice_makes_one_prediction(queued_study, active_model):
+    from diagnosis.tasks import run_inference
+
+    first = run_inference.apply(kwargs={"study_id": queued_study.id}).get()
+    second = run_inference.apply(kwargs={"study_id": queued_study.id}).get()
+    assert (first, second) == ("completed", "skipped")
+    assert Prediction.objects.filter(study=queued_study).count() == 1
+
+
+@pytest.mark.django_db
+def test_failure_is_retried_then_marked_failed(queued_study, active_model, monkeypatch, settings):
+    settings.INFERENCE_MAX_ATTEMPTS = 2
+
+    def broken_predictor(model_version):
+        raise RuntimeError("model file unreadable")
+
+    monkeypatch.setattr(inference, "predictor_for", broken_predictor)
+    first = inference.study_run_inference(study_id=queued_study.id)
+    queued_study.refresh_from_db()
+    assert first.status == "retry"
+    assert queued_study.status == StudyStatus.QUEUED
+    assert "model file unreadable" in queued_study.error_message
+
+    second = inference.study_run_inference(study_id=queued_study.id)
+    queued_study.refresh_from_db()
+    assert second.status == "failed"
+    assert queued_study.status == StudyStatus.FAILED
+    assert queued_study.attempt_count == 2
+    assert "model file unreadable" in queued_study.error_message
+    assert inference.study_run_inference(study_id=queued_study.id).status == "skipped"
+
+
+@pytest.mark.django_db
+def test_stale_processing_study_is_requeued(queued_study, active_model, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from diagnosis.models import Study
+
+    rung = []
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: rung.append(kwargs))
+    Study.objects.filter(id=queued_study.id).update(
+        status=StudyStatus.PROCESSING, started_at=timezone.now() - timedelta(hours=1), attempt_count=1
+    )
+    inference.studies_requeue_stale()
+    queued_study.refresh_from_db()
+    assert queued_study.status == StudyStatus.QUEUED
+    assert rung == [{"study_id": queued_study.id}]
+
+
+@pytest.mark.django_db
+def test_activating_a_model_requeues_waiting_studies(queued_study, tiny_model_dir, monkeypatch,
+                                                      django_capture_on_commit_callbacks):
+    from diagnosis.services.model_registry import model_version_register
+
+    rung = []
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: rung.append(kwargs))
+    with django_capture_on_commit_callbacks(execute=True):
+        model_version_register(artifact_dir=tiny_model_dir, activate=True)
+    assert rung == [{"study_id": queued_study.id}]

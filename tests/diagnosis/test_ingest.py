@@ -1,0 +1,89 @@
+"""Uploading: every format is accepted, every bad input is rejected with nothing stored."""
+
+import pytest
+
+from audit.models import AuditEvent
+from diagnosis.models import StoredImage, Study, StudyStatus
+from diagnosis.services.ingest import UploadRejected, study_create
+from tests import images
+
+
+def stored_files(image_store):
+    return sorted(path for path in image_store.rglob("*") if path.is_file()) if image_store.exists() else []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "data_factory", [images.png_bytes, images.jpeg_bytes, images.dicom_bytes, images.rgb_png_bytes],
+    ids=["png", "jpeg", "dicom", "rgb-png"],
+)
+def test_accepts_each_format_and_queues_after_commit(
+    data_factory, clinician, patient, image_store, django_capture_on_commit_callbacks, monkeypatch
+):
+    queued = []
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: queued.append(kwargs))
+    with django_capture_on_commit_callbacks(execute=True):
+        study = study_create(patient=patient, uploaded_by=clinician, data=data_factory(), filename="../../etc/x.png")
+    study.refresh_from_db()
+    assert study.status == StudyStatus.QUEUED
+    assert queued == [{"study_id": study.id}]
+    assert study.original_filename == "../../etc/x.png"  # kept as data only
+    assert all(".." not in str(path.relative_to(image_store)) for path in stored_files(image_store))
+    assert len(stored_files(image_store)) == 2  # original + preview, named by hash
+    assert AuditEvent.objects.filter(action="study.upload", object_id=str(study.id)).count() == 1
+
+
+@pytest.mark.django_db
+def test_dicom_fills_accession_and_view_from_tags(clinician, patient, monkeypatch):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    study = study_create(patient=patient, uploaded_by=clinician, data=images.dicom_bytes(accession_number="A-77"))
+    assert study.accession_number == "A-77"
+    assert study.view_position == "PA"
+    assert str(study.acquisition_date) == "2026-01-01"
+
+
+@pytest.mark.django_db
+def test_same_bytes_are_stored_once(clinician, patient, image_store, monkeypatch):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    data = images.png_bytes()
+    study_create(patient=patient, uploaded_by=clinician, data=data)
+    study_create(patient=patient, uploaded_by=clinician, data=data)
+    assert StoredImage.objects.count() == 1
+    assert Study.objects.count() == 2
+    assert len(stored_files(image_store)) == 2
+
+
+BAD_INPUTS = {
+    "empty": lambda: b"",
+    "text-named-png": lambda: b"This is a text file, not an image.\n" * 10,
+    "truncated-png": lambda: images.truncated(images.png_bytes()),
+    "truncated-jpeg": lambda: images.truncated(images.jpeg_bytes()),
+    "png-30000x30000": lambda: images.png_declaring_size(30000, 30000),
+    "dicom-without-pixels": lambda: images.dicom_bytes(with_pixels=False),
+    "dicom-truncated": lambda: images.truncated(images.dicom_bytes(), keep=0.6),
+    "dicom-undecodable-syntax": images.dicom_with_undecodable_syntax,
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", BAD_INPUTS)
+def test_rejects_bad_input_and_changes_nothing(name, clinician, patient, image_store, monkeypatch):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: pytest.fail("nothing may be queued"))
+    study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.gradient(seed=1)))
+    files_before = stored_files(image_store)
+    counts_before = (Study.objects.count(), StoredImage.objects.count(), AuditEvent.objects.count())
+
+    with pytest.raises(UploadRejected) as raised:
+        study_create(patient=patient, uploaded_by=clinician, data=BAD_INPUTS[name](), filename="x.png")
+
+    assert raised.value.messages[0]
+    assert stored_files(image_store) == files_before
+    assert (Study.objects.count(), StoredImage.objects.count(), AuditEvent.objects.count()) == counts_before
+
+
+@pytest.mark.django_db
+def test_rejects_duplicate_accession_number(clinician, patient, monkeypatch):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-1")
+    with pytest.raises(UploadRejected, match="already exists"):
+        study_create(patient=patient, uploaded_by=clinician, data=images.jpeg_bytes(), accession_number="ACC-1")

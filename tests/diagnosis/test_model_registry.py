@@ -1,0 +1,52 @@
+import json
+import shutil
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+
+from diagnosis.models import ModelVersion, ModelVersionStatus
+from diagnosis.services.model_registry import model_version_activate, model_version_register
+
+
+@pytest.mark.django_db
+def test_registers_candidate_from_artifact_metadata(tiny_model_dir):
+    version = model_version_register(artifact_dir=tiny_model_dir)
+    metadata = json.loads((tiny_model_dir / "metadata.json").read_text())
+    assert version.status == ModelVersionStatus.CANDIDATE
+    assert version.file_sha256 == metadata["sha256"]
+    assert version.class_names == ["covid", "normal", "pneumonia"]
+    assert model_version_register(artifact_dir=tiny_model_dir) == version  # idempotent
+
+
+@pytest.mark.django_db
+def test_rejects_artifact_whose_file_does_not_match_its_hash(tiny_model_dir, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(tiny_model_dir, copy)
+    model_file = copy / json.loads((copy / "metadata.json").read_text())["model_file"]
+    model_file.write_bytes(model_file.read_bytes() + b"tampered")
+    with pytest.raises(ValidationError, match="does not match"):
+        model_version_register(artifact_dir=copy)
+
+
+@pytest.mark.django_db
+def test_activating_retires_the_previous_active_version(tiny_model_dir):
+    first = model_version_register(artifact_dir=tiny_model_dir, activate=True)
+    second = ModelVersion.objects.create(
+        name="other", version="2", artifact_path=str(tiny_model_dir), file_sha256=first.file_sha256,
+        architecture="tiny", class_names=first.class_names, input_size=first.input_size,
+    )
+    model_version_activate(model_version=second)
+    first.refresh_from_db()
+    assert first.status == ModelVersionStatus.RETIRED
+    assert ModelVersion.objects.filter(status=ModelVersionStatus.ACTIVE).get() == second
+
+
+@pytest.mark.django_db
+def test_database_allows_at_most_one_active_version(tiny_model_dir):
+    first = model_version_register(artifact_dir=tiny_model_dir, activate=True)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ModelVersion.objects.create(
+            name="rogue", version="1", artifact_path="x", file_sha256="0" * 64, architecture="tiny",
+            class_names=first.class_names, input_size=64, status=ModelVersionStatus.ACTIVE,
+        )

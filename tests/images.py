@@ -1,0 +1,127 @@
+"""Synthetic chest-X-ray-like files in every format the portal accepts, and broken ones."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+
+def gradient(width: int = 96, height: int = 80, *, seed: int = 0) -> np.ndarray:
+    """A smooth image with some noise, values in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = 0.5 + 0.3 * np.sin(x / 9.0) * np.cos(y / 11.0)
+    return np.clip(base + rng.normal(0, 0.03, size=base.shape), 0, 1).astype(np.float32)
+
+
+def png_bytes(pixels: np.ndarray | None = None, *, bits: int = 8) -> bytes:
+    pixels = gradient() if pixels is None else pixels
+    buffer = io.BytesIO()
+    if bits == 16:
+        Image.fromarray(np.round(pixels * 65535).astype(np.uint16)).save(buffer, format="PNG")
+    else:
+        Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def rgb_png_bytes() -> bytes:
+    gray = np.round(gradient() * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(np.stack([gray, gray, gray], axis=-1)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def jpeg_bytes(pixels: np.ndarray | None = None, *, quality: int = 90) -> bytes:
+    pixels = gradient() if pixels is None else pixels
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(pixels * 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def truncated(data: bytes, *, keep: float = 0.5) -> bytes:
+    return data[: int(len(data) * keep)]
+
+
+def png_declaring_size(width: int, height: int) -> bytes:
+    """A tiny, valid-looking PNG whose header declares an absurd size (a decompression bomb)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def dicom_bytes(
+    pixels: np.ndarray | None = None,
+    *,
+    bits: int = 12,
+    photometric: str = "MONOCHROME2",
+    with_pixels: bool = True,
+    window: tuple[float, float] | None = None,
+    transfer_syntax: str | None = None,
+    patient_id: str = "DCM-0001",
+    patient_name: str = "Doe^Jane",
+    accession_number: str = "ACC-DCM-1",
+    view_position: str = "PA",
+) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    pixels = gradient() if pixels is None else pixels
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "DX"
+    dataset.PatientID = patient_id
+    dataset.PatientName = patient_name
+    dataset.PatientBirthDate = "19700102"
+    dataset.PatientSex = "F"
+    dataset.AccessionNumber = accession_number
+    dataset.ViewPosition = view_position
+    dataset.StudyDate = "20260101"
+    dataset.StudyInstanceUID = generate_uid()
+    dataset.SeriesInstanceUID = generate_uid()
+    if with_pixels:
+        maximum = 2**bits - 1
+        stored = np.round(pixels * maximum).astype(np.uint16)
+        if photometric == "MONOCHROME1":
+            stored = (maximum - stored).astype(np.uint16)
+        dataset.Rows, dataset.Columns = stored.shape
+        dataset.SamplesPerPixel = 1
+        dataset.PhotometricInterpretation = photometric
+        dataset.BitsAllocated = 16
+        dataset.BitsStored = bits
+        dataset.HighBit = bits - 1
+        dataset.PixelRepresentation = 0
+        if window is not None:
+            dataset.WindowCenter, dataset.WindowWidth = window
+        dataset.PixelData = stored.tobytes()
+        if transfer_syntax is not None:
+            dataset.compress(transfer_syntax)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def dicom_with_undecodable_syntax() -> bytes:
+    """Pixel data claimed to be JPEG-LS, which no installed decoder handles."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGLSLossless
+
+    dataset = dcmread(io.BytesIO(dicom_bytes()))
+    dataset.file_meta.TransferSyntaxUID = JPEGLSLossless
+    dataset.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + b"\x00" * 200])
+    dataset["PixelData"].VR = "OB"
+    dataset["PixelData"].is_undefined_length = True
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
