@@ -105,6 +105,15 @@ def _bounding_box(mask: np.ndarray, *, margin: float) -> tuple[int, int, int, in
 
 def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Turn decoded pixels (HxW float32 in [0, 1], air dark) into a model input (S, S, 1)."""
+    return preprocess_with_lung_mask(pixels, config)[0]
+
+
+def preprocess_with_lung_mask(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model input and, when the config masks outside the lungs, the lung mask (S, S) in its frame.
+
+    For the shortcut audit: with ``mask_outside_lungs`` this is exactly the
+    region the classifier can see.
+    """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")
     size = config.input_size
@@ -126,7 +135,7 @@ def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
         out = equalize_histogram(out, mask)
     elif mask is not None:
         out = np.where(mask, out, 0.0)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)[..., None]
+    return np.clip(out, 0.0, 1.0).astype(np.float32)[..., None], mask
 
 
 def preprocess_batch(images: list[np.ndarray], config: PreprocessConfig) -> np.ndarray:
