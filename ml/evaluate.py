@@ -193,6 +193,7 @@ def evaluate_artifact(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     threads: int = 1,
+    use_segmenter: bool = True,
     progress: bool = True,
 ) -> EvaluationOutput:
     from tqdm import tqdm
@@ -200,7 +201,7 @@ def evaluate_artifact(
     from ml.calibration import apply_temperature
     from ml.imaging import ImageDecodeError, decode_path
     from ml.inference import Predictor
-    from ml.lungs import lung_mask_for_config
+    from ml.lungs import lung_region_for_config
     from ml.plots import plot_confusion_matrix, plot_reliability_diagram, plot_roc_curves
     from ml.report import write_report
     from ml.shortcut_audit import load_loso, run_shortcut_audit
@@ -216,9 +217,10 @@ def evaluate_artifact(
     predictor = Predictor.load(artifact_dir, threads=threads)
     class_names = list(predictor.class_names)
     metadata = predictor.metadata
+    lung_region = lung_region_for_config(predictor.config, use_segmenter=use_segmenter)
 
     kept, skipped = [], []
-    probabilities, raw_probabilities, model_inputs = [], [], []
+    probabilities, raw_probabilities, model_inputs, lung_masks = [], [], [], []
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc=f"evaluating {metadata.name}", unit="batch", disable=not progress):
         batch, pixels = [], []
@@ -228,8 +230,9 @@ def evaluate_artifact(
                 batch.append(sample)
             except (ImageDecodeError, OSError) as error:
                 skipped.append({"file": sample.key, "reason": str(error)})
-        for sample, result in zip(batch, predictor.predict(pixels), strict=True):
+        for sample, film, result in zip(batch, pixels, predictor.predict(pixels), strict=True):
             kept.append(sample)
+            lung_masks.append(lung_region.mask(film, result.model_input))
             probabilities.append([result.probabilities[name] for name in class_names])
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
@@ -286,7 +289,6 @@ def evaluate_artifact(
         raw = predictor.predict_model_inputs(batch)
         return apply_temperature(raw, metadata.temperature)
 
-    lung_region, mask_fn = lung_mask_for_config(predictor.config)
     audit = run_shortcut_audit(
         model_inputs=model_inputs,
         y_true=y_true,
@@ -296,8 +298,8 @@ def evaluate_artifact(
         heatmap_indices=heatmap_indices,
         groups=patients,
         loso=load_loso(artifact_dir),
-        mask_fn=mask_fn,
-        lung_region=lung_region,
+        masks=np.stack(lung_masks),
+        lung_region=lung_region.description,
         seed=seed,
         n_resamples=n_resamples,
     )
@@ -394,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", type=int, default=DEFAULT_RESAMPLES, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="TFLite threads")
+    parser.add_argument(
+        "--lung-region",
+        choices=("auto", "prior"),
+        default="auto",
+        help="audit lung region: auto = segmenter/preprocessing mask when available, prior = fixed ellipses",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -412,6 +420,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         n_resamples=args.bootstrap,
         seed=args.seed,
         threads=args.threads,
+        use_segmenter=args.lung_region == "auto",
         progress=not args.quiet,
     )
     m = output.metrics

@@ -33,13 +33,16 @@ patient's anatomy: rotated, cropped or paediatric films are only roughly
 covered, which makes the audit conservative in one direction (some lung
 tissue stays visible at the ellipse edges when the lungs are "hidden").
 
-When preprocessing already blanks everything outside a segmented lung
-(``mask_outside_lungs``), :func:`lung_mask_for_config` uses the non-blank
-region of each input instead of a prior: that is exactly what the model sees.
+The prior is the fallback. When a per-image region is available,
+:func:`lung_region_for_config` prefers it: the mask preprocessing applied when
+it blanks everything outside the lungs (``mask_outside_lungs``), or the lung
+segmenter of ``ml.segmentation`` (a small U-Net trained on the V7 masks) for
+whole-film inputs. The segmenter also falls back to :func:`prior_lung_mask`
+(frame ``"full"``, on the film) when its output is implausibly small.
 
 For whoever changes preprocessing: a new crop mode needs its own frame here
 (``LUNG_PRIORS`` is the single place to change) and a branch in
-:func:`lung_mask_for_config`.
+:func:`lung_region_for_config`.
 
 Function shape, stable for callers: ``lung_mask(model_input, frame=...) ->
 bool (S, S)`` accepting ``(S, S)`` or ``(S, S, 1)`` inputs of any side.
@@ -115,45 +118,74 @@ def lung_mask(model_input: np.ndarray, *, frame: str = "full") -> np.ndarray:
     return prior_lung_mask(height=image.shape[0], width=image.shape[1], frame=frame).copy()
 
 
-def _close(mask: np.ndarray, *, radius: int) -> np.ndarray:
-    """Binary closing with a square window: fills the odd black pixel inside the lungs."""
+@dataclass(frozen=True)
+class LungRegion:
+    """How the audit finds the lungs for one artifact: ``mask(film, model_input) -> bool (S, S)``."""
 
-    def shift_reduce(values: np.ndarray, reduce) -> np.ndarray:
-        padded = np.pad(values, radius, mode="edge")
-        out = values.copy()
-        size = values.shape
-        for dy in range(2 * radius + 1):
-            for dx in range(2 * radius + 1):
-                out = reduce(out, padded[dy : dy + size[0], dx : dx + size[1]])
-        return out
-
-    return shift_reduce(shift_reduce(mask, np.logical_or), np.logical_and)
+    description: str
+    mask: Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def visible_region_mask(model_input: np.ndarray) -> np.ndarray:
-    """Non-blank pixels of an input whose outside-lung area preprocessing set to 0.
+def _exact_preprocessing_mask(config) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    from ml.preprocess import preprocess_with_lung_mask
 
-    Histogram equalisation maps the darkest lung level to 0 too, so isolated
-    zero pixels inside the region are closed over.
+    def mask(film: np.ndarray, model_input: np.ndarray) -> np.ndarray:
+        return np.asarray(preprocess_with_lung_mask(film, config)[1], dtype=bool)
+
+    return mask
+
+
+def _segmented_full_frame_mask(segmenter: str, size: int) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    from ml.preprocess import resize
+    from ml.segmentation import segment_lungs
+
+    def mask(film: np.ndarray, model_input: np.ndarray) -> np.ndarray:
+        # The full-frame input is the whole film resized to S x S: resize the film's mask the same way.
+        film_mask = segment_lungs(np.asarray(film, dtype=np.float32), segmenter=segmenter)
+        return resize(film_mask.astype(np.float32), height=size, width=size) >= 0.5
+
+    return mask
+
+
+def _segmenter_available(name: str) -> bool:
+    try:
+        from ml.segmentation import MODEL_FILE, segmenter_dir
+    except ImportError:
+        return False
+    return (segmenter_dir(name) / MODEL_FILE).is_file()
+
+
+def lung_region_for_config(config, *, use_segmenter: bool = True, segmenter: str = "lung_segmenter") -> LungRegion:
+    """The lung region matching the frame ``ml.preprocess`` produces for ``config``.
+
+    In order of preference:
+
+    1. ``mask_outside_lungs``: the segmented mask preprocessing itself applied
+       (``ml.preprocess.preprocess_with_lung_mask``): exactly what the model sees.
+    2. whole-film inputs (``crop="none"``) with the lung segmenter available
+       (``ml.segmentation``, trained on the V7 masks): a per-image mask.
+    3. otherwise the fixed prior for the input's frame.
+
+    ``config`` is an ``ml.preprocess.PreprocessConfig`` (``crop``,
+    ``mask_outside_lungs``, ``lung_segmenter`` and ``input_size`` are read).
     """
-    image = _plane(model_input)
-    return _close(image > 0, radius=2)
-
-
-def lung_mask_for_config(config) -> tuple[str, Callable[[np.ndarray], np.ndarray]]:
-    """(description, mask function) matching the frame ``ml.preprocess`` produces for ``config``.
-
-    ``config`` is an ``ml.preprocess.PreprocessConfig`` (duck-typed: ``crop``
-    and ``mask_outside_lungs`` are read).
-    """
+    name = getattr(config, "lung_segmenter", "") or segmenter
     if getattr(config, "mask_outside_lungs", False):
-        return (
-            "non-blank region of the input (preprocessing already blanks everything outside the segmented lungs)",
-            visible_region_mask,
+        return LungRegion(
+            description=f"the lung mask preprocessing applies (segmenter {name!r}); outside it the input is blank",
+            mask=_exact_preprocessing_mask(config),
         )
     frame = "lung_crop" if getattr(config, "crop", "none") == "lungs" else "full"
-    description = f"fixed two-ellipse anatomical prior, frame {frame!r} (ml.lungs)"
-    return description, partial(lung_mask, frame=frame)
+    if frame == "full" and use_segmenter and _segmenter_available(name):
+        return LungRegion(
+            description=f"per-image lung segmentation (segmenter {name!r}) resized to the input frame",
+            mask=_segmented_full_frame_mask(name, int(config.input_size)),
+        )
+    prior = partial(lung_mask, frame=frame)
+    return LungRegion(
+        description=f"fixed two-ellipse anatomical prior, frame {frame!r} (ml.lungs)",
+        mask=lambda film, model_input: prior(model_input),
+    )
 
 
 def dice(*, predicted: np.ndarray, reference: np.ndarray) -> float | None:

@@ -162,6 +162,7 @@ def run_shortcut_audit(
     heatmap_indices: Sequence[int] | None = None,
     groups: Sequence[object] | None = None,
     loso: dict | list | None = None,
+    masks: np.ndarray | None = None,
     mask_fn: Callable[[np.ndarray], np.ndarray] = lung_mask,
     lung_region: str = "fixed two-ellipse anatomical prior (ml.lungs)",
     seed: int = 0,
@@ -174,11 +175,15 @@ def run_shortcut_audit(
     the lungs-hidden and lungs-only batches, and on the originals unless
     ``probabilities_full`` is given. ``heatmaps`` are Grad-CAM maps ``(S, S)``
     for the cases ``heatmap_indices`` (a bounded sample, Grad-CAM is slow).
+    ``masks`` ``(N, S, S)`` are per-image lung regions; without them
+    ``mask_fn`` derives one from each input.
     """
     model_inputs = np.asarray(model_inputs, dtype=np.float32)
     y_true = np.asarray(y_true, dtype=np.int64)
     n = y_true.size
-    masks = np.stack([mask_fn(image) for image in model_inputs]) if n else np.zeros((0, 1, 1), bool)
+    if masks is None:
+        masks = np.stack([mask_fn(image) for image in model_inputs]) if n else np.zeros((0, 1, 1), bool)
+    masks = np.asarray(masks, dtype=bool)
     hidden = np.stack([hide_lungs(image, mask) for image, mask in zip(model_inputs, masks)]) if n else model_inputs
     only = np.stack([keep_only_lungs(image, mask) for image, mask in zip(model_inputs, masks)]) if n else model_inputs
     if probabilities_full is None:

@@ -42,26 +42,33 @@ def test_lung_crop_frame_covers_more_of_the_input():
     assert cropped.mean() > full.mean()
 
 
-def test_mask_function_follows_preprocessing_config():
-    _, full = lungs.lung_mask_for_config(PreprocessConfig(input_size=64))
-    assert np.array_equal(full(np.zeros((64, 64))), lungs.lung_mask(np.zeros((64, 64))))
-    _, cropped = lungs.lung_mask_for_config(
-        PreprocessConfig(input_size=64, crop="lungs", lung_segmenter="lung_segmenter")
+def test_region_uses_the_prior_for_the_input_frame_without_segmenter():
+    full = lungs.lung_region_for_config(PreprocessConfig(input_size=64), use_segmenter=False)
+    assert "prior" in full.description
+    assert np.array_equal(full.mask(np.zeros((80, 90)), np.zeros((64, 64, 1))), lungs.lung_mask(np.zeros((64, 64))))
+    cropped = lungs.lung_region_for_config(
+        PreprocessConfig(input_size=64, crop="lungs", lung_segmenter="lung_segmenter"), use_segmenter=False
     )
-    assert np.array_equal(cropped(np.zeros((64, 64))), lungs.lung_mask(np.zeros((64, 64)), frame="lung_crop"))
+    assert np.array_equal(
+        cropped.mask(np.zeros((80, 90)), np.zeros((64, 64))), lungs.lung_mask(np.zeros((64, 64)), frame="lung_crop")
+    )
 
 
-def test_blanked_inputs_use_their_visible_region_with_holes_closed():
-    image = np.zeros((40, 40), dtype=np.float32)
-    image[5:30, 8:20] = 0.6
-    image[12, 12] = 0.0  # darkest lung level after equalisation
-    description, mask_fn = lungs.lung_mask_for_config(
-        PreprocessConfig(input_size=40, mask_outside_lungs=True, lung_segmenter="lung_segmenter")
-    )
-    mask = mask_fn(image)
-    assert "non-blank" in description
-    assert mask[12, 12] and mask[5:30, 8:20].all()
-    assert mask.sum() == 25 * 12
+def test_region_is_the_preprocessing_mask_when_preprocessing_blanks_outside_the_lungs(monkeypatch):
+    from ml import segmentation
+
+    film = np.full((100, 80), 0.5, dtype=np.float32)
+    film_mask = np.zeros((100, 80), dtype=bool)
+    film_mask[20:80, 10:70] = True
+    monkeypatch.setattr(segmentation, "segment_lungs", lambda pixels, segmenter: film_mask)
+    config = PreprocessConfig(input_size=50, mask_outside_lungs=True, lung_segmenter="lung_segmenter")
+    region = lungs.lung_region_for_config(config)
+    from ml.preprocess import preprocess
+
+    model_input = preprocess(film, config)
+    mask = region.mask(film, model_input)
+    assert mask.shape == (50, 50) and 0.3 < mask.mean() < 0.6
+    assert np.all(model_input[~mask, 0] == 0.0)
 
 
 def test_dice_by_hand():
@@ -88,3 +95,16 @@ def test_prior_overlaps_drawn_v7_masks():
         drawn = Image.open(LUNG_MASKS / row["mask"]).convert("L").resize((128, 128), Image.Resampling.BILINEAR)
         scores.append(lungs.dice(predicted=prior, reference=np.asarray(drawn) > 127))
     assert 0.7 < np.mean(scores) < 0.85
+
+
+def test_region_is_segmented_per_image_for_whole_film_inputs_when_a_segmenter_exists(monkeypatch):
+    from ml import segmentation
+
+    film_mask = np.zeros((100, 80), dtype=bool)
+    film_mask[:, :40] = True  # left half of the film
+    monkeypatch.setattr(lungs, "_segmenter_available", lambda name: True)
+    monkeypatch.setattr(segmentation, "segment_lungs", lambda pixels, segmenter: film_mask)
+    region = lungs.lung_region_for_config(PreprocessConfig(input_size=20))
+    assert "segmentation" in region.description
+    mask = region.mask(np.zeros((100, 80), dtype=np.float32), np.zeros((20, 20, 1)))
+    assert mask[:, :10].all() and not mask[:, 10:].any()
