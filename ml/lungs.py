@@ -186,13 +186,3 @@ def lung_region_for_config(config, *, use_segmenter: bool = True, segmenter: str
         description=f"fixed two-ellipse anatomical prior, frame {frame!r} (ml.lungs)",
         mask=lambda film, model_input: prior(model_input),
     )
-
-
-def dice(*, predicted: np.ndarray, reference: np.ndarray) -> float | None:
-    """Dice overlap 2|A n B| / (|A| + |B|); ``None`` when both masks are empty."""
-    predicted = np.asarray(predicted, dtype=bool)
-    reference = np.asarray(reference, dtype=bool)
-    total = int(predicted.sum() + reference.sum())
-    if total == 0:
-        return None
-    return float(2 * np.logical_and(predicted, reference).sum() / total)
