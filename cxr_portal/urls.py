@@ -5,7 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from diagnosis.api import PatientViewSet, StudyViewSet
 
-router = DefaultRouter()
+router = DefaultRouter(use_regex_path=False)
 router.register("patients", PatientViewSet, basename="patient")
 router.register("studies", StudyViewSet, basename="study")
 

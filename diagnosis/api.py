@@ -28,6 +28,7 @@ def exception_handler(exc, context):
 
 class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
     serializer_class = PatientSerializer
+    lookup_value_converter = "int"
 
     def get_queryset(self):
         patients = access.patients_for_user(user=self.request.user)
@@ -58,6 +59,7 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
 
 class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = StudySerializer
+    lookup_value_converter = "int"
 
     def get_queryset(self):
         studies = access.studies_for_user(user=self.request.user).order_by("-created_at")

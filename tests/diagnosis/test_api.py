@@ -1,0 +1,136 @@
+"""The REST API for every role, with session and token authentication."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from diagnosis.models import Patient, Study
+from diagnosis.services.ingest import study_create
+from tests import images
+
+
+@pytest.fixture
+def api_clients(role_clients):
+    clients = {}
+    from accounts.models import User
+
+    for role in ("clinician", "administrator", "auditor"):
+        client = APIClient()
+        client.force_authenticate(User.objects.filter(role__name=role).first())
+        clients[role] = client
+    clients["anonymous"] = APIClient()
+    return clients
+
+
+@pytest.fixture
+def study(clinician, patient, monkeypatch):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-API")
+
+
+READ_EXPECTATIONS = {
+    "/api/patients/": {"anonymous": 401, "clinician": 200, "auditor": 200, "administrator": 403},
+    "/api/patients/{patient}/": {"anonymous": 401, "clinician": 200, "auditor": 200, "administrator": 403},
+    "/api/studies/": {"anonymous": 401, "clinician": 200, "auditor": 200, "administrator": 403},
+    "/api/studies/{study}/": {"anonymous": 401, "clinician": 200, "auditor": 200, "administrator": 403},
+    "/api/studies/{study}/prediction/": {"anonymous": 401, "clinician": 404, "auditor": 404, "administrator": 403},
+    "/api/schema/": {"anonymous": 401, "clinician": 200, "auditor": 200, "administrator": 200},
+    "/api/docs/": {"anonymous": 401, "clinician": 200, "auditor": 200, "administrator": 200},
+}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("template", READ_EXPECTATIONS)
+@pytest.mark.parametrize("role", ["anonymous", "clinician", "auditor", "administrator"])
+def test_read_endpoints_by_role(template, role, api_clients, study):
+    url = template.format(patient=study.patient_id, study=study.id)
+    response = api_clients[role].get(url)
+    assert response.status_code == READ_EXPECTATIONS[template][role]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("role", "expected"), [("anonymous", 401), ("clinician", 201), ("auditor", 403), ("administrator", 403)])
+def test_upload_by_role(role, expected, api_clients, patient, monkeypatch):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    response = api_clients[role].post(
+        "/api/studies/",
+        {"patient": patient.id, "file": SimpleUploadedFile("c.png", images.png_bytes())},
+        format="multipart",
+    )
+    assert response.status_code == expected
+    assert Study.objects.count() == (1 if expected == 201 else 0)
+    if expected == 201:
+        assert response.json()["status"] in ("received", "queued")
+        assert response.json()["patient"]["mrn"] == patient.mrn
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"plain text, not a picture\n" * 20, "not a PNG, JPEG or DICOM"),
+        (images.truncated(images.png_bytes()), "damaged or truncated"),
+        (images.png_declaring_size(30000, 30000), "too large"),
+        (images.dicom_bytes(with_pixels=False), "no pixel data"),
+    ],
+    ids=["text-as-png", "truncated-png", "huge-png", "dicom-no-pixels"],
+)
+def test_upload_rejects_bad_files_with_400(api_clients, patient, data, message):
+    response = api_clients["clinician"].post(
+        "/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("x.png", data)}, format="multipart"
+    )
+    assert response.status_code == 400
+    assert message in str(response.json())
+    assert Study.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_upload_with_missing_fields_is_400(api_clients, patient):
+    response = api_clients["clinician"].post("/api/studies/", {"patient": patient.id}, format="multipart")
+    assert response.status_code == 400
+    assert "file" in response.json()
+    missing_patient = api_clients["clinician"].post(
+        "/api/studies/", {"patient": 987654, "file": SimpleUploadedFile("c.png", images.png_bytes())}, format="multipart"
+    )
+    assert missing_patient.status_code == 404
+
+
+@pytest.mark.django_db
+def test_create_patient_and_reject_duplicate_mrn(api_clients):
+    client = api_clients["clinician"]
+    created = client.post("/api/patients/", {"mrn": "API-1", "name": "Luis Perez", "sex": "M"}, format="json")
+    assert created.status_code == 201
+    duplicate = client.post("/api/patients/", {"mrn": "API-1", "name": "Other"}, format="json")
+    assert duplicate.status_code == 400
+    assert "already exists" in str(duplicate.json())
+    assert Patient.objects.filter(mrn="API-1").count() == 1
+    assert api_clients["auditor"].post("/api/patients/", {"mrn": "API-2", "name": "X"}, format="json").status_code == 403
+
+
+@pytest.mark.django_db
+def test_token_authentication(clinician, study):
+    token = Token.objects.create(user=clinician)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = client.get(f"/api/studies/{study.id}/")
+    assert response.status_code == 200
+    assert response.json()["accession_number"] == "ACC-API"
+
+
+@pytest.mark.django_db
+def test_obtain_token_with_password(clinician):
+    response = APIClient().post("/api/auth/token/", {"username": "dr_ana", "password": "correct-horse-battery-staple"})
+    assert response.status_code == 200 and response.json()["token"]
+
+
+@pytest.mark.django_db
+def test_prediction_endpoint_returns_model_output(api_clients, study, active_model):
+    from diagnosis.services.inference import study_run_inference
+
+    Study.objects.filter(id=study.id).update(status="queued")
+    study_run_inference(study_id=study.id)
+    body = api_clients["clinician"].get(f"/api/studies/{study.id}/prediction/").json()
+    assert body["model_version"]["name"] == active_model.name
+    assert set(body["probabilities"]) == {"covid", "normal", "pneumonia"}
+    assert "does not replace" in body["disclaimer"]
