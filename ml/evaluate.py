@@ -244,6 +244,8 @@ def evaluate_artifact(
     raw_probabilities = np.asarray(raw_probabilities)
     model_inputs = np.stack(model_inputs)[..., None]
     patients = [s.patient for s in kept]
+    # Without a manifest ml.datasets makes every image its own patient ("image:<key>").
+    patient_ids_known = not any(p.startswith("image:") for p in patients)
     source_names = [s.source for s in kept]
     threshold = float(metadata.covid_threshold)
 
@@ -311,7 +313,7 @@ def evaluate_artifact(
             f"{overlap} of the evaluated images were in the artifact's training or validation split: "
             "these numbers are optimistic. Pass --split-file with the artifact's split.json and --subset test."
         )
-    if len(set(patients)) == len(patients) and all(p.startswith("image:") for p in patients):
+    if not patient_ids_known:
         notes.append("No patient ids (no manifest): the bootstrap resamples images, assuming one image per patient.")
 
     result = {
@@ -345,8 +347,7 @@ def evaluate_artifact(
             "n_resamples": n_resamples,
             "confidence": 0.95,
             "seed": seed,
-            # Without patient ids every image is its own patient (ml.datasets), so resampling is per image.
-            "unit": "image" if any(p.startswith("image:") for p in patients) else "patient",
+            "unit": "patient" if patient_ids_known else "image",
         },
         "per_source": per_source,
         "shortcut_audit": audit.to_dict(),
