@@ -12,6 +12,10 @@ from ml.labels import CLASS_NAMES
 ARCHITECTURES = ("seed", "sepres", "tiny")
 GRADCAM_LAYER = "gradcam_features"
 
+# Keras' default 0.99 leaves the running statistics far from the data after the
+# few hundred steps these small data sets give; validation then collapses onto one class.
+BN_MOMENTUM = 0.9
+
 # Preferred input size per architecture (the seed's is fixed by its recipe).
 DEFAULT_INPUT_SIZE = {"seed": 256, "sepres": 192, "tiny": 64}
 
@@ -44,7 +48,7 @@ def build_seed(*, input_size: int, num_classes: int):
     for index, count in enumerate(filters, start=1):
         x = keras.layers.Conv2D(count, 3, padding="same", activation="relu", name=f"conv{index}")(x)
         name = GRADCAM_LAYER if index == len(filters) else f"bn{index}"
-        x = keras.layers.BatchNormalization(name=name)(x)
+        x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)(x)
         if index in pool_after:
             x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
@@ -63,18 +67,18 @@ def _residual_block(x, *, filters: int, stride: int, name: str):
         filters, 3, strides=stride, padding="same", use_bias=False,
         depthwise_regularizer=regularizer, pointwise_regularizer=regularizer, name=f"{name}_sep1",
     )(x)
-    y = keras.layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = keras.layers.SeparableConv2D(
         filters, 3, padding="same", use_bias=False,
         depthwise_regularizer=regularizer, pointwise_regularizer=regularizer, name=f"{name}_sep2",
     )(y)
-    y = keras.layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn2")(y)
     if stride != 1 or shortcut.shape[-1] != filters:
         shortcut = keras.layers.Conv2D(
             filters, 1, strides=stride, use_bias=False, kernel_regularizer=regularizer, name=f"{name}_proj"
         )(shortcut)
-        shortcut = keras.layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_proj_bn")(shortcut)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
@@ -90,7 +94,7 @@ def build_sepres(*, input_size: int, num_classes: int):
 
     inputs = keras.Input((input_size, input_size, 1), name="image")
     x = keras.layers.Conv2D(24, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     x = _residual_block(x, filters=32, stride=1, name="block1")
     x = _residual_block(x, filters=64, stride=2, name="block2")

@@ -99,10 +99,10 @@ def build_unet(*, input_size: int = SEGMENTER_INPUT):
 
     def block(x, filters: int, name: str):
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn1")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn1")(x)
         x = keras.layers.ReLU(name=f"{name}_relu1")(x)
         x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn2")(x)
+        x = keras.layers.BatchNormalization(momentum=0.9, name=f"{name}_bn2")(x)
         return keras.layers.ReLU(name=f"{name}_relu2")(x)
 
     inputs = keras.Input((input_size, input_size, 1), name="image")

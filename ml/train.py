@@ -345,6 +345,45 @@ def load_films(samples, *, cache_dir: Path | None = None, max_side: int = 512) -
     return films
 
 
+def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
+    """Gather leave-one-source-out runs (folders from ``--leave-out-source``) into loso.json.
+
+    Entries are keyed "<architecture>/<left-out source>"; an existing file is
+    updated, so seed and production runs can be added separately.
+    """
+    from ml.artifact import load_metadata
+
+    summary = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    for run_dir in run_dirs:
+        metadata = load_metadata(run_dir)
+        test = json.loads((Path(run_dir) / "test_metrics.json").read_text())
+        split = json.loads((Path(run_dir) / SPLIT_FILE).read_text())
+        source = metadata.training["leave_out_source"]
+        summary["runs"][f"{metadata.architecture}/{source}"] = {
+            "left_out_source": source,
+            "architecture": metadata.architecture,
+            "preprocessing": metadata.preprocessing,
+            "n": test["n"],
+            "covid_auc": test["covid_auc"],
+            "accuracy": test["accuracy"],
+            "covid_sensitivity_at_threshold": test["covid_sensitivity"],
+            "covid_specificity_at_threshold": test["covid_specificity"],
+            "macro_auc": test["macro_auc"],
+            "test_set": split.get("notes", {}).get("loso_test"),
+            "n_train": metadata.training["n_train"],
+            "epochs": metadata.training["epochs"],
+        }
+    summary["note"] = (
+        "Each run trains without the left-out source (train/val = the shared patient-level split minus that "
+        "source) and tests on every image of it. cxnet is all COVID-19, so its test set adds the held-out "
+        "test-split non-COVID images of the other sources; nih has no COVID-19, so its test set adds the "
+        "test-split COVID-19 images of the other sources. Thresholds and temperatures come from the run's own "
+        "validation set."
+    )
+    path.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    return summary
+
+
 def _label_array(samples) -> np.ndarray:
     return np.array([CLASS_NAMES.index(s.label) for s in samples], dtype=np.int64)
 
@@ -364,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, default=None)
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="sepres")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--collect-loso", type=Path, nargs="+", default=None,
+                        help="no training: gather these --leave-out-source run folders into OUT/loso.json")
     parser.add_argument("--split-file", type=Path, default=None)
     parser.add_argument("--leave-out-source", default=None)
     parser.add_argument("--epochs", type=int, default=40)
@@ -379,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", default="1")
     parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "runs" / "cache")
     args = parser.parse_args(argv)
+    if args.collect_loso:
+        summary = collect_loso(run_dirs=args.collect_loso, path=args.out / "loso.json")
+        print(json.dumps(summary, indent=1))
+        return 0
 
     samples = load_dataset(args.data, args.manifest)
     if not samples:

@@ -1,0 +1,197 @@
+"""Inference speed: one run prints throughput and latency for the models and the decoders.
+
+    .venv/bin/python bench/bench_inference.py [--seed-artifact ml/artifacts/seed]
+        [--production-artifact ml/artifacts/production] [--n 300]
+
+Measured at batch 1 on one thread (as a worker process serves): the seed CNN
+under Keras and under TFLite, the production model under TFLite (with its
+preprocessing, as Predictor runs it), cold start of a fresh process, and
+decode + preprocess time per input format on synthetic inputs it generates
+itself (PNG 8-bit 512 px, PNG 16-bit 2000x2000, JPEG, DICOM uncompressed,
+RLE and JPEG 2000 compressed). Untrained stand-ins are used for any artifact
+that is missing, so the numbers remain meaningful for speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def _timings(function, *, n: int, warmup: int = 5) -> dict:
+    for _ in range(warmup):
+        function()
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - started) * 1000.0)
+    samples = np.array(samples)
+    return {
+        "images_per_s": 1000.0 / samples.mean(),
+        "p50_ms": float(np.percentile(samples, 50)),
+        "p95_ms": float(np.percentile(samples, 95)),
+    }
+
+
+def _print(name: str, result: dict) -> None:
+    print(f"{name:<48} {result['images_per_s']:>9.1f} img/s   p50 {result['p50_ms']:7.2f} ms   p95 {result['p95_ms']:7.2f} ms")
+
+
+def _chest(size_y: int, size_x: int, seed: int = 0) -> np.ndarray:
+    """A smooth chest-like synthetic film (dark lungs, bright mediastinum and border) in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:size_y, 0:size_x] / np.array([size_y, size_x])[:, None, None]
+    film = 0.75 - 0.45 * (np.exp(-((xs - 0.3) ** 2 / 0.02 + (ys - 0.5) ** 2 / 0.08))
+                           + np.exp(-((xs - 0.7) ** 2 / 0.02 + (ys - 0.5) ** 2 / 0.08)))
+    film += rng.normal(0, 0.02, film.shape)
+    return np.clip(film, 0, 1).astype(np.float32)
+
+
+def _inputs() -> dict[str, bytes]:
+    from pydicom.uid import JPEG2000Lossless, RLELossless
+
+    inputs = {}
+    film = _chest(512, 440)
+    buffer = io.BytesIO()
+    Image.fromarray((film * 255).astype(np.uint8)).save(buffer, format="PNG")
+    inputs["PNG 8-bit 440x512"] = buffer.getvalue()
+    big = _chest(2000, 2000, seed=1)
+    buffer = io.BytesIO()
+    Image.fromarray((big * 65535).astype(np.uint16)).save(buffer, format="PNG")
+    inputs["PNG 16-bit 2000x2000"] = buffer.getvalue()
+    buffer = io.BytesIO()
+    Image.fromarray((_chest(2000, 1700, seed=2) * 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    inputs["JPEG 1700x2000 q90"] = buffer.getvalue()
+    for name, syntax in (("DICOM 2000x2000 uncompressed", None), ("DICOM 2000x2000 RLE", RLELossless),
+                         ("DICOM 2000x2000 JPEG 2000 lossless", JPEG2000Lossless)):
+        try:
+            inputs[name] = _dicom((big * 4095).astype(np.uint16), syntax)
+        except Exception as error:  # an encoder plugin may be missing: report, keep benchmarking
+            print(f"(skipping {name}: {error})")
+    return inputs
+
+
+def _dicom(pixels: np.ndarray, syntax) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "DX"
+    dataset.PatientID = "BENCH"
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+    dataset.PixelRepresentation = 0
+    dataset.PixelData = pixels.tobytes()
+    if syntax is not None:
+        dataset.compress(syntax)
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _keras_model(artifact: Path | None, architecture: str, size: int):
+    import keras
+
+    if artifact is not None and (artifact / "model.keras").is_file():
+        return keras.models.load_model(artifact / "model.keras", compile=False), f"{artifact}"
+    from ml.architectures import build_model
+
+    return build_model(architecture=architecture, input_size=size), f"untrained {architecture}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed-artifact", type=Path, default=REPO_ROOT / "ml" / "artifacts" / "seed")
+    parser.add_argument("--production-artifact", type=Path, default=REPO_ROOT / "ml" / "artifacts" / "production")
+    parser.add_argument("--n", type=int, default=300)
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from ml.export import export_tflite, make_interpreter, run_interpreter
+    from ml.inference import Predictor
+
+    print(f"batch 1, one thread, {args.n} timed runs each\n")
+    seed_model, seed_origin = _keras_model(args.seed_artifact, "seed", 256)
+    x = np.random.default_rng(0).uniform(0, 1, (1, 256, 256, 1)).astype(np.float32)
+    _print(f"seed Keras model(x) [{seed_origin}]", _timings(lambda: seed_model(x, training=False), n=args.n))
+    with tempfile.TemporaryDirectory() as folder:
+        seed_tflite = args.seed_artifact / "model.tflite"
+        if not seed_tflite.is_file():
+            seed_tflite = export_tflite(keras_model=seed_model, path=Path(folder) / "seed.tflite")
+        interpreter = make_interpreter(seed_tflite, threads=1)
+        _print("seed TFLite invoke", _timings(lambda: run_interpreter(interpreter, x[0]), n=args.n))
+
+        production = args.production_artifact
+        if not (production / "metadata.json").is_file():
+            print(f"(no production artifact at {production}; skipping production timings)")
+            predictor = None
+        else:
+            predictor = Predictor.load(production)
+            size = predictor.metadata.input_size
+            pinput = np.random.default_rng(1).uniform(0, 1, (size, size, 1)).astype(np.float32)
+            _print(f"production TFLite invoke ({predictor.metadata.architecture} {size}px)",
+                   _timings(lambda: run_interpreter(predictor._interpreter, pinput), n=args.n))
+            film = _chest(512, 440)
+            _print("production Predictor.predict_one (preprocess+model)", _timings(lambda: predictor.predict_one(film), n=args.n))
+
+    if predictor is not None:
+        code = (
+            "import time; t=time.perf_counter(); import numpy as np; from ml.inference import Predictor; "
+            f"p=Predictor.load({str(production)!r}); p.predict_one(np.full((512,440),0.5,np.float32)); "
+            "print((time.perf_counter()-t)*1000)"
+        )
+        cold = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                                     check=True).stdout.split()[-1]) for _ in range(3)]
+        print(f"\ncold start (new process: import, Predictor.load, first prediction): {min(cold):.0f} / {np.median(cold):.0f} ms (min / median of 3)")
+
+    from ml.imaging import decode_image
+    from ml.preprocess import PreprocessConfig, preprocess
+
+    config = predictor.config if predictor is not None else PreprocessConfig(input_size=256)
+    print(f"\ndecode + preprocess ({config})")
+    for name, data in _inputs().items():
+        size = config.input_size
+
+        def decode_and_preprocess():
+            return preprocess(decode_image(data, target_size=size).pixels, config)
+
+        result = _timings(decode_and_preprocess, n=max(10, args.n // 10), warmup=2)
+        decode_only = _timings(lambda: decode_image(data, target_size=size), n=max(10, args.n // 10), warmup=2)
+        print(f"{name:<36} {len(data) / 1e6:6.2f} MB   decode p50 {decode_only['p50_ms']:7.1f} ms   "
+              f"decode+preprocess p50 {result['p50_ms']:7.1f} ms  p95 {result['p95_ms']:7.1f} ms")
+    plain = PreprocessConfig(input_size=256)
+    film = _chest(512, 440)
+    _print("preprocess only, 512 px film, seed config", _timings(lambda: preprocess(film, plain), n=args.n))
+    if predictor is not None:
+        _print("preprocess only, 512 px film, production config", _timings(lambda: preprocess(film, config), n=args.n))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
