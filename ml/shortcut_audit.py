@@ -225,6 +225,12 @@ def run_shortcut_audit(
             f"{verdict} {SHORTCUT_MARGIN * 100:.0f} percentage points above chance"
             + (", so the model reads features outside the lung fields (shortcut suspected)." if suspected else ".")
         )
+    if lungs_hidden.macro_auc is not None:
+        # Accuracy can collapse to one class on the filled inputs while the ranking still separates
+        # the classes: the AUC shows information left outside the lungs even then.
+        findings.append(
+            f"With the lungs hidden, macro AUC is {lungs_hidden.macro_auc:.3f} (0.5 = no information left)."
+        )
     if lungs_only.accuracy is not None and full.accuracy is not None:
         findings.append(
             f"With only the lungs visible, accuracy is {lungs_only.accuracy:.1%} against {full.accuracy:.1%} "
