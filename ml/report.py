@@ -6,6 +6,7 @@ can be regenerated from a stored ``metrics.json`` without the model.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -94,26 +95,33 @@ def audit_lines(audit: dict) -> list[str]:
     return lines
 
 
-def loso_lines(loso) -> list[str]:
-    """A table when loso.json is a list/dict of per-source results with known keys, else the raw JSON."""
-    import json
+LOSO_COLUMNS = (
+    ("n", "test images"),
+    ("accuracy", "accuracy"),
+    ("macro_auc", "macro AUC"),
+    ("covid_auc", "COVID-19 AUC"),
+    ("covid_sensitivity_at_threshold", "COVID-19 sensitivity"),
+    ("covid_specificity_at_threshold", "COVID-19 specificity"),
+)
 
-    entries = loso.get("results", loso.get("folds", loso)) if isinstance(loso, dict) else loso
-    if isinstance(entries, dict):
-        entries = [dict(value, source=key) if isinstance(value, dict) else {"source": key, "value": value}
-                   for key, value in entries.items()]
-    keys = ("accuracy", "macro_auc", "covid_auc", "covid_sensitivity", "n_test", "n")
-    if isinstance(entries, list) and entries and all(isinstance(e, dict) for e in entries):
-        present = [k for k in keys if any(k in e for e in entries)]
-        if present:
-            rows = []
-            for e in entries:
-                rows.append(
-                    [str(e.get("source", e.get("held_out", "?")))]
-                    + [fmt(e.get(k)) if isinstance(e.get(k), float) else str(e.get(k, "")) for k in present]
-                )
-            return _table(["held-out source"] + present, rows) + [""]
-    return ["```json", json.dumps(loso, indent=1)[:4000], "```", ""]
+
+def loso_lines(loso) -> list[str]:
+    """A table of the runs in loso.json (as written by ``ml.train --collect-loso``), else the raw JSON."""
+    runs = loso.get("runs") if isinstance(loso, dict) else None
+    if not isinstance(runs, dict) or not runs:
+        return ["```json", json.dumps(loso, indent=1)[:4000], "```", ""]
+    rows = []
+    for key in sorted(runs):
+        run = runs[key]
+        cells = [str(run.get("architecture", key.split("/")[0])), str(run.get("left_out_source", key))]
+        for column, _ in LOSO_COLUMNS:
+            value = run.get(column)
+            cells.append(fmt(value) if isinstance(value, float) else ("n/a" if value is None else str(value)))
+        rows.append(cells)
+    lines = _table(["architecture", "left-out source"] + [label for _, label in LOSO_COLUMNS], rows)
+    if loso.get("note"):
+        lines += ["", str(loso["note"])]
+    return lines + [""]
 
 
 def write_report(*, metrics: dict, path: Path) -> Path:

@@ -106,3 +106,21 @@ def test_audit_summarises_gradcam_maps_and_attaches_loso(tmp_path):
     assert shortcut_audit.load_loso(tmp_path / "missing") is None
     as_dict = audit.to_dict()
     assert as_dict["lungs_hidden"]["accuracy"] == audit.lungs_hidden.accuracy
+
+
+def test_report_tabulates_loso_runs():
+    from ml.report import loso_lines
+
+    loso = {
+        "runs": {
+            "seed/cxnet": {"architecture": "seed", "left_out_source": "cxnet", "n": 400, "accuracy": 0.5,
+                           "macro_auc": None, "covid_auc": 0.61, "covid_sensitivity_at_threshold": 0.2,
+                           "covid_specificity_at_threshold": 0.9},
+        },
+        "note": "each run trains without one source",
+    }
+    lines = loso_lines(loso)
+    assert lines[0].startswith("| architecture | left-out source | test images")
+    assert "| seed | cxnet | 400 | 0.500 | n/a | 0.610 | 0.200 | 0.900 |" in lines
+    assert "each run trains without one source" in lines
+    assert loso_lines({"other": 1})[0] == "```json"
