@@ -1,0 +1,22 @@
+"""Diagnosis models, split by subject and re-exported here (``from diagnosis.models import Study``)."""
+
+from .alerts import Alert, AlertChannel, AlertDelivery, DeliveryOutcome
+from .core import (
+    PENDING_STATUSES,
+    ModelVersion,
+    ModelVersionStatus,
+    Patient,
+    Prediction,
+    Sex,
+    StoredImage,
+    Study,
+    StudyStatus,
+    ViewPosition,
+)
+from .feedback import CorrectLabel, Feedback, FeedbackRevision
+
+__all__ = [
+    "Alert", "AlertChannel", "AlertDelivery", "CorrectLabel", "DeliveryOutcome", "Feedback", "FeedbackRevision",
+    "ModelVersion", "ModelVersionStatus", "PENDING_STATUSES", "Patient", "Prediction", "Sex", "StoredImage", "Study",
+    "StudyStatus", "ViewPosition",
+]
