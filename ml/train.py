@@ -194,7 +194,10 @@ def train_model(
     )["nll"]
 
     keras_path = out_dir / KERAS_FILE
-    model.save(keras_path)
+    # Save an uncompiled copy: the Adam state would triple the file for nothing (serving never trains).
+    serving_model = keras.models.clone_model(model)
+    serving_model.set_weights(model.get_weights())
+    serving_model.save(keras_path)
     tflite_path = export_tflite(keras_model=model, path=out_dir / MODEL_FILE)
     check_inputs = val_inputs[: min(8, len(val_inputs))]
     tflite_difference = max_tflite_difference(keras_model=model, tflite_path=tflite_path, inputs=check_inputs)
