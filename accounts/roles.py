@@ -37,6 +37,10 @@ ROLE_DESCRIPTIONS: dict[RoleName, str] = {
 }
 
 
+# Roles that see the audit trail or manage other people's access must prove a second factor (TOTP).
+TWO_FACTOR_ROLES: frozenset[RoleName] = frozenset({RoleName.ADMINISTRATOR, RoleName.AUDITOR})
+
+
 def user_role(user) -> RoleName | None:
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return None
@@ -51,3 +55,7 @@ def user_can(user, capability: Capability) -> bool:
     if role is None:
         return False
     return capability in ROLE_CAPABILITIES[role]
+
+
+def user_requires_two_factor(user) -> bool:
+    return user_role(user) in TWO_FACTOR_ROLES

@@ -1,5 +1,6 @@
-"""Log sign-ins, sign-outs and failed attempts to the audit trail."""
+"""Log sign-ins, sign-outs, failed attempts and lockouts to the audit trail."""
 
+from axes.signals import user_locked_out
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.dispatch import receiver
 
@@ -20,5 +21,13 @@ def record_logout(sender, request, user, **kwargs):
 
 @receiver(user_login_failed)
 def record_login_failure(sender, credentials, request=None, **kwargs):
+    # Axes' own receiver runs first (its app is listed first) and flags a request refused by the lockout.
     audit_record(action="auth.login_failed", outcome=Outcome.DENIED,
-                 username=str(credentials.get("username", ""))[:150])
+                 username=str(credentials.get("username", ""))[:150],
+                 details={"locked_out": bool(getattr(request, "axes_locked_out", False))})
+
+
+@receiver(user_locked_out)
+def record_lockout(sender, request=None, username=None, ip_address=None, **kwargs):
+    audit_record(action="auth.lockout", outcome=Outcome.DENIED, username=str(username or "")[:150],
+                 details={"ip_address": ip_address})

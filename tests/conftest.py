@@ -11,6 +11,48 @@ def image_store(settings, tmp_path):
     return settings.IMAGE_STORE_DIR
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def verify_second_factor(client: Client, user) -> None:
+    """Mark the client's session as having passed TOTP, as django_otp.login does after a correct code.
+
+    Tests of the second factor itself use a plain Client and type real codes (tests/accounts).
+    """
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from accounts.roles import user_requires_two_factor
+
+    if not user_requires_two_factor(user):
+        return
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    if device is None:
+        device = TOTPDevice.objects.create(user=user, name="test authenticator", confirmed=True)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+
+
+class TwoFactorClient(Client):
+    """A test client whose force_login also passes the second factor for roles that need one."""
+
+    def force_login(self, user, backend=None):
+        super().force_login(user, backend)
+        verify_second_factor(self, user)
+
+
+@pytest.fixture
+def client():
+    return TwoFactorClient()
+
+
 @pytest.fixture
 def clinician(db):
     return UserFactory(username="dr_ana", clinician=True)
@@ -37,7 +79,7 @@ def patient(db):
 
 
 def logged_in_client(user) -> Client:
-    client = Client()
+    client = TwoFactorClient()
     client.force_login(user)
     return client
 

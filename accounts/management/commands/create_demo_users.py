@@ -1,8 +1,9 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
-from accounts.roles import RoleName
+from accounts.roles import TWO_FACTOR_ROLES, RoleName
 from accounts.services import user_create
 
 DEMO_USERS = [
@@ -20,6 +21,13 @@ class Command(BaseCommand):
             raise CommandError("Demo users are only for local development (DEBUG is off).")
         self.stdout.write("Demo users (local development only):")
         for username, role, password in DEMO_USERS:
-            if not User.objects.filter(username=username).exists():
-                user_create(username=username, role=role, password=password, validate=False)
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                user = user_create(username=username, role=role, password=password, validate=False)
             self.stdout.write(f"  {role.value:<14} username: {username:<10} password: {password}")
+            if role in TWO_FACTOR_ROLES:
+                # Administrators and auditors need a TOTP code: add this key to any authenticator app.
+                device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+                if device is None:
+                    device = TOTPDevice.objects.create(user=user, name="demo authenticator", confirmed=True)
+                self.stdout.write(f"  {'':<14} TOTP: {device.config_url}")
