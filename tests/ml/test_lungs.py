@@ -92,11 +92,59 @@ def test_prior_overlaps_drawn_v7_masks():
 def test_region_is_segmented_per_image_for_whole_film_inputs_when_a_segmenter_exists(monkeypatch):
     from ml import segmentation
 
-    film_mask = np.zeros((100, 80), dtype=bool)
-    film_mask[:, :40] = True  # left half of the film
+    class HalfFilmSegmenter:
+        threshold = 0.5
+
+        def probability_map(self, pixels):
+            probability = np.zeros((96, 96), dtype=np.float32)
+            probability[:, :48] = 0.9  # left half of the film
+            return probability
+
     monkeypatch.setattr(lungs, "_segmenter_available", lambda name: True)
-    monkeypatch.setattr(segmentation, "segment_lungs", lambda pixels, segmenter: film_mask)
+    monkeypatch.setattr(segmentation, "load_segmenter", lambda name: HalfFilmSegmenter())
     region = lungs.lung_region_for_config(PreprocessConfig(input_size=20))
     assert "segmentation" in region.description
     mask = region.mask(np.zeros((100, 80), dtype=np.float32), np.zeros((20, 20, 1)))
     assert mask[:, :10].all() and not mask[:, 10:].any()
+
+
+def test_segmentation_failure_falls_back_to_the_prior(monkeypatch):
+    from ml import segmentation
+
+    class BlankSegmenter:
+        threshold = 0.5
+
+        def probability_map(self, pixels):
+            return np.zeros((96, 96), dtype=np.float32)
+
+    monkeypatch.setattr(lungs, "_segmenter_available", lambda name: True)
+    monkeypatch.setattr(segmentation, "load_segmenter", lambda name: BlankSegmenter())
+    region = lungs.lung_region_for_config(PreprocessConfig(input_size=20))
+    mask = region.mask(np.zeros((100, 80), dtype=np.float32), np.zeros((20, 20, 1)))
+    assert np.array_equal(mask, lungs.lung_mask(np.zeros((20, 20))))
+
+
+@pytest.mark.skipif(
+    not (LUNG_MASKS.is_dir() and lungs._segmenter_available("lung_segmenter")),
+    reason="development pool or trained lung segmenter not available",
+)
+def test_segmented_region_matches_held_out_v7_masks_in_the_input_frame():
+    """Dice in the classifier's 128 x 128 frame on masks the segmenter never trained on."""
+    import csv
+    import json
+
+    from PIL import Image
+
+    from ml.datasets import decode_file
+    from ml.segmentation import segmenter_dir
+
+    held_out = json.loads((segmenter_dir("lung_segmenter") / "segmenter.json").read_text())["val_images"][::4]
+    with open(LUNG_MASKS / "index.csv", newline="") as handle:
+        mask_of = {row["file"]: row["mask"] for row in csv.DictReader(handle)}
+    region = lungs.lung_region_for_config(PreprocessConfig(input_size=128))
+    scores = []
+    for name in held_out:
+        film = decode_file(default_data_dir() / name)
+        drawn = Image.open(LUNG_MASKS / mask_of[name]).convert("L").resize((128, 128), Image.Resampling.BILINEAR)
+        scores.append(dice_score(region.mask(film, np.zeros((128, 128))), np.asarray(drawn) > 127))
+    assert np.mean(scores) > 0.9
