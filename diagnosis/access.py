@@ -13,7 +13,7 @@ from accounts.roles import Capability, user_can
 from audit.models import Outcome
 from audit.services import audit_record
 
-from .models import Patient, Prediction, Study
+from .models import Alert, AlertDelivery, Patient, Prediction, Study
 
 
 def require_capability(*, user, capability: Capability, action: str, target=None) -> None:
@@ -65,3 +65,37 @@ def patient_for_upload(*, user, patient_id: int) -> Patient:
         return Patient.objects.get(id=patient_id)
     except (Patient.DoesNotExist, ValueError, TypeError):
         raise Http404("No such patient.") from None
+
+
+def prediction_for_feedback(*, user, study_id: int) -> tuple[Study, Prediction]:
+    """The study's latest prediction, which a clinician's feedback judges; needs the right to change clinical records."""
+    require_capability(user=user, capability=Capability.EDIT_CLINICAL, action="feedback.record")
+    try:
+        study = studies_for_user(user=user).get(id=study_id)
+    except (Study.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such study.") from None
+    predictions = list(study.predictions.all())
+    if not predictions:
+        raise Http404("This study has no prediction to give feedback on.")
+    return study, predictions[0]
+
+
+def alerts_for_user(*, user) -> QuerySet[Alert]:
+    require_capability(user=user, capability=Capability.VIEW_CLINICAL, action="alert.list")
+    return Alert.objects.all()
+
+
+def alert_for_acknowledgement(*, user, alert_id: int) -> Alert:
+    require_capability(user=user, capability=Capability.EDIT_CLINICAL, action="alert.acknowledge")
+    try:
+        return Alert.objects.select_related("study__patient").get(id=alert_id)
+    except (Alert.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such alert.") from None
+
+
+def alert_deliveries_for_user(*, user) -> QuerySet[AlertDelivery]:
+    """Delivery attempts, for administrators who run the system: no patient data is joined in."""
+    require_capability(user=user, capability=Capability.MANAGE_USERS, action="alert_delivery.list")
+    return AlertDelivery.objects.only(
+        "id", "alert_id", "channel", "attempt", "outcome", "detail", "response_status", "started_at", "finished_at"
+    )

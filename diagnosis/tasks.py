@@ -1,8 +1,10 @@
 """Celery tasks: thin doors into the services. Primitive ids in, never model instances."""
 
 from celery import shared_task
+from django.conf import settings
 
 from diagnosis.models import Study
+from diagnosis.services.alerts import alert_deliver, alert_retry_delay, alerts_redeliver_undelivered
 from diagnosis.services.inference import retry_delay, studies_requeue_stale, study_run_inference
 
 
@@ -26,3 +28,27 @@ def run_inference(self, *, study_id: int) -> str:
 @shared_task(name="diagnosis.requeue_stale_studies", time_limit=120, soft_time_limit=100)
 def requeue_stale_studies() -> int:
     return studies_requeue_stale()
+
+
+@shared_task(
+    name="diagnosis.deliver_alert",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=60,
+    soft_time_limit=45,
+    max_retries=None,  # bounded by the attempts recorded in the database (CXR_ALERT_MAX_ATTEMPTS)
+)
+def deliver_alert(self, *, alert_id: int, channel: str) -> str:
+    result = alert_deliver(alert_id=alert_id, channel=channel)
+    if result.status in ("failed", "in_progress") and result.attempt < settings.CXR_ALERT_MAX_ATTEMPTS:
+        raise self.retry(
+            countdown=alert_retry_delay(result.attempt).total_seconds(),
+            kwargs={"alert_id": alert_id, "channel": channel},
+        )
+    return result.status
+
+
+@shared_task(name="diagnosis.redeliver_alerts", time_limit=120, soft_time_limit=100)
+def redeliver_alerts() -> int:
+    return alerts_redeliver_undelivered()

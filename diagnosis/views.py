@@ -1,5 +1,8 @@
 """Pages. Each view validates, calls one access function or service, and renders."""
 
+import csv
+from dataclasses import asdict
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -8,14 +11,20 @@ from django.db.models import Q
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_http_methods
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.roles import Capability, user_can
 from audit.services import audit_record
 
-from . import access
-from .forms import PatientForm, PatientSearchForm, StudyUploadForm
-from .models import ModelVersion, StudyStatus
+from . import access, selectors
+from .forms import FeedbackForm, PatientForm, PatientSearchForm, StudyUploadForm, WorklistFilterForm
+from .models import DeliveryOutcome, ModelVersion, StudyStatus
+from .selectors import WorklistFilters
+from .services.alerts import alert_acknowledge
+from .services.feedback import feedback_record
+from .services.reports import study_report_pdf
 from .services import storage
 from .services.ingest import study_create
 from .services.model_registry import model_version_active
@@ -36,24 +45,62 @@ def home(request):
 @login_required
 @require_GET
 def worklist(request):
-    studies = access.studies_for_user(user=request.user)
-    status = request.GET.get("status", "")
-    if status in StudyStatus.values:
-        studies = studies.filter(status=status)
-    page = Paginator(studies.order_by("-created_at"), WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
-    audit_record(actor=request.user, action="study.list", details={"page": page.number, "status": status})
+    form = WorklistFilterForm(request.GET)
+    filters = form.filters()
+    studies = selectors.worklist_studies(user=request.user, filters=filters)
+    page = Paginator(studies, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    audit_record(actor=request.user, action="study.list", details={"page": page.number, **_filter_details(filters)})
     pending_ids = [study.id for study in page if study.is_pending]
     return render(
         request,
         "diagnosis/worklist.html",
-        {
-            "page": page,
-            "status": status,
-            "statuses": StudyStatus.choices,
-            "pending_ids": pending_ids,
-            "active_model": model_version_active(),
-        },
+        {"page": page, "form": form, "pending_ids": pending_ids, "active_model": model_version_active()},
     )
+
+
+WORKLIST_EXPORT_LIMIT = 10_000
+
+
+@login_required
+@require_GET
+def worklist_export_csv(request):
+    """The filtered worklist, in triage order, as CSV (at most WORKLIST_EXPORT_LIMIT rows)."""
+    filters = WorklistFilterForm(request.GET).filters()
+    studies = list(selectors.worklist_studies(user=request.user, filters=filters)[:WORKLIST_EXPORT_LIMIT])
+    audit_record(actor=request.user, action="study.export_csv", details={"rows": len(studies), **_filter_details(filters)})
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="worklist.csv"'
+    response["Cache-Control"] = "private, no-store"
+    writer = csv.writer(response)
+    writer.writerow([
+        "accession_number", "patient_mrn", "patient_name", "status", "predicted_label", "covid_probability",
+        "suspected_covid", "alert_state", "uploaded_at", "completed_at", "model_version",
+    ])
+    for study in studies:
+        predictions = list(study.predictions.all())
+        latest = predictions[0] if predictions else None
+        alert = getattr(study, "alert", None)
+        writer.writerow([_csv_cell(value) for value in (
+            study.accession_number, study.patient.mrn, study.patient.name, study.status,
+            latest.predicted_label if latest else "",
+            f"{latest.covid_probability:.4f}" if latest else "",
+            "yes" if study.suspected_covid else "no",
+            alert.state if alert else "",
+            study.created_at.isoformat(), study.completed_at.isoformat() if study.completed_at else "",
+            str(latest.model_version) if latest else "",
+        )])
+    return response
+
+
+def _csv_cell(value) -> str:
+    # A cell starting with one of these runs as a formula in spreadsheet programs.
+    text = str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _filter_details(filters: WorklistFilters) -> dict:
+    return {key: (value.isoformat() if hasattr(value, "isoformat") else value)
+            for key, value in asdict(filters).items() if value}
 
 
 @login_required
@@ -141,17 +188,92 @@ def study_upload(request, patient_id: int):
 @require_GET
 def study_detail(request, study_id: int):
     study = access.study_get_for_user(user=request.user, study_id=study_id)
+    return _render_study(request, study)
+
+
+def _render_study(request, study, *, feedback_form=None, status=200):
     predictions = list(study.predictions.all())
+    prediction = predictions[0] if predictions else None
+    feedback = list(selectors.feedback_for_study(study=study))
+    my_feedback = next(
+        (item for item in feedback if item.author_id == request.user.id and prediction and item.prediction_id == prediction.id),
+        None,
+    )
+    can_give_feedback = (
+        prediction is not None and study.status == StudyStatus.COMPLETED and user_can(request.user, Capability.EDIT_CLINICAL)
+    )
+    if feedback_form is None and can_give_feedback:
+        initial = (
+            {"agrees": "yes" if my_feedback.agrees else "no", "correct_label": my_feedback.correct_label,
+             "note": my_feedback.note}
+            if my_feedback else {}
+        )
+        feedback_form = FeedbackForm(initial=initial)
     return render(
         request,
         "diagnosis/study_detail.html",
         {
             "study": study,
-            "prediction": predictions[0] if predictions else None,
+            "prediction": prediction,
             "earlier_predictions": predictions[1:],
             "active_model": model_version_active(),
+            "alert": getattr(study, "alert", None) if hasattr(study, "alert") else None,
+            "feedback": feedback,
+            "my_feedback": my_feedback,
+            "feedback_form": feedback_form if can_give_feedback else None,
+            "validation_figures": selectors.validation_figures(prediction.model_version) if prediction else [],
         },
+        status=status,
     )
+
+
+@login_required
+@require_POST
+def study_feedback(request, study_id: int):
+    study, prediction = access.prediction_for_feedback(user=request.user, study_id=study_id)
+    form = FeedbackForm(request.POST)
+    if form.is_valid():
+        try:
+            feedback_record(author=request.user, prediction=prediction, **form.cleaned_data)
+        except ValidationError as error:
+            _add_errors(form, error)
+        else:
+            messages.success(request, _("Your feedback was recorded."))
+            return redirect("diagnosis:study_detail", study_id=study.id)
+    return _render_study(request, study, feedback_form=form, status=400)
+
+
+@login_required
+@require_GET
+def alert_list(request):
+    alerts = selectors.alerts_for_list(user=request.user)
+    page = Paginator(alerts, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
+    audit_record(actor=request.user, action="alert.list", details={"page": page.number})
+    return render(request, "diagnosis/alert_list.html", {"page": page})
+
+
+@login_required
+@require_POST
+def alert_acknowledge_view(request, alert_id: int):
+    alert = access.alert_for_acknowledgement(user=request.user, alert_id=alert_id)
+    alert_acknowledge(alert=alert, user=request.user)
+    messages.success(request, _("Alert acknowledged."))
+    next_url = request.POST.get("next", "")
+    if next_url and url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}):
+        return redirect(next_url)
+    return redirect("diagnosis:alert_list")
+
+
+@login_required
+@require_GET
+def alert_deliveries(request):
+    deliveries = access.alert_deliveries_for_user(user=request.user).order_by("-started_at")
+    outcome = request.GET.get("outcome", "")
+    if outcome in DeliveryOutcome.values:
+        deliveries = deliveries.filter(outcome=outcome)
+    page = Paginator(deliveries, 50).get_page(request.GET.get("page"))
+    return render(request, "diagnosis/alert_deliveries.html",
+                  {"page": page, "outcome": outcome, "outcomes": DeliveryOutcome.choices})
 
 
 def _image_response(data: bytes, *, filename: str) -> HttpResponse:
@@ -186,10 +308,22 @@ def study_heatmap(request, study_id: int):
 
 @login_required
 @require_GET
+def study_report(request, study_id: int):
+    study = access.study_get_for_user(user=request.user, study_id=study_id, action="study.report_download")
+    response = HttpResponse(study_report_pdf(study=study), content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="cxr-report-{study.accession_number}.pdf"'
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_GET
 def model_versions(request):
     if not (user_can(request.user, Capability.MANAGE_MODELS) or user_can(request.user, Capability.VIEW_AUDIT)):
         access.require_capability(user=request.user, capability=Capability.MANAGE_MODELS, action="model_version.list")
-    return render(request, "diagnosis/model_versions.html", {"versions": ModelVersion.objects.all()})
+    return render(request, "diagnosis/model_versions.html", {
+        "versions": ModelVersion.objects.all(), "agreement": selectors.agreement_by_model_version(),
+    })
 
 
 def _add_errors(form, error: ValidationError, field: str | None = None) -> None:

@@ -75,6 +75,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "accounts.context_processors.role",
+                "diagnosis.context_processors.open_alerts",
             ],
         },
     },
@@ -192,13 +193,20 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"diagnosis.run_inference": {"queue": "inference"}}
+CELERY_TASK_ROUTES = {
+    "diagnosis.run_inference": {"queue": "inference"},
+    "diagnosis.deliver_alert": {"queue": "default"},
+}
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-studies": {
         "task": "diagnosis.requeue_stale_studies",
         "schedule": timedelta(minutes=2),
+    },
+    "redeliver-alerts": {
+        "task": "diagnosis.redeliver_alerts",
+        "schedule": timedelta(minutes=5),
     },
 }
 if CELERY_BROKER_URL.startswith("redis"):
@@ -228,3 +236,15 @@ CLINICAL_DISCLAIMER = (
     "This result supports, and does not replace, the judgement of a qualified clinician. "
     "CXR Portal is not a medical device and does not make a diagnosis."
 )
+
+# COVID-19 alerts: delivered by the "default" queue's workers, in-app always, e-mail and webhook when configured.
+CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])
+CXR_ALERT_WEBHOOK_URL = env("CXR_ALERT_WEBHOOK_URL", default="")
+CXR_ALERT_WEBHOOK_SECRET = env("CXR_ALERT_WEBHOOK_SECRET", default="")
+CXR_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("CXR_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+CXR_ALERT_MAX_ATTEMPTS = env.int("CXR_ALERT_MAX_ATTEMPTS", default=6)
+# Back-off between attempts: base * 2^(attempt-1) seconds, capped at one hour.
+CXR_ALERT_RETRY_BASE_SECONDS = env.int("CXR_ALERT_RETRY_BASE_SECONDS", default=30)
+# Absolute links in e-mails and webhooks.
+CXR_PUBLIC_BASE_URL = env("CXR_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="cxr-portal@localhost")

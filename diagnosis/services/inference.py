@@ -19,6 +19,7 @@ from diagnosis.models import ModelVersion, Prediction, Study, StudyStatus
 from ml.imaging import ImageDecodeError, decode_image
 
 from . import storage
+from .alerts import alert_raise_for_prediction
 from .model_registry import artifact_dir_for, model_version_active
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
                     "covid_threshold": prediction.covid_threshold,
                 },
             )
+            # Same transaction: the prediction and its alert commit together; delivery is queued after commit.
+            alert_raise_for_prediction(prediction=prediction)
     except IntegrityError:
         # The unique (study, model version) constraint: a prediction already exists, so this run is a duplicate.
         Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED)

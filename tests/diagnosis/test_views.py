@@ -27,13 +27,17 @@ PAGE_EXPECTATIONS = {
     "diagnosis:study_heatmap": {"anonymous": 302, "clinician": 404, "auditor": 404, "administrator": 403},
     "diagnosis:model_versions": {"anonymous": 302, "clinician": 403, "auditor": 200, "administrator": 200},
     "diagnosis:study_statuses": {"anonymous": 302, "clinician": 200, "auditor": 200, "administrator": 403},
+    "diagnosis:worklist_export_csv": {"anonymous": 302, "clinician": 200, "auditor": 200, "administrator": 403},
+    "diagnosis:study_report": {"anonymous": 302, "clinician": 200, "auditor": 200, "administrator": 403},
+    "diagnosis:alert_list": {"anonymous": 302, "clinician": 200, "auditor": 200, "administrator": 403},
+    "diagnosis:alert_deliveries": {"anonymous": 302, "clinician": 403, "auditor": 403, "administrator": 200},
 }
 
 
 def url_for(name, study):
     if name in ("diagnosis:patient_detail", "diagnosis:study_upload"):
         return reverse(name, kwargs={"patient_id": study.patient_id})
-    if name.startswith("diagnosis:study_") and name != "diagnosis:study_statuses":
+    if name.startswith("diagnosis:study_") and name not in ("diagnosis:study_statuses",):
         return reverse(name, kwargs={"study_id": study.id})
     return reverse(name)
 

@@ -1,0 +1,154 @@
+"""Reads that shape data for pages, exports and the API. User-scoped reads start from diagnosis.access."""
+
+from dataclasses import dataclass
+from datetime import date
+
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+
+from django.utils.translation import gettext_lazy as _
+
+from . import access
+from .models import Alert, Feedback, FeedbackRevision, ModelVersion, Prediction, Study, StudyStatus
+
+
+@dataclass(frozen=True)
+class WorklistFilters:
+    status: str = ""
+    predicted_label: str = ""
+    date_from: date | None = None
+    date_to: date | None = None
+    patient: str = ""  # name or MRN, partial match
+    needs_my_review: bool = False
+
+
+def worklist_studies(*, user, filters: WorklistFilters) -> QuerySet[Study]:
+    """Studies in triage order: suspected COVID-19 first by calibrated probability, then the oldest waiting.
+
+    "Suspected COVID-19" means the study has an alert that no clinician withdrew; the probability
+    and label are those of the study's latest prediction.
+    """
+    latest = Prediction.objects.filter(study=OuterRef("pk")).order_by("-created_at")
+    studies = access.studies_for_user(user=user).select_related("alert").annotate(
+        latest_label=Subquery(latest.values("predicted_label")[:1]),
+        latest_covid_probability=Subquery(latest.values("covid_probability")[:1], output_field=FloatField()),
+        suspected_covid=Exists(Alert.objects.filter(study=OuterRef("pk"), withdrawn_at__isnull=True)),
+        reviewed_by_me=Exists(
+            Feedback.objects.filter(prediction_id=Subquery(latest.values("id")[:1]), author_id=user.id)
+        ),
+    )
+    if filters.status:
+        studies = studies.filter(status=filters.status)
+    if filters.predicted_label:
+        studies = studies.filter(latest_label=filters.predicted_label)
+    if filters.date_from:
+        studies = studies.filter(created_at__date__gte=filters.date_from)
+    if filters.date_to:
+        studies = studies.filter(created_at__date__lte=filters.date_to)
+    if filters.patient:
+        studies = studies.filter(Q(patient__name__icontains=filters.patient) | Q(patient__mrn__icontains=filters.patient))
+    if filters.needs_my_review:
+        studies = studies.filter(status=StudyStatus.COMPLETED, reviewed_by_me=False)
+    return studies.order_by(
+        F("suspected_covid").desc(),
+        F("latest_covid_probability").desc(nulls_last=True),
+        "created_at",
+        "id",
+    )
+
+
+def alerts_open_count() -> int:
+    return Alert.objects.filter(acknowledged_at__isnull=True, withdrawn_at__isnull=True).count()
+
+
+def alerts_for_list(*, user) -> QuerySet[Alert]:
+    """Open alerts first (oldest first: they have waited longest), then the rest, newest first."""
+    alerts = access.alerts_for_user(user=user).select_related(
+        "study__patient", "prediction__model_version", "acknowledged_by", "withdrawn_by"
+    )
+    return alerts.annotate(
+        open_first=Case(
+            When(acknowledged_at__isnull=True, withdrawn_at__isnull=True, then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+    ).order_by(F("open_first").desc(), "created_at")
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    model_version: ModelVersion
+    feedback_count: int
+    agree_count: int
+
+    @property
+    def agreement_rate(self) -> float | None:
+        return self.agree_count / self.feedback_count if self.feedback_count else None
+
+
+def agreement_by_model_version() -> list[AgreementRow]:
+    """Share of clinician feedback that agrees with each model version's predictions (current feedback, not revisions)."""
+    versions = ModelVersion.objects.annotate(
+        feedback_count=Count("predictions__feedback"),
+        agree_count=Count("predictions__feedback", filter=Q(predictions__feedback__agrees=True)),
+    ).order_by("-created_at")
+    return [AgreementRow(version, version.feedback_count, version.agree_count) for version in versions]
+
+
+def feedback_for_study(*, study: Study) -> QuerySet[Feedback]:
+    return (
+        Feedback.objects.filter(study=study)
+        .select_related("author", "prediction__model_version")
+        .prefetch_related(Prefetch("revisions", queryset=FeedbackRevision.objects.select_related("edited_by")))
+        .order_by("-updated_at")
+    )
+
+
+def feedback_training_examples() -> QuerySet[Feedback]:
+    """Feedback that names a class the model learns (not "other"): the rows a retraining dataset is built from."""
+    from ml.labels import CLASS_NAMES
+
+    return (
+        Feedback.objects.filter(correct_label__in=CLASS_NAMES)
+        .select_related("study__image", "study__patient", "prediction__model_version", "author")
+        .order_by("id")
+    )
+
+
+# The validation figures shown next to a result, in this order; keys are those of ml.calibration.classification_metrics.
+VALIDATION_FIGURES = (
+    ("n", _("Validation images"), "count"),
+    ("accuracy", _("Accuracy"), "ratio"),
+    ("macro_auc", _("Macro AUC"), "ratio"),
+    ("covid_auc", _("COVID-19 AUC"), "ratio"),
+    ("covid_sensitivity", _("COVID-19 sensitivity at threshold"), "ratio"),
+    ("covid_specificity", _("COVID-19 specificity at threshold"), "ratio"),
+    ("ece", _("Expected calibration error"), "ratio"),
+)
+
+
+def validation_figures(model_version: ModelVersion) -> list[tuple[str, str]]:
+    """(label, formatted value) for each validation figure the model version recorded."""
+    metrics = model_version.metrics or {}
+    rows = []
+    for key, label, kind in VALIDATION_FIGURES:
+        value = metrics.get(key)
+        if value is None or (isinstance(value, float) and value != value):  # missing or NaN
+            continue
+        rows.append((str(label), str(int(value)) if kind == "count" else f"{float(value):.3f}"))
+    if model_version.covid_threshold is not None:
+        rows.append((str(_("COVID-19 alert threshold")), f"{model_version.covid_threshold:.3f}"))
+    return rows

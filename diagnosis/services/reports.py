@@ -1,0 +1,137 @@
+"""The PDF report of one study: patient, study, image and heatmap, probabilities, model, feedback, disclaimer.
+
+Every string goes through Django's translation framework; the caller activates the reader's language.
+"""
+
+import io
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.translation import gettext as _
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from xml.sax.saxutils import escape
+
+from diagnosis.models import Study
+from diagnosis.selectors import feedback_for_study, validation_figures
+from diagnosis.texts import clinical_disclaimer
+
+from . import storage
+
+
+def _text(value) -> str:
+    return escape(str(value if value not in (None, "") else "—"))
+
+
+def _when(value) -> str:
+    return date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT") if value else "—"
+
+
+def _table(rows, widths) -> Table:
+    table = Table(rows, colWidths=widths, hAlign="LEFT")
+    table.setStyle(TableStyle([
+        ("FONTSIZE", (0, 0), (-1, -1), 9),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+        ("BACKGROUND", (0, 0), (0, -1), colors.whitesmoke),
+    ]))
+    return table
+
+
+def _picture(digest: str, kind: str, width: float) -> Image | None:
+    try:
+        data = storage.blob_get(digest, kind=kind)
+    except (FileNotFoundError, OSError, ValueError):
+        return None
+    picture = Image(io.BytesIO(data))
+    scale = width / picture.imageWidth
+    picture.drawWidth, picture.drawHeight = width, picture.imageHeight * scale
+    return picture
+
+
+def study_report_pdf(*, study: Study) -> bytes:
+    """Render the study's report. The study must come from diagnosis.access (which authorised and audited the read)."""
+    styles = getSampleStyleSheet()
+    body, heading = styles["BodyText"], styles["Heading2"]
+    predictions = list(study.predictions.all())
+    prediction = predictions[0] if predictions else None
+    story = [
+        Paragraph(escape(_("CXR Portal — chest X-ray report")), styles["Title"]),
+        Paragraph("<b>%s</b>" % escape(clinical_disclaimer()), body),
+        Spacer(1, 4 * mm),
+        Paragraph(escape(_("Patient")), heading),
+        _table([
+            [_("Name"), _text(study.patient.name)],
+            [_("MRN"), _text(study.patient.mrn)],
+            [_("Birth date"), _text(study.patient.birth_date)],
+            [_("Sex"), _text(study.patient.get_sex_display())],
+        ], [40 * mm, 130 * mm]),
+        Paragraph(escape(_("Study")), heading),
+        _table([
+            [_("Accession number"), _text(study.accession_number)],
+            [_("View"), _text(study.get_view_position_display())],
+            [_("Acquired"), _text(study.acquisition_date)],
+            [_("Uploaded"), _when(study.created_at)],
+            [_("Status"), _text(study.get_status_display())],
+            [_("Image"), _text(f"{study.image.format} {study.image.width}×{study.image.height}")],
+        ], [40 * mm, 130 * mm]),
+    ]
+    pictures = [_picture(study.image.sha256, storage.PREVIEW, 80 * mm)]
+    captions = [_("Image")]
+    if prediction is not None and prediction.heatmap_sha256:
+        pictures.append(_picture(prediction.heatmap_sha256, storage.HEATMAP, 80 * mm))
+        captions.append(_("Grad-CAM heatmap (regions that most influenced the model; not a lesion map)"))
+    if any(pictures):
+        story += [Spacer(1, 3 * mm), Table(
+            [[picture or "" for picture in pictures], [Paragraph(escape(caption), body) for caption in captions]],
+            colWidths=[85 * mm] * len(pictures), hAlign="LEFT",
+        )]
+    story.append(Paragraph(escape(_("Model output")), heading))
+    if prediction is None:
+        story.append(Paragraph(escape(_("No model output for this study.")), body))
+    else:
+        story.append(Paragraph("<b>%s</b>: %s" % (escape(_("Result")), _text(prediction.predicted_display)), body))
+        story.append(_table(
+            [[_("Class"), _("Calibrated probability")]]
+            + [[_text(row["display"]), f"{row['probability']:.3f}"] for row in prediction.probability_rows()],
+            [60 * mm, 50 * mm],
+        ))
+        alert = getattr(study, "alert", None) if hasattr(study, "alert") else None
+        if alert is not None:
+            story.append(Paragraph(escape(_("COVID-19 alert: %(state)s") % {"state": _(alert.state)}), body))
+        story.append(Paragraph(escape(_("Model version")), heading))
+        version = prediction.model_version
+        story.append(_table(
+            [[_("Model version"), _text(version)], [_("Architecture"), _text(version.architecture)],
+             [_("Model file SHA-256"), _text(version.file_sha256[:16] + "…")],
+             [_("Analysed"), _when(prediction.created_at)]]
+            + [[label, value] for label, value in validation_figures(version)],
+            [70 * mm, 100 * mm],
+        ))
+    story.append(Paragraph(escape(_("Clinician feedback")), heading))
+    feedback = list(feedback_for_study(study=study))
+    if not feedback:
+        story.append(Paragraph(escape(_("No feedback recorded.")), body))
+    for item in feedback:
+        verdict = _("agrees") if item.agrees else _("disagrees")
+        story.append(Paragraph(escape(
+            _("%(author)s %(verdict)s; correct label: %(label)s (%(when)s)") % {
+                "author": item.author.get_username(), "verdict": verdict,
+                "label": item.get_correct_label_display(), "when": _when(item.updated_at)}
+        ), body))
+        if item.note:
+            story.append(Paragraph(_text(item.note), body))
+    story += [Spacer(1, 6 * mm), Paragraph("<i>%s</i>" % escape(clinical_disclaimer()), body),
+              Paragraph(escape(_("Generated %(when)s") % {"when": _when(timezone.now())}), body)]
+
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(
+        buffer, pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm, topMargin=15 * mm, bottomMargin=15 * mm,
+        title=_("Chest X-ray report %(accession)s") % {"accession": study.accession_number}, author="CXR Portal",
+    )
+    document.build(story)
+    return buffer.getvalue()
