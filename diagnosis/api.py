@@ -2,18 +2,36 @@
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
+from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from accounts.roles import Capability, user_can
 from audit.services import audit_record
 
-from . import access
-from .serializers import PatientSerializer, PredictionSerializer, StudySerializer, StudyUploadSerializer
+from . import access, selectors
+from .serializers import (
+    AgreementSerializer,
+    AlertSerializer,
+    FeedbackInputSerializer,
+    FeedbackSerializer,
+    PatientSerializer,
+    PredictionSerializer,
+    StudySerializer,
+    StudyUploadSerializer,
+)
+from .services.alerts import alert_acknowledge
+from .services.feedback import feedback_record
+from .services.fhir import study_fhir_bundle
+from .services.reports import study_report_pdf
 from .services.ingest import study_create
 from .services.patients import patient_create
 
@@ -24,6 +42,27 @@ def exception_handler(exc, context):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)
+
+
+class PDFRenderer(BaseRenderer):
+    media_type = "application/pdf"
+    format = "pdf"
+    charset = None
+    render_style = "binary"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        if isinstance(data, bytes):
+            return data
+        # An error (403, 404) carries a dict: send it as JSON whatever was asked for.
+        response = (renderer_context or {}).get("response")
+        if response is not None:
+            response["Content-Type"] = "application/json"
+        return JSONRenderer().render(data)
+
+
+class FHIRJSONRenderer(JSONRenderer):
+    media_type = "application/fhir+json"
+    format = "fhir"
 
 
 class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet):
@@ -104,7 +143,11 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                         status=status.HTTP_201_CREATED)
 
     def get_parsers(self):
-        if getattr(self, "action", None) == "create" or self.request is not None and self.request.method == "POST":
+        # Called before self.action is set: decide from the method and the route's action map.
+        is_upload = getattr(self, "action", None) == "create" or (
+            self.request is not None and self.request.method == "POST" and self.action_map.get("post") == "create"
+        )
+        if is_upload:
             return [MultiPartParser(), FormParser()]
         return super().get_parsers()
 
@@ -116,3 +159,74 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         if prediction is None:
             raise NotFound(f"Study {study.accession_number} has no prediction yet (status: {study.status}).")
         return Response(PredictionSerializer(prediction).data)
+
+    @extend_schema(
+        methods=["GET"], responses={200: FeedbackSerializer(many=True)},
+        description="Every clinician's feedback on the study, each with its revision history.",
+    )
+    @extend_schema(methods=["POST"], request=FeedbackInputSerializer, responses={200: FeedbackSerializer})
+    @action(detail=True, methods=["get", "post"], parser_classes=[JSONParser, MultiPartParser, FormParser])
+    def feedback(self, request, pk=None):
+        if request.method == "POST":
+            study, prediction = access.prediction_for_feedback(user=request.user, study_id=pk)
+            serializer = FeedbackInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            feedback = feedback_record(author=request.user, prediction=prediction, **serializer.validated_data)
+            return Response(FeedbackSerializer(selectors.feedback_for_study(study=study).get(id=feedback.id)).data)
+        study = access.study_get_for_user(user=request.user, study_id=pk, action="feedback.view")
+        return Response(FeedbackSerializer(selectors.feedback_for_study(study=study), many=True).data)
+
+    @extend_schema(responses={(200, "application/pdf"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], url_path="report", renderer_classes=[PDFRenderer, JSONRenderer])
+    def report(self, request, pk=None):
+        study = access.study_get_for_user(user=request.user, study_id=pk, action="study.report_download")
+        response = HttpResponse(study_report_pdf(study=study), content_type="application/pdf")
+        response["Content-Disposition"] = f'attachment; filename="cxr-report-{study.accession_number}.pdf"'
+        response["Cache-Control"] = "private, no-store"
+        return response
+
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT},
+        description="FHIR R4 Bundle (collection): DiagnosticReport, Observations, ImagingStudy, Patient.",
+    )
+    @action(detail=True, methods=["get"], url_path="fhir", renderer_classes=[FHIRJSONRenderer, JSONRenderer])
+    def fhir(self, request, pk=None):
+        study = access.study_get_for_user(user=request.user, study_id=pk, action="study.fhir_read")
+        return Response(study_fhir_bundle(study=study))
+
+
+class AlertViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """COVID-19 alerts: open first. Clinicians acknowledge them."""
+
+    serializer_class = AlertSerializer
+    lookup_value_converter = "int"
+
+    def get_queryset(self):
+        alerts = selectors.alerts_for_list(user=self.request.user)
+        state = self.request.query_params.get("state")
+        if state == "open":
+            alerts = alerts.filter(acknowledged_at__isnull=True, withdrawn_at__isnull=True)
+        return alerts
+
+    @extend_schema(parameters=[OpenApiParameter("state", str, description="'open' for unacknowledged alerts only")])
+    def list(self, request, *args, **kwargs):
+        response = super().list(request, *args, **kwargs)
+        audit_record(actor=request.user, action="alert.list", details={"api": True})
+        return response
+
+    @extend_schema(request=None, responses={200: AlertSerializer})
+    @action(detail=True, methods=["post"])
+    def acknowledge(self, request, pk=None):
+        alert = access.alert_for_acknowledgement(user=request.user, alert_id=pk)
+        return Response(AlertSerializer(alert_acknowledge(alert=alert, user=request.user)).data)
+
+
+class AgreementView(APIView):
+    """Share of clinician feedback agreeing with each model version (aggregates only, no patient data)."""
+
+    @extend_schema(responses={200: AgreementSerializer(many=True)})
+    def get(self, request):
+        if not user_can(request.user, Capability.MANAGE_MODELS):
+            access.require_capability(user=request.user, capability=Capability.VIEW_CLINICAL,
+                                      action="feedback.agreement")
+        return Response(AgreementSerializer(selectors.agreement_by_model_version(), many=True).data)

@@ -1,7 +1,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from .models import ModelVersion, Patient, Prediction, Sex, Study, ViewPosition
+from .models import Alert, CorrectLabel, Feedback, FeedbackRevision, ModelVersion, Patient, Prediction, Sex, Study, ViewPosition
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -77,3 +77,52 @@ class StudyUploadSerializer(serializers.Serializer):
 
 
 __all__ = ["PatientSerializer", "StudySerializer", "StudyUploadSerializer", "PredictionSerializer", "Sex"]
+
+
+class FeedbackRevisionSerializer(serializers.ModelSerializer):
+    edited_by = serializers.CharField(source="edited_by.username", read_only=True)
+
+    class Meta:
+        model = FeedbackRevision
+        fields = ["number", "edited_by", "edited_at", "agrees", "correct_label", "note", "changes"]
+        read_only_fields = fields
+
+
+class FeedbackSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.username", read_only=True)
+    prediction_id = serializers.IntegerField(read_only=True)
+    model_version = serializers.CharField(source="prediction.model_version", read_only=True)
+    revisions = FeedbackRevisionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Feedback
+        fields = ["id", "author", "prediction_id", "model_version", "agrees", "correct_label", "note",
+                  "created_at", "updated_at", "revisions"]
+        read_only_fields = fields
+
+
+class FeedbackInputSerializer(serializers.Serializer):
+    agrees = serializers.BooleanField()
+    correct_label = serializers.ChoiceField(choices=CorrectLabel.choices, required=False, allow_blank=True)
+    note = serializers.CharField(required=False, allow_blank=True, max_length=4000)
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    accession_number = serializers.CharField(source="study.accession_number", read_only=True)
+    acknowledged_by = serializers.CharField(source="acknowledged_by.username", read_only=True, default=None)
+    withdrawn_by = serializers.CharField(source="withdrawn_by.username", read_only=True, default=None)
+    state = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Alert
+        fields = ["id", "study_id", "accession_number", "prediction_id", "covid_probability", "covid_threshold",
+                  "state", "created_at", "acknowledged_by", "acknowledged_at", "withdrawn_by", "withdrawn_at"]
+        read_only_fields = fields
+
+
+class AgreementSerializer(serializers.Serializer):
+    model_version_id = serializers.IntegerField(source="model_version.id")
+    model_version = serializers.CharField()
+    feedback_count = serializers.IntegerField()
+    agree_count = serializers.IntegerField()
+    agreement_rate = serializers.FloatField(allow_null=True)
