@@ -1,0 +1,135 @@
+"""Read-only pages for auditors: the audit log and the prediction history, on screen and as CSV.
+
+Each read is itself written to the audit trail, with the filters used.
+"""
+
+import csv
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import StreamingHttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from accounts.roles import Capability
+from diagnosis.access import require_capability
+
+from . import selectors
+from .forms import AuditEventFilterForm, PredictionFilterForm
+from .services import audit_record
+
+PAGE_SIZE = 50
+# Spreadsheet programs run a cell that starts with one of these as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _filters(form) -> dict:
+    if not form.is_valid():
+        return {}
+    return {name: value for name, value in form.cleaned_data.items() if value not in ("", None)}
+
+
+def _filters_for_audit(filters: dict) -> dict:
+    return {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in filters.items()}
+
+
+def csv_cell(value) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _csv_response(rows, *, header: list[str], filename: str) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+
+    def lines():
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow([csv_cell(cell) for cell in row])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+@login_required
+@require_GET
+def event_list(request):
+    require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="audit.view")
+    form = AuditEventFilterForm(request.GET or None)
+    filters = _filters(form)
+    page = Paginator(selectors.audit_events_filtered(**filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    audit_record(actor=request.user, action="audit.view", details={"filters": _filters_for_audit(filters), "page": page.number})
+    return render(request, "audit/event_list.html", {"form": form, "page": page})
+
+
+EVENT_COLUMNS = ["sequence", "created_at", "actor_username", "actor_role", "action", "object_type", "object_id",
+                 "patient_identifier", "study_identifier", "outcome", "client_ip", "user_agent", "details",
+                 "previous_hash", "hash"]
+
+
+@login_required
+@require_GET
+def event_export(request):
+    require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="audit.export")
+    filters = _filters(AuditEventFilterForm(request.GET or None))
+    events = selectors.audit_events_filtered(**filters)
+    # Recorded before the export runs, so the export's own event is part of what a later export shows.
+    audit_record(actor=request.user, action="audit.export",
+                 details={"filters": _filters_for_audit(filters), "rows": events.count()})
+    rows = ([getattr(event, column) for column in EVENT_COLUMNS] for event in events.iterator(chunk_size=2000))
+    return _csv_response(rows, header=EVENT_COLUMNS, filename=f"audit-log-{timezone.now():%Y%m%d-%H%M%S}.csv")
+
+
+@login_required
+@require_GET
+def prediction_history(request):
+    require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="prediction.history_view")
+    form = PredictionFilterForm(request.GET or None)
+    filters = _filters(form)
+    page = Paginator(selectors.prediction_history_filtered(**filters), PAGE_SIZE).get_page(request.GET.get("page"))
+    audit_record(actor=request.user, action="prediction.history_view",
+                 details={"filters": _filters_for_audit(filters), "page": page.number})
+    return render(request, "audit/prediction_history.html", {"form": form, "page": page})
+
+
+PREDICTION_COLUMNS = ["prediction_id", "created_at", "patient_mrn", "accession_number", "uploaded_by", "model_name",
+                      "model_version", "predicted_label", "probability_covid", "probability_normal",
+                      "probability_pneumonia", "covid_threshold", "covid_alert", "feedback", "alerts"]
+
+
+def _prediction_row(prediction) -> list:
+    study = prediction.study
+    probabilities = prediction.probabilities or {}
+    feedback = "; ".join(f"{item.author.username}: {item.correct_label}" + (f" ({item.note})" if item.note else "")
+                         for item in prediction.feedback.all())
+    alerts = "; ".join(
+        f"{alert.created_at:%Y-%m-%d %H:%M} "
+        + (f"acknowledged by {alert.acknowledged_by.username} {alert.acknowledged_at:%Y-%m-%d %H:%M}" if alert.acknowledged_by else "unacknowledged")
+        for alert in prediction.alerts.all()
+    )
+    return [prediction.id, prediction.created_at.isoformat(), study.patient.mrn, study.accession_number,
+            study.uploaded_by.username if study.uploaded_by else "", prediction.model_version.name,
+            prediction.model_version.version, prediction.predicted_label, probabilities.get("covid"),
+            probabilities.get("normal"), probabilities.get("pneumonia"), prediction.covid_threshold,
+            prediction.covid_alert, feedback, alerts]
+
+
+@login_required
+@require_GET
+def prediction_export(request):
+    require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="prediction.history_export")
+    filters = _filters(PredictionFilterForm(request.GET or None))
+    predictions = selectors.prediction_history_filtered(**filters)
+    audit_record(actor=request.user, action="prediction.history_export",
+                 details={"filters": _filters_for_audit(filters), "rows": predictions.count()})
+    # Prefetching needs a chunk size with iterator(); 500 keeps memory flat on a long history.
+    rows = (_prediction_row(prediction) for prediction in predictions.iterator(chunk_size=500))
+    return _csv_response(rows, header=PREDICTION_COLUMNS, filename=f"prediction-history-{timezone.now():%Y%m%d-%H%M%S}.csv")

@@ -1,0 +1,198 @@
+"""Administrators manage people and model versions; each change writes exactly one complete audit event."""
+
+import pytest
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+
+from accounts.models import User
+from audit.models import AuditEvent
+from diagnosis.models import ModelVersion
+from tests.factories import TEST_PASSWORD, UserFactory
+
+NEW_PASSWORD = "a different long phrase 77"
+
+
+@pytest.fixture
+def admin_client(client, administrator):
+    client.force_login(administrator)
+    return client
+
+
+def only_event(action: str) -> AuditEvent:
+    events = list(AuditEvent.objects.filter(action=action))
+    assert len(events) == 1, f"expected exactly one {action} event, found {len(events)}"
+    return events[0]
+
+
+def assert_complete(event: AuditEvent, *, actor: User, target: User | None = None) -> None:
+    assert event.actor_id == actor.id
+    assert event.actor_username == actor.username and event.actor_role == actor.role_name
+    assert event.outcome == "success"
+    assert event.client_ip == "127.0.0.1"
+    assert event.created_at.utcoffset().total_seconds() == 0
+    assert len(event.hash) == 64 and len(event.previous_hash) == 64
+    if target is not None:
+        assert (event.object_type, event.object_id) == ("accounts.user", str(target.id))
+
+
+@pytest.mark.django_db
+def test_user_list_shows_role_last_login_and_lock_status(admin_client, clinician, settings):
+    from axes.models import AccessAttempt
+
+    AccessAttempt.objects.create(username="dr_ana", ip_address="10.1.1.1", failures_since_start=settings.AXES_FAILURE_LIMIT,
+                                 user_agent="", path_info="/accounts/login/", get_data="", post_data="")
+    page = admin_client.get(reverse("administration:user_list")).content.decode()
+    assert "dr_ana" in page and "clinician" in page and 'data-testid="locked"' in page
+    only_event("user.list")
+
+
+@pytest.mark.django_db
+def test_create_user_with_role(admin_client, administrator):
+    response = admin_client.post(reverse("administration:user_create"), {
+        "username": "dr_new", "first_name": "Nora", "last_name": "Diaz", "email": "nora@hospital.test",
+        "role": "auditor", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    user = User.objects.get(username="dr_new")
+    assert response.status_code == 302 and user.role_name == "auditor" and user.check_password(NEW_PASSWORD)
+    event = only_event("user.create")
+    assert_complete(event, actor=administrator, target=user)
+    assert event.details["role"] == "auditor"
+
+
+@pytest.mark.django_db
+def test_create_user_refuses_a_weak_password(admin_client):
+    response = admin_client.post(reverse("administration:user_create"), {
+        "username": "dr_weak", "role": "clinician", "password1": "short", "password2": "short"})
+    assert response.status_code == 400 and not User.objects.filter(username="dr_weak").exists()
+    assert not AuditEvent.objects.filter(action="user.create").exists()
+
+
+@pytest.mark.django_db
+def test_change_role_records_old_and_new(admin_client, administrator, clinician):
+    response = admin_client.post(reverse("administration:user_set_role", args=[clinician.id]), {"role": "auditor"})
+    assert response.status_code == 302
+    clinician.refresh_from_db()
+    assert clinician.role_name == "auditor"
+    event = only_event("user.role_change")
+    assert_complete(event, actor=administrator, target=clinician)
+    assert event.details["old"] == {"role": "clinician"} and event.details["new"] == {"role": "auditor"}
+
+
+@pytest.mark.django_db
+def test_administrator_cannot_demote_or_deactivate_themselves(admin_client, administrator):
+    admin_client.post(reverse("administration:user_set_role", args=[administrator.id]), {"role": "clinician"})
+    admin_client.post(reverse("administration:user_deactivate", args=[administrator.id]))
+    administrator.refresh_from_db()
+    assert administrator.role_name == "administrator" and administrator.is_active
+    assert not AuditEvent.objects.filter(action__in=["user.role_change", "user.deactivate"]).exists()
+
+
+@pytest.mark.django_db
+def test_deactivate_ends_sessions_and_tokens_and_reactivate_restores(admin_client, administrator, clinician, client):
+    from django.test import Client
+
+    clinician_browser = Client()
+    clinician_browser.force_login(clinician)
+    Token.objects.create(user=clinician)
+    admin_client.post(reverse("administration:user_deactivate", args=[clinician.id]))
+    clinician.refresh_from_db()
+    assert not clinician.is_active and not Token.objects.filter(user=clinician).exists()
+    assert clinician_browser.get(reverse("diagnosis:worklist")).status_code == 302
+    event = only_event("user.deactivate")
+    assert_complete(event, actor=administrator, target=clinician)
+    assert event.details["old"] == {"is_active": True} and event.details["new"] == {"is_active": False}
+
+    admin_client.post(reverse("administration:user_reactivate", args=[clinician.id]))
+    clinician.refresh_from_db()
+    assert clinician.is_active
+    assert_complete(only_event("user.reactivate"), actor=administrator, target=clinician)
+
+
+@pytest.mark.django_db
+def test_reset_password_audits_without_the_password(admin_client, administrator, clinician):
+    response = admin_client.post(reverse("administration:user_reset_password", args=[clinician.id]),
+                                 {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD})
+    assert response.status_code == 302
+    clinician.refresh_from_db()
+    assert clinician.check_password(NEW_PASSWORD)
+    event = only_event("user.password_reset")
+    assert_complete(event, actor=administrator, target=clinician)
+    assert NEW_PASSWORD not in str(event.details)
+
+
+@pytest.mark.django_db
+def test_unlock_clears_the_lockout(admin_client, administrator, clinician, settings):
+    from django.test import Client
+
+    for attempt in range(settings.AXES_FAILURE_LIMIT):
+        Client().post(reverse("accounts:login"), {"username": "dr_ana", "password": f"wrong{attempt}"})
+    assert Client().post(reverse("accounts:login"), {"username": "dr_ana", "password": TEST_PASSWORD}).status_code == 429
+    admin_client.post(reverse("administration:user_unlock", args=[clinician.id]))
+    assert Client().post(reverse("accounts:login"), {"username": "dr_ana", "password": TEST_PASSWORD}).status_code == 302
+    assert_complete(only_event("user.unlock"), actor=administrator, target=clinician)
+
+
+@pytest.mark.django_db
+def test_two_factor_reset_and_token_revoke(admin_client, administrator, auditor):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    TOTPDevice.objects.create(user=auditor, name="phone", confirmed=True)
+    Token.objects.create(user=auditor)
+    admin_client.post(reverse("administration:user_two_factor_reset", args=[auditor.id]))
+    admin_client.post(reverse("administration:user_token_revoke", args=[auditor.id]))
+    assert not TOTPDevice.objects.filter(user=auditor).exists() and not Token.objects.filter(user=auditor).exists()
+    assert_complete(only_event("user.two_factor_reset"), actor=administrator, target=auditor)
+    assert_complete(only_event("auth.token_revoke"), actor=administrator, target=auditor)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["clinician", "auditor"])
+def test_other_roles_cannot_manage_users(client, role):
+    user = UserFactory(**{role: True})
+    victim = UserFactory(clinician=True)
+    client.force_login(user)
+    assert client.get(reverse("administration:user_list")).status_code == 403
+    assert client.post(reverse("administration:user_deactivate", args=[victim.id])).status_code == 403
+    victim.refresh_from_db()
+    assert victim.is_active
+    assert AuditEvent.objects.filter(action="user.deactivate", outcome="denied", actor_username=user.username).count() == 1
+
+
+def make_version(name: str, status: str = "candidate") -> ModelVersion:
+    return ModelVersion.objects.create(name=name, version="1", artifact_path=f"/nowhere/{name}", file_sha256="0" * 64,
+                                       architecture="tiny", class_names=["covid", "normal", "pneumonia"], input_size=64,
+                                       metrics={"accuracy": 0.91, "macro_auc": 0.95}, status=status)
+
+
+@pytest.mark.django_db
+def test_promote_retire_and_roll_back_model_versions(admin_client, administrator):
+    first = make_version("first", status="active")
+    second = make_version("second")
+    page = admin_client.get(reverse("administration:model_versions")).content.decode()
+    assert "macro_auc: 0.950" in page and "Promote" in page
+
+    admin_client.post(reverse("administration:model_version_activate", args=[second.id]))
+    first.refresh_from_db(), second.refresh_from_db()
+    assert (first.status, second.status) == ("retired", "active")
+    promote = only_event("model_version.activate")
+    assert promote.actor_username == administrator.username and promote.object_id == str(second.id)
+    assert "Roll back to this" in admin_client.get(reverse("administration:model_versions")).content.decode()
+
+    admin_client.post(reverse("administration:model_version_activate", args=[first.id]))  # roll back
+    first.refresh_from_db(), second.refresh_from_db()
+    assert (first.status, second.status) == ("active", "retired")
+    assert AuditEvent.objects.filter(action="model_version.activate").count() == 2
+
+    admin_client.post(reverse("administration:model_version_retire", args=[first.id]))
+    first.refresh_from_db()
+    assert first.status == "retired"
+    retire = only_event("model_version.retire")
+    assert retire.details == {"old_status": "active", "new_status": "retired"}
+
+
+@pytest.mark.django_db
+def test_auditor_cannot_change_model_versions(client, auditor):
+    version = make_version("candidate")
+    client.force_login(auditor)
+    assert client.post(reverse("administration:model_version_activate", args=[version.id])).status_code == 403
+    version.refresh_from_db()
+    assert version.status == "candidate"

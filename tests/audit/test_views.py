@@ -1,0 +1,128 @@
+"""Auditor pages: the audit log and the prediction history, filtered and exported, every read audited."""
+
+import csv
+import datetime
+import io
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from audit.services import audit_record
+from diagnosis.services.ingest import study_create
+from tests import images
+from tests.security.records import make_alert, make_feedback, make_model_version, make_prediction
+
+
+@pytest.fixture
+def auditor_client(client, auditor):
+    client.force_login(auditor)
+    return client
+
+
+@pytest.fixture
+def study(clinician, patient, monkeypatch):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-AUD")
+
+
+def csv_rows(response) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+@pytest.mark.django_db
+def test_audit_log_reads_are_themselves_audited(auditor_client, auditor):
+    response = auditor_client.get(reverse("audit:event_list"), {"user": "dr_ana", "outcome": "denied"})
+    assert response.status_code == 200
+    event = AuditEvent.objects.get(action="audit.view")
+    assert event.actor_username == auditor.username and event.actor_role == "auditor"
+    assert event.details == {"filters": {"user": "dr_ana", "outcome": "denied"}, "page": 1}
+
+
+@pytest.mark.django_db
+def test_audit_log_filters_by_user_patient_action_outcome_and_date(auditor_client, clinician, study):
+    audit_record(actor=clinician, action="test.denied", outcome="denied")
+    page = lambda **filters: auditor_client.get(reverse("audit:event_list"), filters).content.decode()  # noqa: E731
+    assert "test.denied" in page(user="dr_ana") and "test.denied" not in page(user="someone_else")
+    assert "study.upload" in page(patient="MRN000123") and "test.denied" not in page(patient="MRN000123")
+    assert "test.denied" in page(action="test.") and "study.upload" not in page(action="test.")
+    assert "test.denied" in page(outcome="denied") and "study.upload" not in page(outcome="denied")
+    today = timezone.now().date()
+    assert "test.denied" in page(date_from=today.isoformat(), date_to=today.isoformat())
+    assert "test.denied" not in page(date_to=(today - datetime.timedelta(days=1)).isoformat())
+
+
+@pytest.mark.django_db
+def test_audit_log_csv_export_is_filtered_audited_and_safe_for_spreadsheets(auditor_client, auditor, clinician):
+    audit_record(actor=clinician, action="test.event", details={"note": "=HYPERLINK(\"http://evil\")"})
+    audit_record(actor=clinician, action="other.event")
+    response = auditor_client.get(reverse("audit:event_export"), {"action": "test.event"})
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith("attachment;") and response["Content-Type"].startswith("text/csv")
+    rows = csv_rows(response)
+    assert [row["action"] for row in rows] == ["test.event"]
+    assert rows[0]["actor_username"] == "dr_ana" and len(rows[0]["hash"]) == 64
+    export = AuditEvent.objects.get(action="audit.export")
+    assert export.actor_username == auditor.username and export.details == {"filters": {"action": "test.event"}, "rows": 1}
+    assert AuditEvent.objects.filter(action__startswith="audit.").count() == 1
+
+
+@pytest.mark.django_db
+def test_csv_cells_that_look_like_formulas_are_quoted():
+    from audit.views import csv_cell
+
+    assert csv_cell("=1+1") == "'=1+1" and csv_cell("@SUM(A1)") == "'@SUM(A1)" and csv_cell("plain") == "plain"
+
+
+@pytest.mark.django_db
+def test_prediction_history_shows_model_probabilities_threshold_feedback_and_alerts(auditor_client, auditor, clinician, study):
+    prediction = make_prediction(study, make_model_version("history-model"), covid=0.8)
+    make_feedback(prediction, clinician, correct_label="normal", note="no opacities")
+    alert = make_alert(prediction)
+    alert.acknowledged_by, alert.acknowledged_at = clinician, timezone.now()
+    alert.save()
+    page = auditor_client.get(reverse("audit:prediction_history")).content.decode()
+    for expected in ("history-model 1", "ACC-AUD", "0.800", "0.4", "dr_ana", "no opacities", "acknowledged by dr_ana"):
+        assert expected in page
+    assert AuditEvent.objects.filter(action="prediction.history_view", actor_username=auditor.username).count() == 1
+
+    rows = csv_rows(auditor_client.get(reverse("audit:prediction_export"), {"patient": "MRN000123"}))
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["model_name"], row["model_version"], row["probability_covid"], row["covid_threshold"]) == ("history-model", "1", "0.8", "0.4")
+    assert row["feedback"] == "dr_ana: normal (no opacities)" and "acknowledged by dr_ana" in row["alerts"]
+    export = AuditEvent.objects.get(action="prediction.history_export")
+    assert export.details == {"filters": {"patient": "MRN000123"}, "rows": 1}
+
+
+@pytest.mark.django_db
+def test_prediction_history_filters(auditor_client, study):
+    make_prediction(study, make_model_version("filter-model"), covid=0.1)
+    page = lambda **filters: auditor_client.get(reverse("audit:prediction_history"), filters).content.decode()  # noqa: E731
+    assert "ACC-AUD" in page(model="filter-model") and "ACC-AUD" not in page(model="other")
+    assert "ACC-AUD" in page(alert="no") and "ACC-AUD" not in page(alert="yes")
+    assert "ACC-AUD" in page(user="dr_ana") and "ACC-AUD" not in page(patient="MRN-NOBODY")
+
+
+@pytest.mark.django_db
+def test_prediction_history_query_count_does_not_grow_with_rows(auditor_client, clinician, patient, monkeypatch, django_assert_max_num_queries):
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    version = make_model_version("many")
+    for number in range(8):
+        study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.gradient(seed=number)),
+                             accession_number=f"ACC-{number}")
+        prediction = make_prediction(study, version)
+        make_feedback(prediction, clinician)
+    with django_assert_max_num_queries(20):
+        assert auditor_client.get(reverse("audit:prediction_history")).status_code == 200
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["audit:event_list", "audit:event_export", "audit:prediction_history", "audit:prediction_export"])
+@pytest.mark.parametrize("role", ["clinician", "administrator"])
+def test_only_auditors_read_the_audit_pages(client, name, role, request):
+    user = request.getfixturevalue(role)
+    client.force_login(user)
+    assert client.get(reverse(name)).status_code == 403
+    assert AuditEvent.objects.filter(actor_username=user.username, outcome="denied").count() == 1
