@@ -43,11 +43,13 @@ def worklist_studies(*, user, filters: WorklistFilters) -> QuerySet[Study]:
     """
     latest = Prediction.objects.filter(study=OuterRef("pk")).order_by("-created_at")
     studies = access.studies_for_user(user=user).select_related("alert").annotate(
+        latest_prediction_id=Subquery(latest.values("id")[:1]),
         latest_label=Subquery(latest.values("predicted_label")[:1]),
         latest_covid_probability=Subquery(latest.values("covid_probability")[:1], output_field=FloatField()),
         suspected_covid=Exists(Alert.objects.filter(study=OuterRef("pk"), withdrawn_at__isnull=True)),
+    ).annotate(
         reviewed_by_me=Exists(
-            Feedback.objects.filter(prediction_id=Subquery(latest.values("id")[:1]), author_id=user.id)
+            Feedback.objects.filter(prediction_id=OuterRef("latest_prediction_id"), author_id=user.id)
         ),
     )
     if filters.status:
