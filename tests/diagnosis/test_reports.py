@@ -1,0 +1,83 @@
+"""The PDF report of a study: its content, who may download it, and the audit trail."""
+
+import io
+
+import pytest
+from django.urls import reverse
+from pypdf import PdfReader
+from rest_framework.test import APIClient
+
+from audit.models import AuditEvent
+from diagnosis.services import storage
+from diagnosis.services.feedback import feedback_record
+from ml.imaging import encode_png
+from tests import images
+from tests.diagnosis import factories
+
+
+@pytest.fixture
+def reported_study(clinician, patient, monkeypatch):
+    model = factories.model_version(covid_threshold=0.6, status="active")
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch,
+                                     accession_number="ACC-REPORT")
+    prediction = factories.completed_prediction(study=study, model=model, covid=0.2)
+    heatmap = storage.blob_put(encode_png(images.gradient()), kind=storage.HEATMAP, digest=study.image.sha256)
+    prediction.__class__.objects.filter(id=prediction.id).update(heatmap_sha256=heatmap)
+    feedback_record(author=clinician, prediction=prediction, agrees=False, correct_label="pneumonia",
+                    note="Consolidation at the right base.")
+    return study
+
+
+def pdf_text(data: bytes) -> tuple[str, int]:
+    reader = PdfReader(io.BytesIO(data))
+    images_count = sum(len(page.images) for page in reader.pages)
+    return " ".join(" ".join(page.extract_text().split()) for page in reader.pages), images_count
+
+
+@pytest.mark.django_db
+def test_report_has_patient_study_images_probabilities_model_feedback_and_disclaimer(reported_study, client, clinician):
+    client.force_login(clinician)
+    response = client.get(reverse("diagnosis:study_report", args=[reported_study.id]))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert 'filename="cxr-report-ACC-REPORT.pdf"' in response["Content-Disposition"]
+    text, picture_count = pdf_text(response.content)
+    for expected in ("Maria Lopez", "MRN000123", "ACC-REPORT", "No findings", "COVID-19", "Pneumonia",
+                     "0.200", "cxr-test", "Accuracy", "0.910", "COVID-19 sensitivity at threshold", "0.930",
+                     "dr_ana disagrees; correct label: Pneumonia", "Consolidation at the right base.",
+                     "supports, and does not replace, the judgement of a qualified clinician"):
+        assert expected in text, expected
+    assert picture_count == 2  # the image and the heatmap
+    event = AuditEvent.objects.get(action="study.report_download")
+    assert event.actor_username == "dr_ana" and event.study_identifier == "ACC-REPORT"
+
+
+@pytest.mark.django_db
+def test_report_of_a_study_without_result_still_carries_the_disclaimer(clinician, patient, monkeypatch, client):
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
+    client.force_login(clinician)
+    text, _ = pdf_text(client.get(reverse("diagnosis:study_report", args=[study.id])).content)
+    assert "No model output for this study." in text and "does not replace" in text
+
+
+@pytest.mark.django_db
+def test_report_through_the_api_for_each_role(reported_study, clinician, auditor, administrator):
+    api = APIClient()
+    for user, expected in ((clinician, 200), (auditor, 200), (administrator, 403)):
+        api.force_authenticate(user)
+        response = api.get(f"/api/studies/{reported_study.id}/report/")
+        assert response.status_code == expected
+        if expected == 200:
+            assert response["Content-Type"] == "application/pdf" and response.content.startswith(b"%PDF")
+    api.force_authenticate(None)
+    assert api.get(f"/api/studies/{reported_study.id}/report/").status_code == 401
+    api.force_authenticate(clinician)
+    assert api.get("/api/studies/999999/report/").status_code == 404
+
+
+@pytest.mark.django_db
+def test_study_page_links_the_report(reported_study, client, clinician):
+    client.force_login(clinician)
+    page = client.get(reverse("diagnosis:study_detail", args=[reported_study.id])).content.decode()
+    assert reverse("diagnosis:study_report", args=[reported_study.id]) in page
+    assert 'data-testid="validation-figures"' in page and "0.970" in page
