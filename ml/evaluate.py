@@ -169,15 +169,22 @@ def _select_samples(*, data: Path, manifest: Path | None, split_file: Path | Non
     return samples
 
 
-def _training_overlap(*, artifact_dir: Path, keys: set[str]) -> int | None:
-    """How many evaluated images the artifact was trained or calibrated on (None: no split.json)."""
+def _training_overlap(*, artifact_dir: Path, samples) -> int | None:
+    """How many evaluated images the artifact was trained or calibrated on (None: no split.json).
+
+    A leave-one-source-out artifact stores the shared split with the left-out
+    source in its notes: that source's images were never used, whatever part
+    of the split they sit in.
+    """
     path = artifact_dir / "split.json"
     if not path.is_file():
         return None
     from ml.datasets import load_split
 
     split = load_split(path)
-    return len(keys & (set(split.train) | set(split.val)))
+    used = set(split.train) | set(split.val)
+    left_out = split.notes.get("leave_out_source")
+    return sum(1 for s in samples if s.key in used and s.source != left_out)
 
 
 def evaluate_artifact(
@@ -306,7 +313,7 @@ def evaluate_artifact(
         n_resamples=n_resamples,
     )
 
-    overlap = _training_overlap(artifact_dir=artifact_dir, keys={s.key for s in kept})
+    overlap = _training_overlap(artifact_dir=artifact_dir, samples=kept)
     notes = list(summary.pop("notes"))
     if overlap:
         notes.append(

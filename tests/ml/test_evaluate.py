@@ -131,3 +131,20 @@ def test_summary_of_perfect_predictions():
     assert summary["threshold"]["sensitivity"] == 1.0 and summary["threshold"]["specificity"] == 1.0
     assert summary["per_class"]["normal"]["sensitivity_at_threshold"] is None
     assert summary["ece"] == pytest.approx(abs(1.0 - (0.9 + 0.1 / 3)))
+
+
+def test_training_overlap_ignores_the_left_out_source(tmp_path):
+    from pathlib import Path
+
+    from ml.datasets import Sample
+
+    (tmp_path / "split.json").write_text(
+        json.dumps({"seed": 0, "train": ["a", "b"], "val": ["c"], "test": ["d"], "notes": {"leave_out_source": "x"}})
+    )
+    samples = [
+        Sample(path=Path(key), label="covid", source=source, patient=key, key=key)
+        for key, source in (("a", "x"), ("b", "y"), ("c", "y"), ("d", "y"))
+    ]
+    # a was in the shared train split but its source was left out; b and c were used; d is test.
+    assert evaluate._training_overlap(artifact_dir=tmp_path, samples=samples) == 2
+    assert evaluate._training_overlap(artifact_dir=tmp_path / "none", samples=samples) is None
