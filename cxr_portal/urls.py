@@ -16,8 +16,6 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("administration/", include("accounts.administration_urls")),
     path("audit/", include("audit.urls")),
-    path("administration/", include("accounts.administration_urls")),
-    path("audit/", include("audit.urls")),
     path("api/model-versions/agreement/", AgreementView.as_view(), name="api-model-version-agreement"),
     path("api/", include(router.urls)),
     path("api/auth/", include("accounts.api_urls")),

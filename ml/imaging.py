@@ -156,11 +156,169 @@ def _min_max(array: np.ndarray) -> np.ndarray:
     return (array - low) / (high - low)
 
 
+# A crafted DICOM file can nest sequences thousands deep (recursion), declare elements far longer
+# than the file (huge reads), or pack millions of tiny elements (objects). Real chest X-rays need a
+# few levels and a few thousand elements; the header is walked with these limits before pydicom parses it.
+DICOM_MAX_SEQUENCE_DEPTH = 8
+DICOM_MAX_ELEMENTS = 50_000
+DICOM_MAX_FRAGMENTS = 10_000
+_DICOM_UNDEFINED_LENGTH = 0xFFFFFFFF
+_DICOM_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_DICOM_ITEM, _DICOM_ITEM_END, _DICOM_SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_DICOM_PIXEL_DATA = 0x7FE00010
+_DICOM_IMPLICIT_LITTLE = "1.2.840.10008.1.2"
+_DICOM_REFUSED_SYNTAXES = {
+    "1.2.840.10008.1.2.1.99": "deflated DICOM (it could expand without bound)",
+    "1.2.840.10008.1.2.2": "big-endian DICOM (retired)",
+}
+
+
+class _DicomStructure:
+    """Walk a DICOM file's elements without building them, enforcing the limits above."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.elements = 0
+
+    def _fail(self, reason: str):
+        raise ImageDecodeError(f"The DICOM file is malformed or too complex to read safely ({reason}).")
+
+    def _u16(self, position: int) -> int:
+        return int.from_bytes(self.data[position : position + 2], "little")
+
+    def _u32(self, position: int) -> int:
+        return int.from_bytes(self.data[position : position + 4], "little")
+
+    def _tag(self, position: int, end: int) -> int:
+        if position + 8 > end:
+            self._fail("an element header runs past the end of its container")
+        return (self._u16(position) << 16) | self._u16(position + 2)
+
+    def check(self) -> None:
+        position = DICOM_MAGIC_OFFSET + 4
+        end = len(self.data)
+        syntax = None
+        # File meta information: group 0002, always explicit VR little endian.
+        while position + 8 <= end and self._u16(position) == 0x0002:
+            tag = self._tag(position, end)
+            value_start, length = self._header(position, end, explicit=True)
+            if length == _DICOM_UNDEFINED_LENGTH:
+                self._fail("undefined length in the file meta information")
+            if tag == 0x00020010:
+                syntax = self.data[value_start : value_start + length].rstrip(b"\x00 ").decode("ascii", "replace")
+            position = value_start + length
+        if syntax is None:
+            self._fail("no transfer syntax")
+        if syntax in _DICOM_REFUSED_SYNTAXES:
+            raise ImageDecodeError(f"The DICOM file uses {_DICOM_REFUSED_SYNTAXES[syntax]}, which is not accepted.")
+        self._dataset(position, end, explicit=syntax != _DICOM_IMPLICIT_LITTLE, depth=0, until_item_end=False)
+
+    def _header(self, position: int, end: int, *, explicit: bool) -> tuple[int, int]:
+        """(where the value starts, its declared length), checking the length against what is left."""
+        self.elements += 1
+        if self.elements > DICOM_MAX_ELEMENTS:
+            self._fail(f"more than {DICOM_MAX_ELEMENTS:,} elements")
+        vr = self.data[position + 4 : position + 6]
+        if explicit and vr in _DICOM_LONG_VRS:
+            if position + 12 > end:
+                self._fail("an element header runs past the end of its container")
+            value_start, length = position + 12, self._u32(position + 8)
+        elif explicit:
+            value_start, length = position + 8, self._u16(position + 6)
+        else:
+            value_start, length = position + 8, self._u32(position + 4)
+        if length != _DICOM_UNDEFINED_LENGTH and value_start + length > end:
+            self._fail("an element declares a length longer than the data that holds it")
+        return value_start, length
+
+    def _is_sequence(self, tag: int, vr: bytes, length: int, explicit: bool) -> tuple[bool, bool]:
+        """(is a sequence, its items are explicit VR)."""
+        if explicit:
+            if vr == b"SQ":
+                return True, True
+            if vr == b"UN" and length == _DICOM_UNDEFINED_LENGTH:
+                return True, False  # an unknown sequence is encoded implicit VR
+            return False, True
+        if length == _DICOM_UNDEFINED_LENGTH:
+            return True, False
+        from pydicom.datadict import dictionary_VR
+
+        try:
+            return dictionary_VR(tag) == "SQ", False
+        except KeyError:
+            return False, False
+
+    def _dataset(self, position: int, end: int, *, explicit: bool, depth: int, until_item_end: bool) -> int:
+        while position < end:
+            tag = self._tag(position, end)
+            if tag == _DICOM_ITEM_END and until_item_end:
+                return position + 8
+            if tag >> 16 == 0xFFFE:
+                self._fail("a delimiter where an element was expected")
+            vr = self.data[position + 4 : position + 6]
+            value_start, length = self._header(position, end, explicit=explicit)
+            is_sequence, items_explicit = self._is_sequence(tag, vr, length, explicit)
+            if tag == _DICOM_PIXEL_DATA and length == _DICOM_UNDEFINED_LENGTH:
+                position = self._fragments(value_start, end)
+            elif is_sequence:
+                position = self._sequence(value_start, end, length, explicit=items_explicit, depth=depth + 1)
+            elif length == _DICOM_UNDEFINED_LENGTH:
+                self._fail("undefined length on an element that is not a sequence")
+            else:
+                position = value_start + length
+        if until_item_end:
+            self._fail("an item without its end")
+        return position
+
+    def _sequence(self, position: int, end: int, length: int, *, explicit: bool, depth: int) -> int:
+        if depth > DICOM_MAX_SEQUENCE_DEPTH:
+            self._fail(f"sequences nested more than {DICOM_MAX_SEQUENCE_DEPTH} deep")
+        defined = length != _DICOM_UNDEFINED_LENGTH
+        limit = position + length if defined else end
+        while True:
+            if defined and position >= limit:
+                return limit
+            tag = self._tag(position, limit)
+            item_length = self._u32(position + 4)
+            if tag == _DICOM_SEQUENCE_END and not defined:
+                return position + 8
+            if tag != _DICOM_ITEM:
+                self._fail("a sequence holds something other than items")
+            self.elements += 1
+            if self.elements > DICOM_MAX_ELEMENTS:
+                self._fail(f"more than {DICOM_MAX_ELEMENTS:,} elements")
+            position += 8
+            if item_length == _DICOM_UNDEFINED_LENGTH:
+                position = self._dataset(position, limit, explicit=explicit, depth=depth, until_item_end=True)
+            else:
+                if position + item_length > limit:
+                    self._fail("an item declares a length longer than its sequence")
+                self._dataset(position, position + item_length, explicit=explicit, depth=depth, until_item_end=False)
+                position += item_length
+
+    def _fragments(self, position: int, end: int) -> int:
+        for _fragment in range(DICOM_MAX_FRAGMENTS + 1):
+            tag = self._tag(position, end)
+            length = self._u32(position + 4)
+            if tag == _DICOM_SEQUENCE_END:
+                return position + 8
+            if tag != _DICOM_ITEM or length == _DICOM_UNDEFINED_LENGTH or position + 8 + length > end:
+                self._fail("damaged compressed pixel data")
+            position += 8 + length
+        self._fail(f"more than {DICOM_MAX_FRAGMENTS:,} pixel data fragments")
+
+
 def _decode_dicom(data: bytes, *, max_pixels: int) -> DecodedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    try:
+        _DicomStructure(data).check()
+    except ImageDecodeError:
+        raise
+    except (IndexError, ValueError, RecursionError) as error:
+        raise ImageDecodeError(f"The DICOM file is malformed and cannot be read ({type(error).__name__}).") from None
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as error:
@@ -176,9 +334,16 @@ def _decode_dicom(data: bytes, *, max_pixels: int) -> DecodedImage:
     except (AttributeError, TypeError, ValueError):
         raise ImageDecodeError("The DICOM file does not declare its image size.") from None
     _check_dimensions(columns, rows, max_pixels=max_pixels)
-    frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
-    if frames * rows * columns > max_pixels:
+    try:
+        frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
+        samples = int(getattr(dataset, "SamplesPerPixel", 1) or 1)
+        bits_allocated = int(getattr(dataset, "BitsAllocated", 16) or 16)
+    except (TypeError, ValueError):
+        raise ImageDecodeError("The DICOM file declares an invalid pixel layout.") from None
+    if frames < 1 or frames * rows * columns > max_pixels:
         raise ImageDecodeError("The DICOM file holds too many frames to be decoded safely.")
+    if samples not in (1, 3) or bits_allocated not in (1, 8, 16, 32):
+        raise ImageDecodeError("The DICOM file declares a pixel layout this system does not read.")
 
     try:
         pixels = dataset.pixel_array

@@ -148,6 +148,9 @@ STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "staticfiles"
 
 # Uploaded images live outside STATIC/MEDIA URLs: they are served only through an authorising view.
 IMAGE_STORE_DIR = env.path("CXR_IMAGE_STORE_DIR", default=str(VAR_DIR / "images"))
+# AES-256-GCM key for the image store: 32 bytes, URL-safe base64 (python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())").
+# Empty here derives a development key from SECRET_KEY; production settings require it.
+STORAGE_ENCRYPTION_KEY = env("CXR_STORAGE_KEY", default="")
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=8192 * 8192)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

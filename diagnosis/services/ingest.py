@@ -1,13 +1,18 @@
 """Accept an uploaded chest X-ray: validate it fully before anything is stored."""
 
 import datetime
+import io
 import secrets
+import time
 
+import numpy as np
 from django.conf import settings
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from audit.models import Outcome
 from audit.services import audit_record
 from diagnosis.models import Patient, StoredImage, Study, ViewPosition
 from ml.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png
@@ -20,6 +25,49 @@ PREVIEW_MAX_SIDE = 1024
 
 class UploadRejected(ValidationError):
     """The file cannot become a study; nothing was stored."""
+
+
+class UploadRateLimited(UploadRejected):
+    """The user sent more uploads than settings.UPLOAD_RATE_LIMIT within the window."""
+
+
+def upload_rate_check(*, user, patient: Patient | None = None) -> None:
+    """Refuse an upload beyond the per-user rate (a fixed window in the shared cache, Redis in production).
+
+    Every attempt counts, rejected files included: decoding is the expensive part, and a flood of
+    bad files is the attack. The refusal is audited; the attempts themselves are not (nothing changed).
+    """
+    window = settings.UPLOAD_RATE_WINDOW_SECONDS
+    key = f"upload-rate:{user.pk}:{int(time.time() // window)}"
+    cache.add(key, 0, timeout=window + 5)
+    try:
+        attempts = cache.incr(key)
+    except ValueError:  # the key expired between add and incr
+        cache.set(key, attempts := 1, timeout=window + 5)
+    if attempts > settings.UPLOAD_RATE_LIMIT:
+        audit_record(actor=user, action="study.upload", outcome=Outcome.DENIED, patient=patient,
+                     details={"reason": "rate_limited", "limit": settings.UPLOAD_RATE_LIMIT, "window_seconds": window})
+        raise UploadRateLimited(
+            f"Too many uploads: at most {settings.UPLOAD_RATE_LIMIT} every {window} seconds. "
+            "Please wait a moment and try again."
+        )
+
+
+def reencoded_png(decoded: DecodedImage) -> bytes:
+    """The decoded pixels as a fresh PNG: 8-bit when the source had 8-bit levels, else 16-bit.
+
+    Decoding this PNG gives the pixels the model would have seen from the upload (exactly for
+    8-bit sources; within 1/65535 for DICOM and 16-bit PNG, which decode_image scales min-max).
+    """
+    from PIL import Image
+
+    pixels = np.clip(decoded.pixels, 0.0, 1.0)
+    levels = np.round(pixels * 255.0)
+    if np.array_equal(levels / 255.0, pixels.astype(np.float64)) or np.allclose(levels / 255.0, pixels, rtol=0, atol=1e-6):
+        return encode_png(pixels)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(pixels * 65535.0).astype(np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def image_validate(*, data: bytes) -> DecodedImage:
@@ -65,16 +113,21 @@ def study_create(
     view_position: str = "",
     acquisition_date: datetime.date | None = None,
 ) -> Study:
-    """Validate, store and register a study, then queue it for inference after commit."""
+    """Validate, store and register a study, then queue it for inference after commit.
+
+    A refused file changes nothing: no file, no row, no audit event.
+    """
+    upload_rate_check(user=uploaded_by, patient=patient)
     decoded = image_validate(data=data)
     metadata = decoded.metadata
     accession_number = (accession_number or metadata.get("accession_number", "")).strip() or _new_accession_number()
     if Study.objects.filter(accession_number=accession_number).exists():
         raise UploadRejected(f"A study with accession number {accession_number} already exists.")
 
-    # Files are content-addressed, so storing before the transaction can only leave an
-    # unreferenced copy behind, never overwrite or lose anything already stored.
-    digest = storage.blob_put(data, kind=storage.ORIGINAL)
+    # Files are content-addressed by the upload's digest, so storing before the transaction can only
+    # leave an unreferenced copy behind, never overwrite or lose anything already stored.
+    digest = storage.sha256_hex(data)
+    storage.blob_put(reencoded_png(decoded), kind=storage.ORIGINAL, digest=digest)
     storage.blob_put(_preview_png(decoded), kind=storage.PREVIEW, digest=digest)
 
     with transaction.atomic():
