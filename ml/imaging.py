@@ -211,7 +211,11 @@ class _DicomStructure:
             self._fail("no transfer syntax")
         if syntax in _DICOM_REFUSED_SYNTAXES:
             raise ImageDecodeError(f"The DICOM file uses {_DICOM_REFUSED_SYNTAXES[syntax]}, which is not accepted.")
-        self._dataset(position, end, explicit=syntax != _DICOM_IMPLICIT_LITTLE, depth=0, until_item_end=False)
+        explicit = syntax != _DICOM_IMPLICIT_LITTLE
+        if explicit and position + 6 <= end and not self.data[position + 4 : position + 6].isalpha():
+            # pydicom reads a dataset whose first element has no VR as implicit VR whatever the meta says; walk it the same way.
+            explicit = False
+        self._dataset(position, end, explicit=explicit, depth=0, until_item_end=False)
 
     def _header(self, position: int, end: int, *, explicit: bool) -> tuple[int, int]:
         """(where the value starts, its declared length), checking the length against what is left."""

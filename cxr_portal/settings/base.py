@@ -233,6 +233,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
+    # Axes logs every sign-in at INFO; the audit trail already records them.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 CLINICAL_DISCLAIMER = (
