@@ -309,6 +309,7 @@ def evaluate_artifact(
         loso=load_loso(artifact_dir),
         masks=np.stack(lung_masks),
         lung_region=lung_region.description,
+        fill_value=lung_region.blank_value,
         seed=seed,
         n_resamples=n_resamples,
     )

@@ -127,6 +127,8 @@ class LungRegion:
 
     description: str
     mask: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    # Value preprocessing already gives pixels outside the lungs (None: it does not blank them).
+    blank_value: float | None = None
 
 
 def _exact_preprocessing_mask(config) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -184,6 +186,7 @@ def lung_region_for_config(config, *, use_segmenter: bool = True, segmenter: str
         return LungRegion(
             description=f"the lung mask preprocessing applies (segmenter {name!r}); outside it the input is blank",
             mask=_exact_preprocessing_mask(config),
+            blank_value=0.0,
         )
     frame = "lung_crop" if getattr(config, "crop", "none") == "lungs" else "full"
     if frame == "full" and use_segmenter and _segmenter_available(name):

@@ -92,22 +92,23 @@ class ShortcutAudit:
         return asdict(self)
 
 
-def hide_lungs(model_input: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Copy of ``model_input`` with the lung region set to the mean of the rest."""
-    return _fill(model_input, region=mask)
+def hide_lungs(model_input: np.ndarray, mask: np.ndarray, *, fill_value: float | None = None) -> np.ndarray:
+    """Copy of ``model_input`` with the lung region set to ``fill_value`` (default: the mean of the rest)."""
+    return _fill(model_input, region=mask, fill_value=fill_value)
 
 
-def keep_only_lungs(model_input: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Copy of ``model_input`` with everything outside the lungs set to the lungs' mean."""
-    return _fill(model_input, region=~mask)
+def keep_only_lungs(model_input: np.ndarray, mask: np.ndarray, *, fill_value: float | None = None) -> np.ndarray:
+    """Copy of ``model_input`` with everything outside the lungs set to ``fill_value`` (default: the lungs' mean)."""
+    return _fill(model_input, region=~mask, fill_value=fill_value)
 
 
-def _fill(model_input: np.ndarray, *, region: np.ndarray) -> np.ndarray:
+def _fill(model_input: np.ndarray, *, region: np.ndarray, fill_value: float | None) -> np.ndarray:
     image = np.array(model_input, dtype=np.float32, copy=True)
     plane = image[..., 0] if image.ndim == 3 else image
-    visible = plane[~region]
-    value = float(visible.mean()) if visible.size else 0.5
-    plane[region] = value
+    if fill_value is None:
+        visible = plane[~region]
+        fill_value = float(visible.mean()) if visible.size else 0.5
+    plane[region] = fill_value
     return image
 
 
@@ -165,6 +166,7 @@ def run_shortcut_audit(
     masks: np.ndarray | None = None,
     mask_fn: Callable[[np.ndarray], np.ndarray] = lung_mask,
     lung_region: str = "fixed two-ellipse anatomical prior (ml.lungs)",
+    fill_value: float | None = None,
     seed: int = 0,
     n_resamples: int = 1000,
 ) -> ShortcutAudit:
@@ -176,7 +178,10 @@ def run_shortcut_audit(
     ``probabilities_full`` is given. ``heatmaps`` are Grad-CAM maps ``(S, S)``
     for the cases ``heatmap_indices`` (a bounded sample, Grad-CAM is slow).
     ``masks`` ``(N, S, S)`` are per-image lung regions; without them
-    ``mask_fn`` derives one from each input.
+    ``mask_fn`` derives one from each input. ``fill_value`` replaces the
+    hidden pixels; ``None`` (the default) uses the mean of the visible ones.
+    Pass the blank value of a preprocessing that already blanks outside the
+    lungs, so "lungs only" is exactly the input the model was trained on.
     """
     model_inputs = np.asarray(model_inputs, dtype=np.float32)
     y_true = np.asarray(y_true, dtype=np.int64)
@@ -184,8 +189,16 @@ def run_shortcut_audit(
     if masks is None:
         masks = np.stack([mask_fn(image) for image in model_inputs]) if n else np.zeros((0, 1, 1), bool)
     masks = np.asarray(masks, dtype=bool)
-    hidden = np.stack([hide_lungs(image, mask) for image, mask in zip(model_inputs, masks)]) if n else model_inputs
-    only = np.stack([keep_only_lungs(image, mask) for image, mask in zip(model_inputs, masks)]) if n else model_inputs
+    hidden = (
+        np.stack([hide_lungs(image, mask, fill_value=fill_value) for image, mask in zip(model_inputs, masks)])
+        if n
+        else model_inputs
+    )
+    only = (
+        np.stack([keep_only_lungs(image, mask, fill_value=fill_value) for image, mask in zip(model_inputs, masks)])
+        if n
+        else model_inputs
+    )
     if probabilities_full is None:
         probabilities_full = predict_model_inputs(model_inputs)
     probabilities_hidden = predict_model_inputs(hidden)
@@ -249,7 +262,7 @@ def run_shortcut_audit(
         chance_accuracy=chance,
         margin=SHORTCUT_MARGIN,
         lung_region=lung_region,
-        fill=FILL_DESCRIPTION,
+        fill=FILL_DESCRIPTION if fill_value is None else f"hidden region set to {fill_value:g}",
         lung_area_fraction=lung_area,
         full=full,
         lungs_hidden=lungs_hidden,

@@ -124,3 +124,13 @@ def test_report_tabulates_loso_runs():
     assert "| seed | cxnet | 400 | 0.500 | n/a | 0.610 | 0.200 | 0.900 |" in lines
     assert "each run trains without one source" in lines
     assert loso_lines({"other": 1})[0] == "```json"
+
+
+def test_fixed_fill_value_for_inputs_already_blank_outside_the_lungs():
+    image = np.zeros((4, 4, 1), dtype=np.float32)
+    region = np.zeros((4, 4), bool)
+    region[1:3, 1:3] = True
+    image[1:3, 1:3, 0] = 0.8
+    # Preprocessing blanked the outside to 0: "lungs only" must give back the input unchanged.
+    assert np.array_equal(shortcut_audit.keep_only_lungs(image, region, fill_value=0.0), image)
+    assert not shortcut_audit.hide_lungs(image, region, fill_value=0.0).any()
