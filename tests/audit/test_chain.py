@@ -134,7 +134,7 @@ def test_audit_verify_command_reports_intact_and_broken_chains():
         call_command("audit_verify")
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_eight_concurrent_writers_leave_a_valid_chain():
     writers, events_each = 8, 25
     start = threading.Barrier(writers)

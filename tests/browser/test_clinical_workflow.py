@@ -55,7 +55,7 @@ def browser(monkeypatch):
 
 
 @pytest.fixture
-def live_server(transactional_db):
+def live_server(django_db_setup, django_db_blocker):
     """pytest-django's live server, but stopped after this test, so its database connection closes before teardown."""
     from pytest_django.live_server_helper import LiveServer
 
@@ -85,7 +85,7 @@ def sign_in(page, base_url: str, user, device=None) -> None:
 
 
 @pytest.mark.e2e
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_and_auditor_cannot_upload(
     browser, live_server, tiny_model_dir, monkeypatch, tmp_path
 ):
