@@ -17,7 +17,7 @@ GRADCAM_LAYER = "gradcam_features"
 BN_MOMENTUM = 0.9
 
 # Preferred input size per architecture (the seed's is fixed by its recipe).
-DEFAULT_INPUT_SIZE = {"seed": 256, "sepres": 192, "tiny": 64}
+DEFAULT_INPUT_SIZE = {"seed": 256, "sepres": 128, "tiny": 64}
 
 
 def build_model(*, architecture: str, input_size: int, num_classes: int = len(CLASS_NAMES)):

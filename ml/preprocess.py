@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 EQUALIZE_CHOICES = ("none", "histogram")
+EQUALIZE_REGION_CHOICES = ("mask", "frame")
 CROP_CHOICES = ("none", "lungs")
 
 
@@ -32,6 +33,11 @@ class PreprocessConfig:
     mask_outside_lungs: bool = False
     lung_segmenter: str = ""
     crop_margin: float = 0.05
+    # "frame": equalise over the whole (cropped) chest, then blank outside the
+    # lungs, so lung density stays comparable with the mediastinum and a
+    # diffusely opaque lung still looks opaque. "mask": equalise inside the
+    # lungs only (erases overall lung density; kept for older artifacts).
+    equalize_region: str = "mask"
 
     def __post_init__(self) -> None:
         if self.input_size < 8:
@@ -40,6 +46,8 @@ class PreprocessConfig:
             raise ValueError(f"equalize must be one of {EQUALIZE_CHOICES}")
         if self.crop not in CROP_CHOICES:
             raise ValueError(f"crop must be one of {CROP_CHOICES}")
+        if self.equalize_region not in EQUALIZE_REGION_CHOICES:
+            raise ValueError(f"equalize_region must be one of {EQUALIZE_REGION_CHOICES}")
         if (self.crop == "lungs" or self.mask_outside_lungs) and not self.lung_segmenter:
             raise ValueError("lung cropping/masking needs lung_segmenter")
 
@@ -132,8 +140,8 @@ def preprocess_with_lung_mask(pixels: np.ndarray, config: PreprocessConfig) -> t
             mask = resize(lung_mask.astype(np.float32), height=size, width=size) >= 0.5
     out = resize(work, height=size, width=size)
     if config.equalize == "histogram":
-        out = equalize_histogram(out, mask)
-    elif mask is not None:
+        out = equalize_histogram(out, mask if config.equalize_region == "mask" else None)
+    if mask is not None:
         out = np.where(mask, out, 0.0)
     return np.clip(out, 0.0, 1.0).astype(np.float32)[..., None], mask
 

@@ -47,7 +47,8 @@ def default_preprocess(architecture: str, *, input_size: int | None = None) -> P
     size = input_size or DEFAULT_INPUT_SIZE[architecture]
     if architecture == "sepres":
         return PreprocessConfig(
-            input_size=size, equalize="histogram", crop="lungs", mask_outside_lungs=True, lung_segmenter=LUNG_SEGMENTER
+            input_size=size, equalize="histogram", crop="lungs", mask_outside_lungs=True,
+            lung_segmenter=LUNG_SEGMENTER, equalize_region="frame",
         )
     return PreprocessConfig(input_size=size)
 

@@ -49,3 +49,19 @@ def test_lung_preprocessing_blanks_everything_outside_the_mask(segmenter_root, m
     assert model_input.shape == (64, 64, 1) and mask.shape == (64, 64)
     assert np.all(model_input[~mask] == 0) and model_input[mask].max() > 0.9
     load_segmenter.cache_clear()
+
+
+def test_frame_equalisation_keeps_lung_density_relative_to_the_chest(segmenter_root, monkeypatch):
+    from ml.segmentation import load_segmenter
+
+    monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
+    load_segmenter.cache_clear()
+    film = np.full((200, 200), 0.9, np.float32)  # bright body...
+    film[60:140, 40:160] = np.linspace(0.1, 0.2, 120, dtype=np.float32)  # ...with dark lungs
+    common = dict(input_size=64, equalize="histogram", crop="lungs", mask_outside_lungs=True, lung_segmenter="never_finds_lungs")
+    by_frame, mask = preprocess_with_lung_mask(film, PreprocessConfig(**common, equalize_region="frame"))
+    by_mask, _ = preprocess_with_lung_mask(film, PreprocessConfig(**common, equalize_region="mask"))
+    assert np.all(by_frame[~mask] == 0)
+    # Equalised inside the lungs only, the dark lungs are stretched to full range; over the frame they stay darker.
+    assert by_frame[mask].mean() < by_mask[mask].mean()
+    load_segmenter.cache_clear()
