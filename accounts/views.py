@@ -8,7 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 from django_otp import login as otp_login
@@ -40,7 +40,7 @@ def _next_url(request) -> str:
 def two_factor(request):
     """Ask for the current code of the user's authenticator; send users without one to enrol."""
     if services.two_factor_device_for(user=request.user) is None:
-        return HttpResponseRedirect(f"{reverse('accounts:two_factor_setup')}?next={_next_url(request)}")
+        return HttpResponseRedirect(f"{reverse('accounts:two_factor_setup')}?{urlencode({'next': _next_url(request)})}")
     form = TwoFactorForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         device = services.two_factor_verify(user=request.user, token=form.cleaned_data["token"])
@@ -68,7 +68,7 @@ def two_factor_setup(request):
     """Enrol an authenticator app: scan the code, type one code to confirm."""
     if services.two_factor_device_for(user=request.user) is not None:
         # Replacing a device is an administrator's decision (user_two_factor_reset), not the session's.
-        return HttpResponseRedirect(f"{reverse('accounts:two_factor')}?next={_next_url(request)}")
+        return HttpResponseRedirect(f"{reverse('accounts:two_factor')}?{urlencode({'next': _next_url(request)})}")
     device = TOTPDevice.objects.filter(id=request.session.get(SETUP_DEVICE_SESSION_KEY), user=request.user,
                                        confirmed=False).first()
     if device is None:

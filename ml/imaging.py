@@ -313,6 +313,19 @@ class _DicomStructure:
 
 
 def _decode_dicom(data: bytes, *, max_pixels: int) -> DecodedImage:
+    try:
+        return _decode_dicom_checked(data, max_pixels=max_pixels)
+    except ImageDecodeError:
+        raise
+    except MemoryError:
+        raise ImageDecodeError("The DICOM image is too large to be decoded safely.") from None
+    except Exception as error:
+        # pydicom converts values lazily, so a crafted header can fail at any attribute access
+        # (an unknown VR, a bad number); whatever fails, the file is malformed.
+        raise ImageDecodeError(f"The DICOM file is malformed and cannot be read ({type(error).__name__}).") from None
+
+
+def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut

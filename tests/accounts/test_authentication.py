@@ -175,3 +175,12 @@ def test_sessions_expire_on_the_server(settings, clinician, key, setting):
     replay = Client()
     replay.cookies["sessionid"] = cookie
     assert replay.get(reverse("diagnosis:worklist")).status_code == 302
+
+
+@pytest.mark.django_db
+def test_second_factor_never_redirects_off_site(auditor):
+    device = TOTPDevice.objects.create(user=auditor, name="phone", confirmed=True)
+    browser = Client()
+    post_login(browser, auditor.username, TEST_PASSWORD)
+    response = browser.post(reverse("accounts:two_factor"), {"token": current_code(device), "next": "https://evil.example/"})
+    assert response.status_code == 302 and response["Location"] == reverse("diagnosis:home")

@@ -259,3 +259,12 @@ def test_images_are_served_with_nosniff_and_no_caching_to_authorised_users_only(
     assert Client().get(reverse("diagnosis:study_image", args=[study.id])).status_code == 302
     client.force_login(administrator)
     assert client.get(reverse("diagnosis:study_image", args=[study.id])).status_code == 403
+
+
+def test_dicom_with_an_unknown_value_representation_is_a_clean_rejection():
+    """Found by the fuzz test: pydicom raised NotImplementedError when the metadata was read."""
+    data = images.dicom_bytes()
+    bad = data.replace(b"\x10\x00\x20\x00LO", b"\x10\x00\x20\x00MO")  # PatientID's VR "LO" -> "MO"
+    assert bad != data
+    with pytest.raises(ImageDecodeError, match="malformed"):
+        decode_image(bad)
