@@ -14,6 +14,8 @@ router.register("alerts", AlertViewSet, basename="alert")
 urlpatterns = [
     path("", include("diagnosis.urls")),
     path("accounts/", include("accounts.urls")),
+    # The language picker posts to i18n/setlang/ (Django's set_language view).
+    path("i18n/", include("django.conf.urls.i18n")),
     path("administration/", include("accounts.administration_urls")),
     path("audit/", include("audit.urls")),
     path("api/model-versions/agreement/", AgreementView.as_view(), name="api-model-version-agreement"),

@@ -8,6 +8,7 @@ denies by default, and writes the read (or the refused attempt) to the audit tra
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
+from django.utils.translation import gettext as _
 
 from accounts.roles import Capability, user_can
 from audit.models import Outcome
@@ -22,7 +23,7 @@ def require_capability(*, user, capability: Capability, action: str, target=None
     if getattr(user, "is_authenticated", False):
         audit_record(actor=user, action=action, target=target, outcome=Outcome.DENIED,
                      details={"required": capability.value})
-    raise PermissionDenied("Your role does not allow this.")
+    raise PermissionDenied(_("Your role does not allow this."))
 
 
 def patients_for_user(*, user) -> QuerySet[Patient]:
@@ -43,7 +44,7 @@ def patient_get_for_user(*, user, patient_id: int, action: str = "patient.view")
     try:
         patient = Patient.objects.get(id=patient_id)
     except (Patient.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such patient.") from None
+        raise Http404(_("No such patient.")) from None
     audit_record(actor=user, action=action, target=patient, patient=patient)
     return patient
 
@@ -53,7 +54,7 @@ def study_get_for_user(*, user, study_id: int, action: str = "study.view") -> St
     try:
         study = studies_for_user(user=user).get(id=study_id)
     except (Study.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such study.") from None
+        raise Http404(_("No such study.")) from None
     audit_record(actor=user, action=action, target=study, study=study)
     return study
 
@@ -64,7 +65,7 @@ def patient_for_upload(*, user, patient_id: int) -> Patient:
     try:
         return Patient.objects.get(id=patient_id)
     except (Patient.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such patient.") from None
+        raise Http404(_("No such patient.")) from None
 
 
 def prediction_for_feedback(*, user, study_id: int) -> tuple[Study, Prediction]:
@@ -73,10 +74,10 @@ def prediction_for_feedback(*, user, study_id: int) -> tuple[Study, Prediction]:
     try:
         study = studies_for_user(user=user).get(id=study_id)
     except (Study.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such study.") from None
+        raise Http404(_("No such study.")) from None
     predictions = list(study.predictions.all())
     if not predictions:
-        raise Http404("This study has no prediction to give feedback on.")
+        raise Http404(_("This study has no prediction to give feedback on."))
     return study, predictions[0]
 
 
@@ -90,7 +91,7 @@ def alert_for_acknowledgement(*, user, alert_id: int) -> Alert:
     try:
         return Alert.objects.select_related("study__patient").get(id=alert_id)
     except (Alert.DoesNotExist, ValueError, TypeError):
-        raise Http404("No such alert.") from None
+        raise Http404(_("No such alert.")) from None
 
 
 def alert_deliveries_for_user(*, user) -> QuerySet[AlertDelivery]:

@@ -1,10 +1,12 @@
 from django import forms
 from django.conf import settings
+from django.utils.translation import gettext_lazy as _
 
-from ml.labels import CLASS_NAMES, DISPLAY_NAMES
+from ml.labels import CLASS_NAMES
 
 from .models import CorrectLabel, Sex, StudyStatus, ViewPosition
 from .selectors import WorklistFilters
+from .texts import CLASS_DISPLAY_NAMES
 
 
 class DateInput(forms.DateInput):
@@ -12,58 +14,60 @@ class DateInput(forms.DateInput):
 
 
 class PatientForm(forms.Form):
-    mrn = forms.CharField(label="MRN", max_length=64, help_text="Medical record number")
-    name = forms.CharField(max_length=200)
-    birth_date = forms.DateField(required=False, widget=DateInput)
-    sex = forms.ChoiceField(choices=Sex.choices, initial=Sex.UNKNOWN)
+    mrn = forms.CharField(label=_("MRN"), max_length=64, help_text=_("Medical record number"))
+    name = forms.CharField(label=_("Name"), max_length=200)
+    birth_date = forms.DateField(label=_("Birth date"), required=False, widget=DateInput)
+    sex = forms.ChoiceField(label=_("Sex"), choices=Sex.choices, initial=Sex.UNKNOWN)
 
 
 class PatientSearchForm(forms.Form):
-    q = forms.CharField(label="Search by name or MRN", required=False, max_length=100)
+    q = forms.CharField(label=_("Search by name or MRN"), required=False, max_length=100)
 
 
 class StudyUploadForm(forms.Form):
     file = forms.FileField(
-        label="Chest X-ray (PNG, JPEG or DICOM)",
+        label=_("Chest X-ray (PNG, JPEG or DICOM)"),
         widget=forms.ClearableFileInput(attrs={"accept": ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"}),
     )
     accession_number = forms.CharField(
-        max_length=64, required=False, help_text="Leave empty to take it from the DICOM file or generate one."
+        label=_("Accession number"), max_length=64, required=False,
+        help_text=_("Leave empty to take it from the DICOM file or generate one."),
     )
-    view_position = forms.ChoiceField(choices=ViewPosition.choices, required=False)
-    acquisition_date = forms.DateField(required=False, widget=DateInput)
+    view_position = forms.ChoiceField(label=_("View position"), choices=ViewPosition.choices, required=False)
+    acquisition_date = forms.DateField(label=_("Acquisition date"), required=False, widget=DateInput)
 
     def clean_file(self):
         upload = self.cleaned_data["file"]
         if upload.size == 0:
-            raise forms.ValidationError("The file is empty.")
+            raise forms.ValidationError(_("The file is empty."))
         if upload.size > settings.MAX_UPLOAD_BYTES:
             raise forms.ValidationError(
-                f"The file is larger than {settings.MAX_UPLOAD_BYTES // (1024 * 1024)} MB."
+                _("The file is larger than %(megabytes)d MB.") % {"megabytes": settings.MAX_UPLOAD_BYTES // (1024 * 1024)}
             )
         return upload
 
 
 class FeedbackForm(forms.Form):
     agrees = forms.TypedChoiceField(
-        label="Do you agree with the model's result?",
-        choices=[("yes", "Agree"), ("no", "Disagree")],
+        label=_("Do you agree with the model's result?"),
+        choices=[("yes", _("Agree")), ("no", _("Disagree"))],
         coerce=lambda value: value == "yes",
         widget=forms.RadioSelect,
     )
-    correct_label = forms.ChoiceField(label="Correct label", choices=[("", "—")] + list(CorrectLabel.choices), required=False)
-    note = forms.CharField(label="Note", widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=4000)
+    correct_label = forms.ChoiceField(label=_("Correct label"), choices=[("", "—")] + list(CorrectLabel.choices), required=False)
+    note = forms.CharField(label=_("Note"), widget=forms.Textarea(attrs={"rows": 3}), required=False, max_length=4000)
 
 
 class WorklistFilterForm(forms.Form):
-    status = forms.ChoiceField(label="Status", choices=[("", "All statuses")] + list(StudyStatus.choices), required=False)
+    status = forms.ChoiceField(label=_("Status"), choices=[("", _("All statuses"))] + list(StudyStatus.choices), required=False)
     predicted_label = forms.ChoiceField(
-        label="Result", choices=[("", "All results")] + [(name, DISPLAY_NAMES[name]) for name in CLASS_NAMES], required=False
+        label=_("Result"), choices=[("", _("All results"))] + [(name, CLASS_DISPLAY_NAMES[name]) for name in CLASS_NAMES],
+        required=False,
     )
-    date_from = forms.DateField(label="Uploaded from", required=False, widget=DateInput)
-    date_to = forms.DateField(label="Uploaded to", required=False, widget=DateInput)
-    patient = forms.CharField(label="Patient name or MRN", required=False, max_length=100)
-    needs_my_review = forms.BooleanField(label="Needs my review", required=False)
+    date_from = forms.DateField(label=_("Uploaded from"), required=False, widget=DateInput)
+    date_to = forms.DateField(label=_("Uploaded to"), required=False, widget=DateInput)
+    patient = forms.CharField(label=_("Patient name or MRN"), required=False, max_length=100)
+    needs_my_review = forms.BooleanField(label=_("Needs my review"), required=False)
 
     def filters(self) -> WorklistFilters:
         if not self.is_valid():

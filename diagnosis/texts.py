@@ -1,6 +1,6 @@
 """Texts that must read the same everywhere a result is shown (pages, API, PDF, e-mail), in the reader's language."""
 
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_lazy
 
 
 def clinical_disclaimer() -> str:
@@ -9,3 +9,22 @@ def clinical_disclaimer() -> str:
         "This result supports, and does not replace, the judgement of a qualified clinician. "
         "CXR Portal is not a medical device and does not make a diagnosis."
     )
+
+
+# The model's class names (ml.labels.DISPLAY_NAMES) in the reader's language; ml/ itself stays free of Django.
+CLASS_DISPLAY_NAMES = {
+    "covid": gettext_lazy("COVID-19"),
+    "normal": gettext_lazy("No findings"),
+    "pneumonia": gettext_lazy("Pneumonia"),
+}
+
+
+def class_display_name(name: str) -> str:
+    return str(CLASS_DISPLAY_NAMES.get(name, name))
+
+
+ALERT_STATES = {
+    "open": gettext_lazy("open"),
+    "acknowledged": gettext_lazy("acknowledged"),
+    "withdrawn": gettext_lazy("withdrawn"),
+}

@@ -141,7 +141,7 @@ def patient_create_view(request):
         except ValidationError as error:
             _add_errors(form, error)
         else:
-            messages.success(request, f"Patient {patient.name} created.")
+            messages.success(request, _("Patient %(name)s created.") % {"name": patient.name})
             return redirect("diagnosis:patient_detail", patient_id=patient.id)
     return render(request, "diagnosis/patient_form.html", {"form": form}, status=400 if form.errors else 200)
 
@@ -174,7 +174,7 @@ def study_upload(request, patient_id: int):
         except ValidationError as error:
             _add_errors(form, error, field="file")
         else:
-            messages.success(request, f"Study {study.accession_number} received and queued for analysis.")
+            messages.success(request, _("Study %(accession)s received and queued for analysis.") % {"accession": study.accession_number})
             return redirect("diagnosis:study_detail", study_id=study.id)
     return render(
         request,

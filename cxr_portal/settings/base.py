@@ -47,6 +47,8 @@ MIDDLEWARE = [
     "cxr_portal.middleware.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # After sessions (it reads the language the user picked), before common (which may redirect).
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -138,6 +140,9 @@ UPLOAD_RATE_LIMIT = env.int("CXR_UPLOAD_RATE_LIMIT", default=30)  # uploads per 
 UPLOAD_RATE_WINDOW_SECONDS = env.int("CXR_UPLOAD_RATE_WINDOW_SECONDS", default=60)  # ... per this window
 
 LANGUAGE_CODE = "en"
+# Every page, e-mail and the PDF report go through the translation catalogues in locale/.
+LANGUAGES = [("en", "English"), ("es", "Español")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

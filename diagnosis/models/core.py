@@ -1,15 +1,18 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from ml.labels import CLASS_NAMES, DISPLAY_NAMES
 
+from ..texts import class_display_name
+
 
 class Sex(models.TextChoices):
-    FEMALE = "F", "Female"
-    MALE = "M", "Male"
-    OTHER = "O", "Other"
-    UNKNOWN = "U", "Unknown"
+    FEMALE = "F", _("Female")
+    MALE = "M", _("Male")
+    OTHER = "O", _("Other")
+    UNKNOWN = "U", _("Unknown")
 
 
 class Patient(models.Model):
@@ -45,16 +48,16 @@ class StoredImage(models.Model):
 class ViewPosition(models.TextChoices):
     PA = "PA", "PA"
     AP = "AP", "AP"
-    LATERAL = "LL", "Lateral"
-    UNKNOWN = "", "Unknown"
+    LATERAL = "LL", _("Lateral")
+    UNKNOWN = "", _("Unknown")
 
 
 class StudyStatus(models.TextChoices):
-    RECEIVED = "received", "Received"
-    QUEUED = "queued", "Queued"
-    PROCESSING = "processing", "Processing"
-    COMPLETED = "completed", "Completed"
-    FAILED = "failed", "Failed"
+    RECEIVED = "received", _("Received")
+    QUEUED = "queued", _("Queued")
+    PROCESSING = "processing", _("Processing")
+    COMPLETED = "completed", _("Completed")
+    FAILED = "failed", _("Failed")
 
 
 PENDING_STATUSES = (StudyStatus.RECEIVED, StudyStatus.QUEUED, StudyStatus.PROCESSING)
@@ -90,9 +93,9 @@ class Study(models.Model):
 
 
 class ModelVersionStatus(models.TextChoices):
-    CANDIDATE = "candidate", "Candidate"
-    ACTIVE = "active", "Active"
-    RETIRED = "retired", "Retired"
+    CANDIDATE = "candidate", _("Candidate")
+    ACTIVE = "active", _("Active")
+    RETIRED = "retired", _("Retired")
 
 
 class ModelVersion(models.Model):
@@ -151,10 +154,10 @@ class Prediction(models.Model):
 
     @property
     def predicted_display(self) -> str:
-        return DISPLAY_NAMES.get(self.predicted_label, self.predicted_label)
+        return class_display_name(self.predicted_label)
 
     def probability_rows(self) -> list[dict]:
         return [
-            {"name": name, "display": DISPLAY_NAMES.get(name, name), "probability": self.probabilities.get(name, 0.0)}
+            {"name": name, "display": class_display_name(name), "probability": self.probabilities.get(name, 0.0)}
             for name in CLASS_NAMES
         ]

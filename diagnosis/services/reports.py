@@ -18,7 +18,7 @@ from xml.sax.saxutils import escape
 
 from diagnosis.models import Study
 from diagnosis.selectors import feedback_for_study, validation_figures
-from diagnosis.texts import clinical_disclaimer
+from diagnosis.texts import ALERT_STATES, clinical_disclaimer
 
 from . import storage
 
@@ -102,7 +102,7 @@ def study_report_pdf(*, study: Study) -> bytes:
         ))
         alert = getattr(study, "alert", None) if hasattr(study, "alert") else None
         if alert is not None:
-            story.append(Paragraph(escape(_("COVID-19 alert: %(state)s") % {"state": _(alert.state)}), body))
+            story.append(Paragraph(escape(_("COVID-19 alert: %(state)s") % {"state": ALERT_STATES[alert.state]}), body))
         story.append(Paragraph(escape(_("Model version")), heading))
         version = prediction.model_version
         story.append(_table(

@@ -43,6 +43,7 @@ BLANK_PATIENT = (("mrn", ""), ("name", ""))
 BLANK_UPLOAD = (("accession_number", ""),)
 BLANK_USER = (("username", ""),)
 UPLOAD = (("patient", "{patient}"), ("file", "<png>"))
+SET_LANGUAGE = (("language", "es"), ("next", "/worklist/"))
 
 MATRIX: list[Row] = [
     # --- sign-in --------------------------------------------------------------------------------
@@ -51,6 +52,9 @@ MATRIX: list[Row] = [
     R("accounts/logout/",                                    "POST", "/accounts/logout/",                          302, 302, 302, 302, 302),
     R("accounts/two-factor/",                                "GET",  "/accounts/two-factor/",                      302, 302, 302, 200, 200),
     R("accounts/two-factor/setup/",                          "GET",  "/accounts/two-factor/setup/",                302, 200, 200, 302, 302),
+    # --- language picker (Django's set_language: anyone, signed in or not, may pick a language) ----
+    R("i18n/setlang/",                                       "GET",  "/i18n/setlang/?next=/",                      302, 302, 302, 302, 302),
+    R("i18n/setlang/",                                       "POST", "/i18n/setlang/",                             302, 302, 302, 302, 302, SET_LANGUAGE),
     # --- clinical pages ---------------------------------------------------------------------------
     R("",                                                    "GET",  "/",                                          302, 302, 302, 302, 302),
     R("worklist/",                                           "GET",  "/worklist/",                                 302, 200, 200, 403, 200),
