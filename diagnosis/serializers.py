@@ -2,6 +2,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from .models import Alert, CorrectLabel, Feedback, FeedbackRevision, ModelVersion, Patient, Prediction, Sex, Study, ViewPosition
+from .texts import clinical_disclaimer
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -37,7 +38,7 @@ class PredictionSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_disclaimer(self, prediction) -> str:
-        return settings.CLINICAL_DISCLAIMER
+        return clinical_disclaimer()
 
 
 class StudySerializer(serializers.ModelSerializer):

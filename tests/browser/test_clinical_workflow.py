@@ -137,6 +137,8 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     assert "does not replace" in page.inner_text("[data-testid=disclaimer]")
     assert model_version.name in page.inner_text("[data-testid=model-version]")
     assert page.is_visible("[data-testid=alert-box][data-alert-state=open]")
+    page.click("#zoom-toggle")
+    assert "zoomed" in page.get_attribute("#study-image", "class")
     page.click("#heatmap-toggle")
     page.wait_for_function("document.getElementById('study-image').src.includes('heatmap')")
     screenshot(page, "04-result-with-heatmap")

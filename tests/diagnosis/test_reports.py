@@ -81,3 +81,16 @@ def test_study_page_links_the_report(reported_study, client, clinician):
     page = client.get(reverse("diagnosis:study_detail", args=[reported_study.id])).content.decode()
     assert reverse("diagnosis:study_report", args=[reported_study.id]) in page
     assert 'data-testid="validation-figures"' in page and "0.970" in page
+
+
+@pytest.mark.django_db
+def test_study_page_lists_earlier_predictions_when_a_newer_model_re_ran_it(reported_study, client, clinician):
+    newer = factories.model_version(version="v-newer", covid_threshold=0.6)
+    factories.completed_prediction(study=reported_study, model=newer, covid=0.45)
+    client.force_login(clinician)
+    response = client.get(reverse("diagnosis:study_detail", args=[reported_study.id]))
+    assert response.context["prediction"].model_version == newer
+    page = response.content.decode()
+    assert 'data-testid="earlier-predictions"' in page
+    earlier = page.split('data-testid="earlier-predictions"')[1].split("</ul>")[0]
+    assert "cxr-test v" in earlier and "v-newer" not in earlier and "0.200" in earlier
