@@ -251,8 +251,9 @@ def evaluate_artifact(
     raw_probabilities = np.asarray(raw_probabilities)
     model_inputs = np.stack(model_inputs)[..., None]
     patients = [s.patient for s in kept]
-    # Without a manifest ml.datasets makes every image its own patient ("image:<key>").
-    patient_ids_known = not any(p.startswith("image:") for p in patients)
+    # ml.datasets makes an image without a patient id its own patient ("image:<key>"); the dev pool
+    # has such rows (some cxnet images), a folder without a manifest has nothing else.
+    patient_ids_known = not all(p.startswith("image:") for p in patients)
     source_names = [s.source for s in kept]
     threshold = float(metadata.covid_threshold)
 
@@ -339,7 +340,10 @@ def evaluate_artifact(
         },
         "data": {
             "root": str(data),
-            "manifest": str(manifest) if manifest else None,
+            # load_dataset reads <root>/manifest.csv by itself when the root has no class folders.
+            "manifest": str(manifest) if manifest else (
+                str(data / "manifest.csv") if patient_ids_known and (data / "manifest.csv").is_file() else None
+            ),
             "split_file": str(split_file) if split_file else None,
             "subset": subset if split_file else None,
             "n_patients": len(set(patients)),
@@ -355,6 +359,7 @@ def evaluate_artifact(
             "n_resamples": n_resamples,
             "confidence": 0.95,
             "seed": seed,
+            # Images without a patient id count as their own patient.
             "unit": "patient" if patient_ids_known else "image",
         },
         "per_source": per_source,
