@@ -35,6 +35,8 @@ SIGNATURE_HEADER = "X-CXR-Signature"
 DELIVERY_ID_HEADER = "X-CXR-Delivery"
 # A "started" attempt older than this belongs to a worker that died; younger, another worker is on it.
 STALE_ATTEMPT_AFTER = timedelta(minutes=5)
+# Older alerts are not re-sent by the sweeper: past this, a late alert is noise (the list still shows it).
+REDELIVER_WITHIN = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,9 @@ def alerts_redeliver_undelivered() -> int:
 
     rung = 0
     cutoff = timezone.now() - STALE_ATTEMPT_AFTER
-    for alert in Alert.objects.filter(withdrawn_at__isnull=True, created_at__lt=cutoff).prefetch_related("deliveries"):
+    recent = timezone.now() - REDELIVER_WITHIN
+    alerts = Alert.objects.filter(withdrawn_at__isnull=True, created_at__lt=cutoff, created_at__gte=recent)
+    for alert in alerts.prefetch_related("deliveries"):
         for channel in alert_channels_enabled():
             attempts = [delivery for delivery in alert.deliveries.all() if delivery.channel == channel]
             if any(delivery.outcome == DeliveryOutcome.SUCCEEDED for delivery in attempts):
