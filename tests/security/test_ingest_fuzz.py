@@ -5,6 +5,7 @@ Never an unexpected exception (which would be a 500), never a crash, never a hal
 
 import io
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -60,6 +61,20 @@ INTERESTING_WORDS = [b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x00\x00\x0
                      b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0", b"SQ\x00\x00", b"UN\x00\x00"]
 
 
+def with_valid_png_checksums(data: bytes) -> bytes:
+    """Recompute every chunk's CRC, so a mutation reaches the PNG decoder instead of failing the checksum."""
+    out = bytearray(data)
+    position = 8
+    while position + 12 <= len(out):
+        length = int.from_bytes(out[position:position + 4], "big")
+        if position + 12 + length > len(out):
+            break
+        checksum = zlib.crc32(bytes(out[position + 4:position + 8 + length])) & 0xFFFFFFFF
+        out[position + 8 + length:position + 12 + length] = checksum.to_bytes(4, "big")
+        position += 12 + length
+    return bytes(out)
+
+
 @st.composite
 def mutated(draw, seeds: list[bytes]) -> bytes:
     data = bytearray(draw(st.sampled_from(seeds)))
@@ -83,6 +98,8 @@ def mutated(draw, seeds: list[bytes]) -> bytes:
             del data[position:position + draw(st.integers(1, 64))]
         else:
             data[position:position] = data[position:position + draw(st.integers(1, 512))]
+    if data.startswith(b"\x89PNG") and draw(st.booleans()):
+        return with_valid_png_checksums(bytes(data))
     return bytes(data)
 
 
