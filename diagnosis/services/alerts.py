@@ -24,10 +24,12 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext as _
 
 from audit.services import audit_record
 from diagnosis.models import Alert, AlertChannel, AlertDelivery, DeliveryOutcome, Prediction
+from diagnosis.texts import clinical_disclaimer
 
 logger = logging.getLogger(__name__)
 
@@ -223,12 +225,17 @@ def _send_webhook(alert: Alert, delivery: AlertDelivery) -> tuple[int, str]:
 
 def _send_email(alert: Alert) -> str:
     payload = alert_payload(alert)
-    subject = f"[CXR Portal] COVID-19 alert for study {payload['accession_number']}"
-    body = (
-        f"A chest X-ray analysed by {payload['model_version']} has a calibrated COVID-19 probability of "
-        f"{payload['covid_probability']:.2f}, at or above the alert threshold of {payload['covid_threshold']:.2f}.\n\n"
-        f"Review and acknowledge it: {payload['url']}\n\n{settings.CLINICAL_DISCLAIMER}\n"
-    )
+    # Workers have no reader: e-mails go out in the portal's default language.
+    with translation.override(settings.LANGUAGE_CODE):
+        subject = _("[CXR Portal] COVID-19 alert for study %(accession)s") % {"accession": payload["accession_number"]}
+        body = "\n\n".join([
+            _("A chest X-ray analysed by %(model)s has a calibrated COVID-19 probability of %(probability).2f, "
+              "at or above the alert threshold of %(threshold).2f.") % {
+                "model": payload["model_version"], "probability": payload["covid_probability"],
+                "threshold": payload["covid_threshold"]},
+            _("Review and acknowledge it: %(url)s") % {"url": payload["url"]},
+            clinical_disclaimer(),
+        ]) + "\n"
     recipients = list(settings.CXR_ALERT_EMAIL_RECIPIENTS)
     send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
     return f"Sent to {len(recipients)} recipient(s)."
