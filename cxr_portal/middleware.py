@@ -31,7 +31,11 @@ class RequestSizeLimitMiddleware:
 
 
 class SecurityHeadersMiddleware:
-    """Headers Django 5.2's SecurityMiddleware does not set: Content-Security-Policy and Permissions-Policy."""
+    """Headers Django 5.2's SecurityMiddleware does not set: Content-Security-Policy and Permissions-Policy.
+
+    Also the one place that decides how files leave the portal: a response naming a file is always an
+    attachment (an <img> still shows it), so no browser renders a stored file as a page of its own.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -40,4 +44,7 @@ class SecurityHeadersMiddleware:
         response = self.get_response(request)
         response.headers.setdefault("Content-Security-Policy", settings.CONTENT_SECURITY_POLICY)
         response.headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
+        disposition = response.headers.get("Content-Disposition", "")
+        if disposition.lower().startswith("inline"):
+            response.headers["Content-Disposition"] = "attachment" + disposition[len("inline"):]
         return response

@@ -41,23 +41,49 @@ def required_methods(pattern: URLPattern) -> set[str]:
     return set()
 
 
-def test_every_route_and_api_operation_has_a_row():
+def missing_rows() -> list[str]:
+    """The rows to add, one line each, ready to paste into the table."""
     rows = {(row.route, row.method) for row in MATRIX}
     routes_in_table = {row.route for row in MATRIX}
     missing = []
     for route, pattern in project_routes():
-        if route not in routes_in_table:
-            missing.append(f'    R("{route}", "GET", "/{route}", anonymous, clinician, second_clinician, administrator, auditor),'
-                           f"  # name={pattern.name!r}")
-            continue
-        for method in sorted(required_methods(pattern)):
+        methods = sorted(required_methods(pattern)) if route in routes_in_table else sorted(required_methods(pattern) or {"GET"})
+        for method in methods:
             if (route, method) not in rows:
                 missing.append(f'    R("{route}", "{method}", "/{route}", anonymous, clinician, second_clinician, administrator, auditor),'
                                f"  # name={pattern.name!r}")
+    return missing
+
+
+def test_every_route_and_api_operation_has_a_row():
+    missing = missing_rows()
     assert not missing, (
         "These routes have no row in tests/security/authorization_matrix.py; add one row per method with the expected "
         "status for each user (url with {patient}/{study}/{alert}/{user}/{model_version} placeholders):\n" + "\n".join(missing)
     )
+
+
+def test_a_new_route_without_a_row_is_named_in_the_failure(settings):
+    """What a colleague sees when they add a page and forget the table."""
+    import types
+
+    from django.http import HttpResponse
+    from django.urls import clear_url_caches, include, path
+
+    import cxr_portal.urls
+
+    urlconf = types.ModuleType("urls_with_a_new_route")
+    urlconf.urlpatterns = [*cxr_portal.urls.urlpatterns,
+                           path("reports/", include(([path("<int:report_id>/share/", lambda request: HttpResponse(), name="share")], "reports")))]
+    settings.ROOT_URLCONF = urlconf
+    clear_url_caches()
+    try:
+        assert missing_rows() == [
+            '    R("reports/<int:report_id>/share/", "GET", "/reports/<int:report_id>/share/", anonymous, clinician, '
+            "second_clinician, administrator, auditor),  # name='share'"
+        ]
+    finally:
+        clear_url_caches()
 
 
 def test_no_row_names_a_route_that_does_not_exist():

@@ -255,6 +255,7 @@ def test_images_are_served_with_nosniff_and_no_caching_to_authorised_users_only(
     response = client.get(reverse("diagnosis:study_image", args=[study.id]))
     assert response.status_code == 200 and response["X-Content-Type-Options"] == "nosniff"
     assert response["Content-Type"] == "image/png" and "no-store" in response["Cache-Control"]
+    assert response["Content-Disposition"].startswith("attachment;")
     Image.open(io.BytesIO(response.content)).verify()
     assert Client().get(reverse("diagnosis:study_image", args=[study.id])).status_code == 302
     client.force_login(administrator)
