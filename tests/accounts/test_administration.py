@@ -196,3 +196,28 @@ def test_auditor_cannot_change_model_versions(client, auditor):
     assert client.post(reverse("administration:model_version_activate", args=[version.id])).status_code == 403
     version.refresh_from_db()
     assert version.status == "candidate"
+
+
+def queries_for(client, url) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(url)  # the first request of a session also saves its start time
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+@pytest.mark.django_db
+def test_user_list_query_count_does_not_grow_with_users(admin_client):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    def add_users(start: int, count: int) -> None:
+        for number in range(start, start + count):
+            user = UserFactory(username=f"staff{number}", auditor=number % 2 == 0)
+            TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+
+    add_users(0, 2)
+    few = queries_for(admin_client, reverse("administration:user_list"))
+    add_users(2, 12)
+    assert queries_for(admin_client, reverse("administration:user_list")) == few

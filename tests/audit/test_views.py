@@ -126,3 +126,14 @@ def test_only_auditors_read_the_audit_pages(client, name, role, request):
     client.force_login(user)
     assert client.get(reverse(name)).status_code == 403
     assert AuditEvent.objects.filter(actor_username=user.username, outcome="denied").count() == 1
+
+
+@pytest.mark.django_db
+def test_audit_log_query_count_does_not_grow_with_events(auditor_client, clinician):
+    from tests.accounts.test_administration import queries_for
+
+    audit_record(actor=clinician, action="test.event")
+    few = queries_for(auditor_client, reverse("audit:event_list"))
+    for number in range(60):
+        audit_record(actor=clinician, action="test.event", details={"number": number})
+    assert queries_for(auditor_client, reverse("audit:event_list")) == few
