@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from audit.services import audit_record
 from diagnosis.models import ModelVersion, ModelVersionStatus
@@ -37,17 +38,19 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
     try:
         metadata = load_metadata(artifact_dir)
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValidationError(f"{artifact_dir} is not a readable model artifact ({error}).") from None
+        raise ValidationError(_("%(path)s is not a readable model artifact (%(error)s).") % {"path": artifact_dir, "error": error}) from None
     if tuple(metadata.class_names) != CLASS_NAMES:
-        raise ValidationError(f"The model's classes {metadata.class_names} are not {list(CLASS_NAMES)}.")
+        raise ValidationError(_("The model's classes %(found)s are not %(expected)s.") % {
+            "found": metadata.class_names, "expected": list(CLASS_NAMES)})
     model_file = artifact_dir / metadata.model_file
     actual_sha = file_sha256(model_file)
     if actual_sha != metadata.sha256:
-        raise ValidationError(f"{model_file} does not match the SHA-256 recorded in its metadata.")
+        raise ValidationError(_("%(path)s does not match the SHA-256 recorded in its metadata.") % {"path": model_file})
     existing = ModelVersion.objects.filter(name=metadata.name, version=metadata.version).first()
     if existing is not None:
         if existing.file_sha256 != actual_sha:
-            raise ValidationError(f"{metadata.name} {metadata.version} is already registered with a different file.")
+            raise ValidationError(_("%(name)s %(version)s is already registered with a different file.") % {
+                "name": metadata.name, "version": metadata.version})
         model_version = existing
     else:
         model_version = ModelVersion.objects.create(

@@ -2,6 +2,7 @@ import datetime
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext as _
 
 from audit.services import audit_record
 from diagnosis.models import Patient, Sex
@@ -18,7 +19,7 @@ def patient_create(
 ) -> Patient:
     mrn = mrn.strip()
     if Patient.objects.filter(mrn=mrn).exists():
-        raise ValidationError({"mrn": f"A patient with MRN {mrn} already exists."})
+        raise ValidationError({"mrn": _("A patient with MRN %(mrn)s already exists.") % {"mrn": mrn}})
     patient = Patient(mrn=mrn, name=name.strip(), birth_date=birth_date, sex=sex or Sex.UNKNOWN, created_by=actor)
     patient.full_clean()
     patient.save()
