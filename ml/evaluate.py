@@ -35,6 +35,10 @@ DEFAULT_GRADCAM_SAMPLES = 48
 DEFAULT_BATCH_SIZE = 32
 
 
+class EvaluationError(ValueError):
+    """The data cannot be evaluated (nothing found, nothing decodable); the message says why."""
+
+
 @dataclass(frozen=True)
 class EvaluationOutput:
     out_dir: Path
@@ -160,12 +164,12 @@ def _select_samples(*, data: Path, manifest: Path | None, split_file: Path | Non
         split = load_split(split_file)
         samples = split.part(samples, subset)
         if not samples:
-            raise SystemExit(
+            raise EvaluationError(
                 f"No image of {split_file} subset {subset!r} was found under {data}: "
                 "the split's keys are paths relative to the data root (or manifest folder) it was made from."
             )
     if not samples:
-        raise SystemExit(f"No labelled images under {data} (expected class folders {', '.join(CLASS_NAMES)}).")
+        raise EvaluationError(f"No labelled images under {data} (expected class folders {', '.join(CLASS_NAMES)}).")
     return samples
 
 
@@ -244,7 +248,8 @@ def evaluate_artifact(
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
     if not kept:
-        raise SystemExit("None of the images could be decoded; see the reasons above.")
+        reasons = "; ".join(f"{item['file']}: {item['reason']}" for item in skipped[:5])
+        raise EvaluationError(f"None of the {len(skipped)} images could be decoded ({reasons}).")
 
     y_true = np.array([class_names.index(s.label) for s in kept])
     probabilities = np.asarray(probabilities)
@@ -422,21 +427,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    output = evaluate_artifact(
-        artifact_dir=args.model,
-        data=args.data,
-        out_dir=args.out,
-        manifest=args.manifest,
-        split_file=args.split_file,
-        subset=args.subset,
-        batch_size=args.batch_size,
-        gradcam_samples=args.gradcam_samples,
-        n_resamples=args.bootstrap,
-        seed=args.seed,
-        threads=args.threads,
-        use_segmenter=args.lung_region == "auto",
-        progress=not args.quiet,
-    )
+    try:
+        output = evaluate_artifact(
+            artifact_dir=args.model,
+            data=args.data,
+            out_dir=args.out,
+            manifest=args.manifest,
+            split_file=args.split_file,
+            subset=args.subset,
+            batch_size=args.batch_size,
+            gradcam_samples=args.gradcam_samples,
+            n_resamples=args.bootstrap,
+            seed=args.seed,
+            threads=args.threads,
+            use_segmenter=args.lung_region == "auto",
+            progress=not args.quiet,
+        )
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     m = output.metrics
     audit = m["shortcut_audit"]
 

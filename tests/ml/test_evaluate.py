@@ -148,3 +148,17 @@ def test_training_overlap_ignores_the_left_out_source(tmp_path):
     # a was in the shared train split but its source was left out; b and c were used; d is test.
     assert evaluate._training_overlap(artifact_dir=tmp_path, samples=samples) == 2
     assert evaluate._training_overlap(artifact_dir=tmp_path / "none", samples=samples) is None
+
+
+def test_cli_explains_an_empty_or_unreadable_folder(artifact, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert evaluate.main(["--model", str(artifact), "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "No labelled images" in capsys.readouterr().err
+    broken = tmp_path / "broken" / "covid"
+    broken.mkdir(parents=True)
+    (broken / "a.png").write_bytes(b"not an image")
+    code = evaluate.main(
+        ["--model", str(artifact), "--data", str(tmp_path / "broken"), "--out", str(tmp_path / "o"), "--quiet"]
+    )
+    assert code == 2
+    assert "None of the 1 images could be decoded (covid/a.png:" in capsys.readouterr().err
