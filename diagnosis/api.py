@@ -32,6 +32,7 @@ from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
 from .services.fhir import study_fhir_bundle
 from .services.reports import study_report_pdf
+from .upload_messages import upload_message_translated
 from .services.ingest import study_create
 from .services.patients import patient_create
 
@@ -39,7 +40,10 @@ from .services.patients import patient_create
 def exception_handler(exc, context):
     """Django's ValidationError (raised by services) becomes a 400 with its messages, never a 500."""
     if isinstance(exc, DjangoValidationError):
-        detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}
+        if hasattr(exc, "error_dict"):
+            detail = {name: [upload_message_translated(m) for m in messages] for name, messages in exc.message_dict.items()}
+        else:
+            detail = {"detail": [upload_message_translated(message) for message in exc.messages]}
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)
 

@@ -25,6 +25,7 @@ from .selectors import WorklistFilters
 from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
 from .services.reports import study_report_pdf
+from .upload_messages import upload_message_translated
 from .services import storage
 from .services.ingest import study_create
 from .services.model_registry import model_version_active
@@ -329,9 +330,9 @@ def model_versions(request):
 def _add_errors(form, error: ValidationError, field: str | None = None) -> None:
     if hasattr(error, "error_dict"):
         for name, errors in error.message_dict.items():
-            form.add_error(name if name in form.fields else None, errors)
+            form.add_error(name if name in form.fields else None, [upload_message_translated(m) for m in errors])
     else:
-        form.add_error(field, error.messages)
+        form.add_error(field, [upload_message_translated(message) for message in error.messages])
 
 
 def study_url(study) -> str:
