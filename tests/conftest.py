@@ -20,6 +20,16 @@ def empty_cache():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def default_language():
+    """LocaleMiddleware activates a request's language for the whole thread; the next test starts in English."""
+    from django.conf import settings
+    from django.utils import translation
+
+    yield
+    translation.activate(settings.LANGUAGE_CODE)
+
+
 def verify_second_factor(client: Client, user) -> None:
     """Mark the client's session as having passed TOTP, as django_otp.login does after a correct code.
 
