@@ -1,7 +1,7 @@
 """The clinical workflow in a real browser: Debian's Chromium, headless, driven by Playwright against a live server.
 
 A clinician signs in, uploads a chest X-ray through the upload page, sees the result, acknowledges the
-COVID-19 alert and records feedback; an auditor cannot upload. The upload goes through the real page;
+COVID-19 alert, records feedback and switches to Spanish; an auditor cannot upload. The upload goes through the real page;
 the inference task then runs in this process (as a worker would), on a tiny model trained for the tests.
 Screenshots of each step go to test-artifacts/browser/.
 """
@@ -171,9 +171,17 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     screenshot(page, "07-feedback-recorded")
     feedback = Feedback.objects.get(study=study, author=clinician)
     assert (feedback.agrees, feedback.correct_label) == (False, correct)
+
+    # 6. Picks Spanish in the navbar: the page comes back in Spanish, disclaimer included.
+    page.select_option("[data-testid=language-picker] select[name=language]", "es")
+    page.click("[data-testid=language-picker] button[type=submit]")
+    page.wait_for_selector("html[lang=es]")
+    assert "Valoración clínica" in page.inner_text("[data-testid=feedback]")
+    assert "no sustituye" in page.inner_text("[data-testid=disclaimer]")
+    screenshot(page, "08-study-in-spanish")
     context.close()
 
-    # 6. An auditor reads the study but cannot upload.
+    # 7. An auditor reads the study but cannot upload.
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     device = TOTPDevice.objects.create(user=auditor, name="browser test authenticator", confirmed=True)
@@ -186,9 +194,9 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     assert auditor_page.locator("[data-testid=feedback-form]").count() == 0
     auditor_page.goto(f"{live_server.url}/patients/{patient.id}/")
     assert auditor_page.locator(f"a[href='/patients/{patient.id}/upload/']").count() == 0
-    screenshot(auditor_page, "08-auditor-patient-page")
+    screenshot(auditor_page, "09-auditor-patient-page")
     response = auditor_page.goto(f"{live_server.url}/patients/{patient.id}/upload/")
     assert response.status == 403
-    screenshot(auditor_page, "09-auditor-upload-refused")
+    screenshot(auditor_page, "10-auditor-upload-refused")
     auditor_context.close()
     assert Study.objects.count() == 1
