@@ -218,7 +218,7 @@ def _render_study(request, study, *, feedback_form=None, status=200):
             "prediction": prediction,
             "earlier_predictions": predictions[1:],
             "active_model": model_version_active(),
-            "alert": getattr(study, "alert", None) if hasattr(study, "alert") else None,
+            "alert": getattr(study, "alert", None),  # reverse one-to-one: None when the study has no alert
             "feedback": feedback,
             "my_feedback": my_feedback,
             "feedback_form": feedback_form if can_give_feedback else None,

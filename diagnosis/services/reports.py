@@ -100,7 +100,7 @@ def study_report_pdf(*, study: Study) -> bytes:
             + [[_text(row["display"]), f"{row['probability']:.3f}"] for row in prediction.probability_rows()],
             [60 * mm, 50 * mm],
         ))
-        alert = getattr(study, "alert", None) if hasattr(study, "alert") else None
+        alert = getattr(study, "alert", None)
         if alert is not None:
             story.append(Paragraph(escape(_("COVID-19 alert: %(state)s") % {"state": ALERT_STATES[alert.state]}), body))
         story.append(Paragraph(escape(_("Model version")), heading))
