@@ -36,7 +36,7 @@ class WorklistFilters:
 
 
 def worklist_studies(*, user, filters: WorklistFilters) -> QuerySet[Study]:
-    """Studies in triage order: suspected COVID-19 first by calibrated probability, then the oldest waiting.
+    """Studies in triage order: suspected COVID-19 first, by calibrated probability; then the rest, oldest first.
 
     "Suspected COVID-19" means the study has an alert that no clinician withdrew; the probability
     and label are those of the study's latest prediction.
@@ -64,9 +64,13 @@ def worklist_studies(*, user, filters: WorklistFilters) -> QuerySet[Study]:
         studies = studies.filter(Q(patient__name__icontains=filters.patient) | Q(patient__mrn__icontains=filters.patient))
     if filters.needs_my_review:
         studies = studies.filter(status=StudyStatus.COMPLETED, reviewed_by_me=False)
+    # Suspected studies rank among themselves by probability; every other study by how long it has waited.
+    suspected_probability = Case(
+        When(suspected_covid=True, then=F("latest_covid_probability")), default=None, output_field=FloatField()
+    )
     return studies.order_by(
         F("suspected_covid").desc(),
-        F("latest_covid_probability").desc(nulls_last=True),
+        suspected_probability.desc(nulls_last=True),
         "created_at",
         "id",
     )

@@ -67,8 +67,8 @@ def test_triage_order_puts_suspected_covid_first_by_probability_then_oldest_wait
 
     order = worklist_rows()
     assert order[:2] == ["COVID-95", "COVID-70"]
-    # Then by calibrated COVID-19 probability (a withdrawn alert no longer counts as suspected), then oldest first.
-    assert order[2:] == ["WRONG-99", "LOW-30", "OLD-PENDING", "NEW-PENDING"]
+    # Then every other study, oldest waiting first (a withdrawn alert no longer counts as suspected).
+    assert order[2:] == ["OLD-PENDING", "LOW-30", "WRONG-99", "NEW-PENDING"]
 
 
 @pytest.mark.django_db
