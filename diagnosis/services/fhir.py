@@ -155,7 +155,8 @@ def study_fhir_bundle(*, study: Study) -> dict:
         "category": [{"coding": [{"system": V2_0074, "code": "RAD", "display": "Radiology"}]}],
         "code": {"coding": [_coding(LOINC, REPORT_CODE)], "text": "Chest X-ray triage support"},
         "subject": {"reference": f"Patient/{patient_id}"},
-        "effectiveDateTime": _instant(study.created_at),
+        # When the image was taken if the study says so (a FHIR dateTime may be a date), else when it was uploaded.
+        "effectiveDateTime": study.acquisition_date.isoformat() if study.acquisition_date else _instant(study.created_at),
         "issued": _instant(prediction.created_at if prediction else study.updated_at),
         "imagingStudy": [{"reference": f"ImagingStudy/{imaging_id}"}],
         "result": [{"reference": f"Observation/{observation['id']}"} for observation in observations],

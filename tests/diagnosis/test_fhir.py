@@ -119,3 +119,15 @@ def test_plain_json_is_served_when_asked_for(alerting_study, clinician):
     response = api.get(f"/api/studies/{alerting_study.id}/fhir/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200 and response["Content-Type"].startswith("application/json")
     Bundle.model_validate_json(response.content)
+
+
+@pytest.mark.django_db
+def test_report_is_effective_on_the_acquisition_date_when_known(alerting_study, clinician):
+    import datetime
+
+    alerting_study.__class__.objects.filter(id=alerting_study.id).update(acquisition_date=datetime.date(2026, 11, 20))
+    body = fetch(clinician, alerting_study.id).json()
+    Bundle.model_validate(body)
+    resources = resources_by_type(body)
+    assert resources["DiagnosticReport"][0]["effectiveDateTime"] == "2026-11-20"
+    assert resources["ImagingStudy"][0]["started"] == "2026-11-20"
