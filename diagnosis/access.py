@@ -34,7 +34,7 @@ def patients_for_user(*, user) -> QuerySet[Patient]:
 def studies_for_user(*, user) -> QuerySet[Study]:
     require_capability(user=user, capability=Capability.VIEW_CLINICAL, action="study.list")
     latest_predictions = Prediction.objects.select_related("model_version").order_by("-created_at")
-    return Study.objects.select_related("patient", "image", "uploaded_by").prefetch_related(
+    return Study.objects.select_related("patient", "image", "uploaded_by", "alert").prefetch_related(
         Prefetch("predictions", queryset=latest_predictions)
     )
 

@@ -1,4 +1,5 @@
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Alert, CorrectLabel, Feedback, FeedbackRevision, ModelVersion, Patient, Prediction, Sex, Study, ViewPosition
@@ -41,9 +42,31 @@ class PredictionSerializer(serializers.ModelSerializer):
         return clinical_disclaimer()
 
 
+class EarlierPredictionSerializer(serializers.ModelSerializer):
+    model_version = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Prediction
+        fields = ["id", "model_version", "predicted_label", "probabilities", "covid_probability", "created_at"]
+        read_only_fields = fields
+
+
+class StudyAlertSerializer(serializers.ModelSerializer):
+    state = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Alert
+        fields = ["id", "state", "covid_probability", "covid_threshold", "created_at", "acknowledged_at"]
+        read_only_fields = fields
+
+
 class StudySerializer(serializers.ModelSerializer):
     patient = PatientSerializer(read_only=True)
     prediction = serializers.SerializerMethodField()
+    earlier_predictions = serializers.SerializerMethodField(
+        help_text="Predictions by earlier model versions, newest first, when a newer model re-ran the study"
+    )
+    alert = serializers.SerializerMethodField()
     image_format = serializers.CharField(source="image.format", read_only=True)
     image_width = serializers.IntegerField(source="image.width", read_only=True)
     image_height = serializers.IntegerField(source="image.height", read_only=True)
@@ -53,13 +76,22 @@ class StudySerializer(serializers.ModelSerializer):
         fields = [
             "id", "accession_number", "patient", "view_position", "acquisition_date", "status",
             "attempt_count", "error_message", "original_filename", "image_format", "image_width",
-            "image_height", "created_at", "completed_at", "prediction",
+            "image_height", "created_at", "completed_at", "prediction", "earlier_predictions", "alert",
         ]
         read_only_fields = fields
 
     def get_prediction(self, study) -> dict | None:
         predictions = list(study.predictions.all())
         return PredictionSerializer(predictions[0]).data if predictions else None
+
+    @extend_schema_field(EarlierPredictionSerializer(many=True))
+    def get_earlier_predictions(self, study) -> list[dict]:
+        return EarlierPredictionSerializer(list(study.predictions.all())[1:], many=True).data
+
+    @extend_schema_field(StudyAlertSerializer(allow_null=True))
+    def get_alert(self, study) -> dict | None:
+        alert = getattr(study, "alert", None)
+        return StudyAlertSerializer(alert).data if alert is not None else None
 
 
 class StudyUploadSerializer(serializers.Serializer):

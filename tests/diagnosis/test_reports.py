@@ -94,3 +94,22 @@ def test_study_page_lists_earlier_predictions_when_a_newer_model_re_ran_it(repor
     assert 'data-testid="earlier-predictions"' in page
     earlier = page.split('data-testid="earlier-predictions"')[1].split("</ul>")[0]
     assert "cxr-test v" in earlier and "v-newer" not in earlier and "0.200" in earlier
+
+
+@pytest.mark.django_db
+def test_api_study_carries_earlier_predictions_and_the_alert(reported_study, clinician, django_capture_on_commit_callbacks,
+                                                             monkeypatch):
+    from diagnosis.services.alerts import alert_raise_for_prediction
+
+    monkeypatch.setattr("diagnosis.tasks.deliver_alert.delay", lambda **kwargs: None)
+    newer = factories.model_version(version="v-newer", covid_threshold=0.6)
+    with django_capture_on_commit_callbacks(execute=True):
+        alert_raise_for_prediction(prediction=factories.completed_prediction(study=reported_study, model=newer, covid=0.9))
+    api = APIClient()
+    api.force_authenticate(clinician)
+    body = api.get(f"/api/studies/{reported_study.id}/").json()
+    assert body["prediction"]["model_version"]["version"] == "v-newer"
+    assert [earlier["covid_probability"] for earlier in body["earlier_predictions"]] == [0.2]
+    assert body["alert"]["state"] == "open" and body["alert"]["covid_probability"] == 0.9
+    listing = api.get("/api/studies/").json()["results"]
+    assert listing[0]["alert"]["state"] == "open"
