@@ -8,6 +8,7 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import ValidationError as DRFValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.response import Response
@@ -18,6 +19,7 @@ from accounts.roles import Capability, user_can
 from audit.services import audit_record
 
 from . import access, selectors
+from .forms import WorklistFilterForm
 from .serializers import (
     AgreementSerializer,
     AlertSerializer,
@@ -100,13 +102,28 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
         return Response(PatientSerializer(patient).data, status=status.HTTP_201_CREATED)
 
 
+WORKLIST_API_PARAMETERS = ("predicted_label", "date_from", "date_to", "q", "needs_my_review")
+
+
 class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = StudySerializer
     lookup_value_converter = "int"
 
     def get_queryset(self):
-        studies = access.studies_for_user(user=self.request.user).order_by("-created_at")
-        patient = self.request.query_params.get("patient")
+        params = self.request.query_params
+        if params.get("ordering") == "triage" or any(params.get(name) for name in WORKLIST_API_PARAMETERS):
+            # The worklist's filters and triage order (suspected COVID-19 first), as on the page.
+            form = WorklistFilterForm({
+                "status": params.get("status", ""), "predicted_label": params.get("predicted_label", ""),
+                "date_from": params.get("date_from", ""), "date_to": params.get("date_to", ""),
+                "patient": params.get("q", ""), "needs_my_review": params.get("needs_my_review") in ("1", "true", "on"),
+            })
+            if not form.is_valid():
+                raise DRFValidationError(form.errors)
+            studies = selectors.worklist_studies(user=self.request.user, filters=form.filters())
+        else:
+            studies = access.studies_for_user(user=self.request.user).order_by("-created_at")
+        patient = params.get("patient")
         if patient and patient.isdigit():
             studies = studies.filter(patient_id=int(patient))
         study_status = self.request.query_params.get("status")
@@ -117,6 +134,14 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(parameters=[
         OpenApiParameter("patient", int, description="Only this patient's studies"),
         OpenApiParameter("status", str, description="received, queued, processing, completed or failed"),
+        OpenApiParameter("ordering", str, enum=["triage"],
+                         description="triage: suspected COVID-19 first by calibrated probability, then oldest waiting"),
+        OpenApiParameter("predicted_label", str, enum=["covid", "normal", "pneumonia"],
+                         description="Latest prediction's label"),
+        OpenApiParameter("date_from", OpenApiTypes.DATE, description="Uploaded on or after"),
+        OpenApiParameter("date_to", OpenApiTypes.DATE, description="Uploaded on or before"),
+        OpenApiParameter("q", str, description="Patient name or MRN (partial)"),
+        OpenApiParameter("needs_my_review", bool, description="Completed, without your feedback on the latest result"),
     ])
     def list(self, request, *args, **kwargs):
         response = super().list(request, *args, **kwargs)

@@ -181,3 +181,26 @@ def test_worklist_page_shows_filters_and_the_export_link(client, clinician):
     page = client.get(reverse("diagnosis:worklist"), {"status": "failed"}).content.decode()
     assert 'data-testid="worklist-filters"' in page and "Needs my review" in page
     assert reverse("diagnosis:worklist_export_csv") + "?status=failed" in page
+
+
+@pytest.mark.django_db
+def test_api_lists_studies_with_the_worklist_filters_and_triage_order(clinician, patient, monkeypatch, model):
+    from rest_framework.test import APIClient
+
+    monkeypatch.setattr("diagnosis.tasks.deliver_alert.delay", lambda **kwargs: None)
+    make_study(patient=patient, clinician=clinician, monkeypatch=monkeypatch, accession="OLD", age_hours=9)
+    make_study(patient=patient, clinician=clinician, monkeypatch=monkeypatch, model=model, covid=0.7, accession="C70")
+    make_study(patient=patient, clinician=clinician, monkeypatch=monkeypatch, model=model, covid=0.9, accession="C90")
+    api = APIClient()
+    api.force_authenticate(clinician)
+
+    def accessions(**params):
+        response = api.get("/api/studies/", params)
+        assert response.status_code == 200, response.content
+        return [study["accession_number"] for study in response.json()["results"]]
+
+    assert accessions(ordering="triage") == ["C90", "C70", "OLD"]
+    assert accessions(predicted_label="covid", ordering="triage") == ["C90", "C70"]
+    assert accessions(needs_my_review="true") == ["C90", "C70"]
+    assert accessions() == ["C90", "C70", "OLD"]  # newest first without triage: C90 was uploaded last
+    assert api.get("/api/studies/", {"date_from": "yesterday"}).status_code == 400
