@@ -172,6 +172,13 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     feedback = Feedback.objects.get(study=study, author=clinician)
     assert (feedback.agrees, feedback.correct_label) == (False, correct)
 
+    # The PDF report downloads from the study page.
+    with page.expect_download() as download_info:
+        page.click("[data-testid=report-pdf]")
+    report_path = ARTIFACTS / "report-ACC-BROWSER-1.pdf"
+    download_info.value.save_as(str(report_path))
+    assert report_path.read_bytes().startswith(b"%PDF")
+
     # 6. Picks Spanish in the navbar: the page comes back in Spanish, disclaimer included.
     page.select_option("[data-testid=language-picker] select[name=language]", "es")
     page.click("[data-testid=language-picker] button[type=submit]")
