@@ -326,18 +326,23 @@ def train_from_arrays(
 
 
 def load_films(samples, *, cache_dir: Path | None = None, max_side: int = 512) -> list[np.ndarray]:
-    """Decode every sample once (through ml.imaging) and cache the shrunken films as float16."""
+    """Decode every sample once (through ml.imaging) and cache the shrunken films.
+
+    Stored as float32: float16 would shift some pixels across histogram-equalisation
+    bins, so training inputs would differ slightly from what serving computes.
+    """
     from tqdm import tqdm
 
     from ml.datasets import decode_file
 
     cache_path = None
     if cache_dir is not None:
-        digest = hashlib.sha256("\n".join(str(s.path) for s in samples).encode() + str(max_side).encode()).hexdigest()[:16]
+        key = "\n".join(str(s.path) for s in samples) + f"|{max_side}|float32"
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         cache_path = Path(cache_dir) / f"films_{digest}.pkl"
         if cache_path.is_file():
             with open(cache_path, "rb") as handle:
-                return [f.astype(np.float32) for f in pickle.load(handle)]
+                return pickle.load(handle)
     films = [
         shrink_longest_side(decode_file(s.path), max_side=max_side)
         for s in tqdm(samples, desc="decode", file=sys.stderr)
@@ -345,7 +350,7 @@ def load_films(samples, *, cache_dir: Path | None = None, max_side: int = 512) -
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         with open(cache_path, "wb") as handle:
-            pickle.dump([f.astype(np.float16) for f in films], handle)
+            pickle.dump([np.asarray(f, dtype=np.float32) for f in films], handle)
     return films
 
 
