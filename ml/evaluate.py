@@ -157,12 +157,24 @@ def summarize_predictions(
 
 
 def _select_samples(*, data: Path, manifest: Path | None, split_file: Path | None, subset: str):
-    from ml.datasets import load_dataset, load_split
+    """The samples to evaluate; ``subset="loso"`` is the test set of a leave-one-source-out artifact.
+
+    A LOSO artifact's split.json is the shared split with ``notes.leave_out_source``;
+    its test set (``ml.datasets.leave_one_source_out``) is every image of that
+    source plus the other sources' test images the source lacks a class for.
+    """
+    from ml.datasets import leave_one_source_out, load_dataset, load_split
 
     samples = load_dataset(data, manifest)
     if split_file is not None:
         split = load_split(split_file)
-        samples = split.part(samples, subset)
+        if subset == "loso":
+            source = split.notes.get("leave_out_source")
+            if not source:
+                raise EvaluationError(f"{split_file} is not a leave-one-source-out split (no notes.leave_out_source).")
+            samples = leave_one_source_out(samples=samples, split=split, source=source).test
+        else:
+            samples = split.part(samples, subset)
         if not samples:
             raise EvaluationError(
                 f"No image of {split_file} subset {subset!r} was found under {data}: "
@@ -406,7 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", required=True, type=Path, help="folder with covid/normal/pneumonia subfolders")
     parser.add_argument("--manifest", type=Path, default=None, help="optional manifest CSV (source, patient)")
     parser.add_argument("--split-file", type=Path, default=None, help="split.json to select a subset from")
-    parser.add_argument("--subset", default="test", choices=("train", "val", "test"))
+    parser.add_argument(
+        "--subset",
+        default="test",
+        choices=("train", "val", "test", "loso"),
+        help="part of --split-file; loso = test set of a leave-one-source-out artifact's split.json",
+    )
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument(

@@ -114,6 +114,16 @@ def test_manifest_split_and_per_source(artifact, tmp_path):
     assert m["data"]["n_patients"] == len({i // 2 for _, _, i in written[6:]})
     assert m["shortcut_audit"]["gradcam"] is None
 
+    # A leave-one-source-out split: source alpha was left out, so its images are the test set
+    # (alpha has every class here, so nothing is added from beta).
+    split.write_text(json.dumps({"seed": 0, "train": keys, "val": [], "test": [], "notes": {"leave_out_source": "alpha"}}))
+    loso = evaluate.evaluate_artifact(
+        artifact_dir=artifact, data=data, manifest=data / "manifest.csv", split_file=split, subset="loso",
+        out_dir=tmp_path / "loso", gradcam_samples=0, n_resamples=20, progress=False,
+    ).metrics
+    assert set(loso["per_source"]) == {"alpha"}
+    assert loso["n"] == sum(1 for _, _, i in written if i % 2)
+
     from ml.compare import main as compare_main
 
     assert compare_main(["--metrics", str(tmp_path / "eval" / "metrics.json"), "--out", str(tmp_path / "cmp")]) == 0
