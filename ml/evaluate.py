@@ -283,6 +283,7 @@ def evaluate_artifact(
         n_resamples=n_resamples,
         seed=seed,
     )
+    calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities)
     raw_calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=raw_probabilities)
 
     per_source = None
@@ -371,7 +372,7 @@ def evaluate_artifact(
         **summary,
         "ece_uncalibrated": raw_calibration.ece,
         "ece_bins": raw_calibration.n_bins,
-        "calibration_bins": asdict(metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities)),
+        "calibration_bins": asdict(calibration),
         "bootstrap": {
             "n_resamples": n_resamples,
             "confidence": 0.95,
@@ -387,7 +388,6 @@ def evaluate_artifact(
 
     files = [out_dir / "metrics.json"]
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities)
     title = f"{metadata.name} {metadata.version}"
     files.append(
         plot_confusion_matrix(
