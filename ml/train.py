@@ -389,6 +389,7 @@ def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
         "test-split COVID-19 images of the other sources. Thresholds and temperatures come from the run's own "
         "validation set."
     )
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     return summary
 
