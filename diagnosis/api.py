@@ -1,5 +1,6 @@
 """REST API. Same access functions and services as the pages."""
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
 from django.http import HttpResponse
@@ -35,7 +36,7 @@ from .services.feedback import feedback_record
 from .services.fhir import study_fhir_bundle
 from .services.reports import study_report_pdf
 from .upload_messages import upload_message_translated
-from .services.ingest import study_create
+from .services.ingest import UploadRateLimited, study_create
 from .services.patients import patient_create
 
 
@@ -46,6 +47,10 @@ def exception_handler(exc, context):
             detail = {name: [upload_message_translated(m) for m in messages] for name, messages in exc.message_dict.items()}
         else:
             detail = {"detail": [upload_message_translated(message) for message in exc.messages]}
+        if isinstance(exc, UploadRateLimited):
+            response = Response(detail, status=status.HTTP_429_TOO_MANY_REQUESTS)
+            response["Retry-After"] = str(settings.UPLOAD_RATE_WINDOW_SECONDS)
+            return response
         return Response(detail, status=status.HTTP_400_BAD_REQUEST)
     return drf_exception_handler(exc, context)
 
@@ -154,6 +159,8 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
     @extend_schema(request={"multipart/form-data": StudyUploadSerializer}, responses={201: StudySerializer})
     def create(self, request):
+        # The role is checked before the body is looked at: a refused user learns nothing from validation.
+        access.require_capability(user=request.user, capability=Capability.EDIT_CLINICAL, action="study.upload")
         serializer = StudyUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

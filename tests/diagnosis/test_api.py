@@ -134,3 +134,10 @@ def test_prediction_endpoint_returns_model_output(api_clients, study, active_mod
     assert body["model_version"]["name"] == active_model.name
     assert set(body["probabilities"]) == {"covid", "normal", "pneumonia"}
     assert "does not replace" in body["disclaimer"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["auditor", "administrator"])
+def test_refused_role_gets_403_even_for_an_invalid_upload(role, api_clients):
+    response = api_clients[role].post("/api/studies/", {"patient": "not-a-number"}, format="multipart")
+    assert response.status_code == 403

@@ -76,13 +76,14 @@ def test_uploads_beyond_the_per_user_rate_are_refused_and_audited(clinician, sec
 
 
 @pytest.mark.django_db
-def test_rate_limited_api_upload_is_a_400_with_the_reason(client, clinician, patient, settings):
+def test_rate_limited_api_upload_is_a_429_with_the_reason(client, clinician, patient, settings):
     settings.UPLOAD_RATE_LIMIT = 1
     client.force_login(clinician)
     first = client.post("/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("a.png", images.png_bytes())})
     second = client.post("/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("b.png", images.png_bytes(images.gradient(seed=3)))})
     assert first.status_code == 201
-    assert second.status_code == 400 and "Too many uploads" in second.content.decode()
+    assert second.status_code == 429 and "Too many uploads" in second.content.decode()
+    assert second["Retry-After"] == str(settings.UPLOAD_RATE_WINDOW_SECONDS)
 
 
 # --- type by content --------------------------------------------------------------------------------
