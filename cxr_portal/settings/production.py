@@ -33,4 +33,5 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-EMAIL_BACKEND = env("DJANGO_EMAIL_BACKEND", default="django.core.mail.backends.smtp.EmailBackend")
+# SMTP server for alert e-mails, e.g. smtp+tls://user:password@mail.hospital.org:587
+vars().update(env.email_url("DJANGO_EMAIL_URL", default="smtp://localhost:25"))
