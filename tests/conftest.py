@@ -88,6 +88,16 @@ def patient(db):
     return PatientFactory(mrn="MRN000123", name="Maria Lopez")
 
 
+@pytest.fixture
+def study(clinician, patient, monkeypatch):
+    """A received study; the inference task is not queued (on_commit does not run inside a test transaction)."""
+    from diagnosis.services.ingest import study_create
+    from tests import images
+
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-STUDY")
+
+
 def logged_in_client(user) -> Client:
     client = TwoFactorClient()
     client.force_login(user)

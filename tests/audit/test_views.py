@@ -21,12 +21,6 @@ def auditor_client(client, auditor):
     return client
 
 
-@pytest.fixture
-def study(clinician, patient, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
-    return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-AUD")
-
-
 def csv_rows(response) -> list[dict]:
     return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
@@ -83,7 +77,7 @@ def test_prediction_history_shows_model_probabilities_threshold_feedback_and_ale
     alert.acknowledged_by, alert.acknowledged_at = clinician, timezone.now()
     alert.save()
     page = auditor_client.get(reverse("audit:prediction_history")).content.decode()
-    for expected in ("history-model 1", "ACC-AUD", "0.800", "0.4", "dr_ana", "no opacities", "acknowledged by dr_ana"):
+    for expected in ("history-model 1", "ACC-STUDY", "0.800", "0.4", "dr_ana", "no opacities", "acknowledged by dr_ana"):
         assert expected in page
     assert AuditEvent.objects.filter(action="prediction.history_view", actor_username=auditor.username).count() == 1
 
@@ -100,9 +94,9 @@ def test_prediction_history_shows_model_probabilities_threshold_feedback_and_ale
 def test_prediction_history_filters(auditor_client, study):
     make_prediction(study, make_model_version("filter-model"), covid=0.1)
     page = lambda **filters: auditor_client.get(reverse("audit:prediction_history"), filters).content.decode()  # noqa: E731
-    assert "ACC-AUD" in page(model="filter-model") and "ACC-AUD" not in page(model="other")
-    assert "ACC-AUD" in page(alert="no") and "ACC-AUD" not in page(alert="yes")
-    assert "ACC-AUD" in page(user="dr_ana") and "ACC-AUD" not in page(patient="MRN-NOBODY")
+    assert "ACC-STUDY" in page(model="filter-model") and "ACC-STUDY" not in page(model="other")
+    assert "ACC-STUDY" in page(alert="no") and "ACC-STUDY" not in page(alert="yes")
+    assert "ACC-STUDY" in page(user="dr_ana") and "ACC-STUDY" not in page(patient="MRN-NOBODY")
 
 
 @pytest.mark.django_db

@@ -6,7 +6,6 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from diagnosis.models import Patient, Study
-from diagnosis.services.ingest import study_create
 from tests import images
 
 
@@ -21,12 +20,6 @@ def api_clients(role_clients):
         clients[role] = client
     clients["anonymous"] = APIClient()
     return clients
-
-
-@pytest.fixture
-def study(clinician, patient, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
-    return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-API")
 
 
 READ_EXPECTATIONS = {
@@ -115,7 +108,7 @@ def test_token_authentication(clinician, study):
     client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     response = client.get(f"/api/studies/{study.id}/")
     assert response.status_code == 200
-    assert response.json()["accession_number"] == "ACC-API"
+    assert response.json()["accession_number"] == study.accession_number
 
 
 @pytest.mark.django_db

@@ -5,14 +5,7 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from diagnosis.models import Patient, Study
-from diagnosis.services.ingest import study_create
 from tests import images
-
-
-@pytest.fixture
-def study(clinician, patient, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
-    return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-VIEW")
 
 
 # role -> expected status; anonymous users are redirected to the login page (302).
