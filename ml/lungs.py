@@ -3,8 +3,10 @@
 The shortcut audit (``ml.shortcut_audit``) needs a lung region for all images,
 but the only drawn lung outlines in the development pool belong to COVID-19
 images of one source (``lung_masks/README.md``): using them per image would
-hide the lungs of one class only. So every image gets the same fixed
-anatomical prior here, which carries no label information at all.
+hide the lungs of one class only. So the region of every image comes from
+something blind to the label: the lung segmenter (per image, see
+:func:`lung_region_for_config`) or, as the fallback, the fixed anatomical
+prior below.
 
 The prior is two axis-aligned ellipses in the square preprocessed frame
 (fractions of the side ``S``, origin top-left, x to the right, image left =
