@@ -61,3 +61,27 @@ def test_predictor_returns_calibrated_probabilities_and_heatmap(tiny_artifact):
     assert result.heatmap.shape == (64, 64) and 0 <= result.heatmap.min() and result.heatmap.max() <= 1
     assert result.model_input.shape == (64, 64)
     assert len(predictor.predict([images[1], images[2]])) == 2
+
+
+def test_collect_loso_gathers_runs_by_architecture_and_source(tmp_path):
+    from ml.artifact import ArtifactMetadata, save_metadata
+    from ml.train import collect_loso
+
+    runs = []
+    for architecture, source, auc in (("seed", "cohen", 0.57), ("sepres", "cohen", 0.58)):
+        run = tmp_path / f"{architecture}_{source}"
+        run.mkdir()
+        save_metadata(artifact_dir=run, metadata=ArtifactMetadata(
+            name="x", version="1", architecture=architecture, class_names=list(CLASS_NAMES), input_size=64,
+            preprocessing={}, temperature=1.0, covid_threshold=0.5, target_sensitivity=0.95, metrics={}, sha256="0",
+            training={"leave_out_source": source, "n_train": 10, "epochs": 2},
+        ))
+        (run / "test_metrics.json").write_text(json.dumps({
+            "n": 5, "covid_auc": auc, "accuracy": 0.6, "covid_sensitivity": 0.9, "covid_specificity": 0.2, "macro_auc": 0.6,
+        }))
+        (run / "split.json").write_text(json.dumps({"notes": {"loso_test": "all cohen"}}))
+        runs.append(run)
+    summary = collect_loso(run_dirs=runs, path=tmp_path / "out" / "loso.json")
+    assert summary["runs"]["seed/cohen"]["covid_auc"] == 0.57
+    assert summary["runs"]["sepres/cohen"]["architecture"] == "sepres"
+    assert json.loads((tmp_path / "out" / "loso.json").read_text()) == summary
