@@ -8,9 +8,8 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -333,7 +332,3 @@ def _add_errors(form, error: ValidationError, field: str | None = None) -> None:
             form.add_error(name if name in form.fields else None, [upload_message_translated(m) for m in errors])
     else:
         form.add_error(field, [upload_message_translated(message) for message in error.messages])
-
-
-def study_url(study) -> str:
-    return reverse("diagnosis:study_detail", kwargs={"study_id": study.id})

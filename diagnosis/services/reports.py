@@ -5,7 +5,6 @@ Every string goes through Django's translation framework; the caller activates t
 
 import io
 
-from django.conf import settings
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _

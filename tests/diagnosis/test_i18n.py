@@ -93,7 +93,6 @@ def test_spanish_catalogue_has_every_string_the_code_and_templates_mark(tmp_path
 
 @pytest.mark.django_db
 def test_pages_and_the_pdf_report_are_in_spanish_when_picked(client, clinician, patient, monkeypatch):
-    import io
 
     from pypdf import PdfReader
 
