@@ -59,8 +59,24 @@ def test_api_upload_over_the_cap_is_413(client, clinician, patient, settings):
 # --- rate limit -----------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def frozen_rate_window(monkeypatch):
+    """Keep every upload of a test in one rate-limit window, with an empty counter.
+
+    The limiter counts per fixed window of wall-clock time; a test whose uploads straddle a window
+    boundary would otherwise see its count restart and fail by chance.
+    """
+    from types import SimpleNamespace
+
+    from django.core.cache import cache
+
+    cache.clear()
+    monkeypatch.setattr("diagnosis.services.ingest.time", SimpleNamespace(time=lambda: 1_800_000_000.0))
+
+
 @pytest.mark.django_db
-def test_uploads_beyond_the_per_user_rate_are_refused_and_audited(clinician, second_clinician, patient, settings):
+def test_uploads_beyond_the_per_user_rate_are_refused_and_audited(clinician, second_clinician, patient, settings,
+                                                                  frozen_rate_window):
     settings.UPLOAD_RATE_LIMIT = 3
     for number in range(2):
         study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.gradient(seed=number)))
@@ -76,7 +92,7 @@ def test_uploads_beyond_the_per_user_rate_are_refused_and_audited(clinician, sec
 
 
 @pytest.mark.django_db
-def test_rate_limited_api_upload_is_a_429_with_the_reason(client, clinician, patient, settings):
+def test_rate_limited_api_upload_is_a_429_with_the_reason(client, clinician, patient, settings, frozen_rate_window):
     settings.UPLOAD_RATE_LIMIT = 1
     client.force_login(clinician)
     first = client.post("/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("a.png", images.png_bytes())})
