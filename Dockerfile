@@ -14,8 +14,13 @@ WORKDIR /app
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY --chown=portal:portal . .
+# Placeholder values: collectstatic only needs settings to load; the real ones come from .env at run time.
 RUN DJANGO_SECRET_KEY=build DJANGO_ALLOWED_HOSTS=build DATABASE_URL=sqlite:////tmp/build.sqlite3 \
-    CELERY_BROKER_URL=memory:// python manage.py collectstatic --noinput
+    CELERY_BROKER_URL=memory:// CXR_STORAGE_KEY=MDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA= \
+    python manage.py collectstatic --noinput
+
+# A named volume mounted here takes this directory's owner, so the portal user can write images.
+RUN mkdir -p /data/images && chown portal:portal /data/images
 
 USER portal
 EXPOSE 8000
