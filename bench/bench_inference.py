@@ -30,6 +30,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from tests.images import dicom_bytes  # noqa: E402  (the same synthetic DICOM builder the tests use)
+
 
 def _timings(function, *, n: int, warmup: int = 5) -> dict:
     for _ in range(warmup):
@@ -79,37 +81,10 @@ def _inputs() -> dict[str, bytes]:
     for name, syntax in (("DICOM 2000x2000 uncompressed", None), ("DICOM 2000x2000 RLE", RLELossless),
                          ("DICOM 2000x2000 JPEG 2000 lossless", JPEG2000Lossless)):
         try:
-            inputs[name] = _dicom((big * 4095).astype(np.uint16), syntax)
+            inputs[name] = dicom_bytes(big, bits=12, transfer_syntax=syntax, patient_id="BENCH")
         except Exception as error:  # an encoder plugin may be missing: report, keep benchmarking
             print(f"(skipping {name}: {error})")
     return inputs
-
-
-def _dicom(pixels: np.ndarray, syntax) -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "DX"
-    dataset.PatientID = "BENCH"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
-    dataset.PixelRepresentation = 0
-    dataset.PixelData = pixels.tobytes()
-    if syntax is not None:
-        dataset.compress(syntax)
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def _keras_model(artifact: Path | None, architecture: str, size: int):
