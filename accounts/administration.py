@@ -12,6 +12,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.authtoken.models import Token
 
 from audit.services import audit_record
+from cxr_portal.form_errors import form_add_service_errors
 from diagnosis.access import require_capability
 
 from . import selectors, services
@@ -31,14 +32,6 @@ def _user_or_404(user_id: int) -> User:
     if user is None:
         raise Http404(_("No such user."))
     return user
-
-
-def _form_errors(form, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for name, errors in error.message_dict.items():
-            form.add_error(name if name in form.fields else None, errors)
-    else:
-        form.add_error(None, error.messages)
 
 
 @login_required
@@ -69,7 +62,7 @@ def user_create_view(request):
                 email=data["email"], first_name=data["first_name"], last_name=data["last_name"],
             )
         except ValidationError as error:
-            _form_errors(form, error)
+            form_add_service_errors(form, error)
         else:
             messages.success(request, _("User %(username)s created.") % {"username": user.username})
             return redirect("administration:user_detail", user_id=user.id)
@@ -119,7 +112,7 @@ def user_set_role_view(request, user_id: int):
         try:
             services.user_set_role(actor=request.user, user=user, role=RoleName(form.cleaned_data["role"]))
         except ValidationError as error:
-            _form_errors(form, error)
+            form_add_service_errors(form, error)
         else:
             messages.success(request, _("Role of %(username)s changed.") % {"username": user.username})
             return redirect("administration:user_detail", user_id=user.id)

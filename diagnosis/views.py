@@ -16,19 +16,20 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.roles import Capability, user_can
 from audit.services import audit_record
+from cxr_portal.form_errors import form_add_service_errors
 
 from . import access, selectors
 from .forms import FeedbackForm, PatientForm, PatientSearchForm, StudyUploadForm, WorklistFilterForm
 from .models import DeliveryOutcome, ModelVersion, StudyStatus
 from .selectors import WorklistFilters
+from .services import storage
 from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
-from .services.reports import study_report_pdf
-from .upload_messages import upload_message_translated
-from .services import storage
 from .services.ingest import study_create
 from .services.model_registry import model_version_active
 from .services.patients import patient_create
+from .services.reports import study_report_pdf
+from .upload_messages import upload_message_translated
 
 WORKLIST_PAGE_SIZE = 25
 
@@ -139,7 +140,7 @@ def patient_create_view(request):
         try:
             patient = patient_create(actor=request.user, **form.cleaned_data)
         except ValidationError as error:
-            _add_errors(form, error)
+            form_add_service_errors(form, error, translate=upload_message_translated)
         else:
             messages.success(request, _("Patient %(name)s created.") % {"name": patient.name})
             return redirect("diagnosis:patient_detail", patient_id=patient.id)
@@ -172,7 +173,7 @@ def study_upload(request, patient_id: int):
                 acquisition_date=form.cleaned_data["acquisition_date"],
             )
         except ValidationError as error:
-            _add_errors(form, error, field="file")
+            form_add_service_errors(form, error, field="file", translate=upload_message_translated)
         else:
             messages.success(request, _("Study %(accession)s received and queued for analysis.") % {"accession": study.accession_number})
             return redirect("diagnosis:study_detail", study_id=study.id)
@@ -236,7 +237,7 @@ def study_feedback(request, study_id: int):
         try:
             feedback_record(author=request.user, prediction=prediction, **form.cleaned_data)
         except ValidationError as error:
-            _add_errors(form, error)
+            form_add_service_errors(form, error, translate=upload_message_translated)
         else:
             messages.success(request, _("Your feedback was recorded."))
             return redirect("diagnosis:study_detail", study_id=study.id)
@@ -324,11 +325,3 @@ def model_versions(request):
     return render(request, "diagnosis/model_versions.html", {
         "versions": ModelVersion.objects.all(), "agreement": selectors.agreement_by_model_version(),
     })
-
-
-def _add_errors(form, error: ValidationError, field: str | None = None) -> None:
-    if hasattr(error, "error_dict"):
-        for name, errors in error.message_dict.items():
-            form.add_error(name if name in form.fields else None, [upload_message_translated(m) for m in errors])
-    else:
-        form.add_error(field, [upload_message_translated(message) for message in error.messages])
