@@ -87,6 +87,122 @@ def _inputs() -> dict[str, bytes]:
     return inputs
 
 
+def multiply_adds(keras_model) -> int:
+    """Multiply-accumulates of one forward pass (convolutions and dense layers; batch norm folds away)."""
+    import keras
+
+    total = 0
+    for layer in keras_model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.SeparableConv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)):
+            in_channels = layer.input.shape[-1]
+            out_shape = layer.output.shape
+            positions = int(np.prod(out_shape[1:-1])) if len(out_shape) > 2 else 1
+            if isinstance(layer, keras.layers.Dense):
+                total += in_channels * out_shape[-1]
+                continue
+            kernel = int(np.prod(layer.kernel_size))
+            if isinstance(layer, keras.layers.SeparableConv2D):
+                total += positions * (kernel * in_channels + in_channels * out_shape[-1])
+            elif isinstance(layer, keras.layers.DepthwiseConv2D):
+                total += positions * kernel * in_channels
+            else:
+                total += positions * kernel * in_channels * out_shape[-1]
+    return int(total)
+
+
+def _roof_models():
+    """Dense convolutions XNNPACK runs nearest the CPU's peak: 3x3 (64 -> 64) and 1x1 (256 -> 256)."""
+    import keras
+
+    models = []
+    for kernel, channels, size in ((3, 64, 64), (1, 256, 32)):
+        inputs = keras.Input((size, size, channels))
+        x = inputs
+        for index in range(4):
+            x = keras.layers.Conv2D(channels, kernel, padding="same", name=f"roof{index}")(x)
+        models.append(keras.Model(inputs, x, name=f"roof_{kernel}x{kernel}"))
+    return models
+
+
+def _roof_rate(folder: Path, *, n: int) -> float:
+    """The best multiply-add rate (GMAC/s, one thread) TFLite reaches on dense convolutions here."""
+    from ml.export import make_interpreter
+
+    best = 0.0
+    for model in _roof_models():
+        interpreter = make_interpreter(_export_any(model, folder / f"{model.name}.tflite"), threads=1)
+        detail = interpreter.get_input_details()[0]
+        x = np.random.default_rng(0).uniform(0, 1, detail["shape"]).astype(np.float32)
+
+        def run():
+            interpreter.set_tensor(detail["index"], x)
+            interpreter.invoke()
+
+        best = max(best, _timings(run, n=n)["images_per_s"] * multiply_adds(model) / 1e9)
+    return best
+
+
+def _invoke_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]:
+    """One serving process: one-thread interpreter, wait for the common start, run n inferences."""
+    from ml.export import make_interpreter
+
+    interpreter = make_interpreter(path, threads=1)
+    detail = interpreter.get_input_details()[0]
+    x = np.random.default_rng(0).uniform(0, 1, detail["shape"]).astype(np.float32)
+    for _ in range(5):
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+    while time.time() < start_at:
+        time.sleep(0.001)
+    started = time.time()
+    for _ in range(n):
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+    return started, time.time(), n
+
+
+def _predict_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]:
+    """One worker process: Predictor (preprocessing + model) on a synthetic film, as the worker serves."""
+    from ml.inference import Predictor
+
+    predictor = Predictor.load(path)
+    film = _chest(512, 440)
+    for _ in range(3):
+        predictor.predict_one(film)
+    while time.time() < start_at:
+        time.sleep(0.001)
+    started = time.time()
+    for _ in range(n):
+        predictor.predict_one(film)
+    return started, time.time(), n
+
+
+def _parallel_rate(function, path: Path, *, processes: int, n: int) -> float:
+    """Images/s summed over ``processes`` one-thread processes running at the same time."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start_at = time.time() + 8.0  # every process has loaded its model by then
+    with context.Pool(processes) as pool:
+        results = pool.starmap(function, [(str(path), n, start_at)] * processes)
+    first, last = min(r[0] for r in results), max(r[1] for r in results)
+    return sum(r[2] for r in results) / (last - first)
+
+
+def _export_any(keras_model, path: Path) -> Path:
+    """TFLite export of a model with any input shape (ml.export fixes (1, S, S, 1) for classifiers)."""
+    import tensorflow as tf
+
+    signature = tf.TensorSpec([1, *keras_model.input_shape[1:]], tf.float32)
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    function = tf.function(lambda x: keras_model(x, training=False), input_signature=[signature])
+    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    path.write_bytes(converter.convert())
+    return path
+
+
 def _keras_model(artifact: Path | None, architecture: str, size: int):
     import keras
 
@@ -102,6 +218,7 @@ def main() -> int:
     parser.add_argument("--seed-artifact", type=Path, default=REPO_ROOT / "ml" / "artifacts" / "seed")
     parser.add_argument("--production-artifact", type=Path, default=REPO_ROOT / "ml" / "artifacts" / "production")
     parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--processes", type=int, default=2, help="serving processes run at once (one per core)")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -134,6 +251,28 @@ def main() -> int:
                    _timings(lambda: run_interpreter(predictor._interpreter, pinput), n=args.n))
             film = _chest(512, 440)
             _print("production Predictor.predict_one (preprocess+model)", _timings(lambda: predictor.predict_one(film), n=args.n))
+
+    from ml.export import export_tflite as _export
+
+    processes = args.processes
+    print(f"\nserving on {processes} one-thread processes at once (as the worker runs: one process per core)")
+    with tempfile.TemporaryDirectory() as folder:
+        roof_rate = _roof_rate(Path(folder), n=max(20, args.n // 10))
+        print(f"arithmetic roof: dense convolutions under TFLite reach at best {roof_rate:.1f} GMAC/s on one thread "
+              f"({processes * roof_rate:.1f} GMAC/s on {processes})")
+        rows = [("seed", seed_model, seed_tflite if seed_tflite.is_file() else _export(
+            keras_model=seed_model, path=Path(folder) / "seed.tflite"))]
+        if predictor is not None:
+            rows.append(("production", predictor.keras_model, production / predictor.metadata.model_file))
+        for label, keras_model, path in rows:
+            macs = multiply_adds(keras_model)
+            allowed = processes * roof_rate * 1e9 / macs
+            rate = _parallel_rate(_invoke_loop, path, processes=processes, n=args.n * 2)
+            print(f"{label:<11} {macs / 1e6:8.1f} M multiply-adds   {rate:8.1f} img/s on {processes} processes   "
+                  f"arithmetic allows {allowed:8.1f} img/s   -> {100 * rate / allowed:5.1f}% of it")
+        if predictor is not None:
+            rate = _parallel_rate(_predict_loop, production, processes=processes, n=args.n)
+            print(f"production Predictor.predict_one (decoded 512 px film: preprocess+model) {rate:8.1f} img/s on {processes} processes")
 
     if predictor is not None:
         code = (

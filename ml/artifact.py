@@ -37,6 +37,8 @@ class ArtifactMetadata:
     keras_file: str = KERAS_FILE
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     training: dict = field(default_factory=dict)
+    # One-sided confidence at which validation proved target_sensitivity (None: point estimate, older artifacts).
+    threshold_confidence: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -156,7 +156,7 @@ def summarize_predictions(
     }
 
 
-def _select_samples(*, data: Path, manifest: Path | None, split_file: Path | None, subset: str):
+def select_samples(*, data: Path, manifest: Path | None, split_file: Path | None, subset: str):
     """The samples to evaluate; ``subset="loso"`` is the test set of a leave-one-source-out artifact.
 
     A LOSO artifact's split.json is the shared split with ``notes.leave_out_source``;
@@ -231,7 +231,7 @@ def evaluate_artifact(
 
     artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    samples = _select_samples(
+    samples = select_samples(
         data=data,
         manifest=Path(manifest) if manifest else None,
         split_file=Path(split_file) if split_file else None,

@@ -130,6 +130,7 @@ def train_model(
     learning_rate: float = 1e-3,
     patience: int = 6,
     target_sensitivity: float = 0.95,
+    threshold_confidence: float | None = 0.95,
     training_info: dict | None = None,
     split_data: dict | None = None,
     test_films: list[np.ndarray] | None = None,
@@ -186,6 +187,7 @@ def train_model(
         positive_probabilities=val_calibrated[:, positive],
         is_positive=val_labels == positive,
         target_sensitivity=target_sensitivity,
+        confidence=threshold_confidence,
     )
     val_metrics = classification_metrics(
         probabilities=val_calibrated, labels=val_labels, positive_index=positive, threshold=threshold
@@ -247,6 +249,7 @@ def train_model(
         temperature=temperature,
         covid_threshold=threshold,
         target_sensitivity=target_sensitivity,
+        threshold_confidence=threshold_confidence,
         metrics=val_metrics,
         sha256=file_sha256(tflite_path),
         training=info,
@@ -425,6 +428,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=6)
+    parser.add_argument("--target-sensitivity", type=float, default=0.95)
+    parser.add_argument("--threshold-confidence", type=float, default=0.95,
+                        help="the COVID-19 threshold must reach the target sensitivity at this one-sided confidence "
+                             "(Clopper-Pearson lower bound on validation); 0 uses the point estimate")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("CXR_TF_THREADS", "2")))
     parser.add_argument("--name", default=None)
     parser.add_argument("--version", default="1")
@@ -482,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         patience=args.patience,
+        target_sensitivity=args.target_sensitivity,
+        threshold_confidence=args.threshold_confidence or None,
         threads=args.threads,
         training_info={
             "data_root": str(args.data),

@@ -39,3 +39,45 @@ def test_metrics_report_accuracy_and_sensitivity():
     assert result["accuracy"] == pytest.approx(2 / 3)
     assert result["covid_sensitivity"] == 1.0
     assert result["covid_specificity"] == 0.5
+
+
+def test_sensitivity_lower_bound_matches_closed_forms():
+    from ml.calibration import sensitivity_lower_bound
+
+    # All detected: the bound solves p**n = 1 - confidence.
+    assert sensitivity_lower_bound(102, 102, confidence=0.95) == pytest.approx(0.05 ** (1 / 102), abs=1e-9)
+    # One detected out of one: the bound is 1 - confidence.
+    assert sensitivity_lower_bound(1, 1, confidence=0.9) == pytest.approx(0.1, abs=1e-9)
+    # Half detected out of 100: the textbook one-sided 95% exact bound is 0.4136.
+    assert sensitivity_lower_bound(50, 100, confidence=0.95) == pytest.approx(0.4136, abs=5e-4)
+    assert sensitivity_lower_bound(0, 10, confidence=0.95) == 0.0
+    with pytest.raises(ValueError):
+        sensitivity_lower_bound(5, 10, confidence=1.0)
+
+
+def test_confident_threshold_proves_the_target_and_costs_specificity():
+    from ml.calibration import sensitivity_lower_bound
+
+    rng = np.random.default_rng(2)
+    is_positive = rng.random(600) < 0.3
+    scores = np.clip(rng.normal(0.3 + 0.35 * is_positive, 0.15), 0, 1)
+    plain = choose_threshold(positive_probabilities=scores, is_positive=is_positive, target_sensitivity=0.95)
+    confident = choose_threshold(
+        positive_probabilities=scores, is_positive=is_positive, target_sensitivity=0.95, confidence=0.95
+    )
+    positives = int(is_positive.sum())
+    detected = int((scores[is_positive] >= confident).sum())
+    assert confident < plain
+    assert sensitivity_lower_bound(detected, positives, confidence=0.95) >= 0.95
+    # The highest threshold that proves it: one positive fewer would not.
+    assert sensitivity_lower_bound(detected - 1, positives, confidence=0.95) < 0.95
+    assert (scores[~is_positive] < confident).mean() < (scores[~is_positive] < plain).mean()
+
+
+def test_confident_threshold_with_too_few_positives_detects_them_all():
+    scores = np.array([0.9, 0.8, 0.3, 0.2, 0.1])
+    is_positive = np.array([True, True, True, False, False])
+    threshold = choose_threshold(
+        positive_probabilities=scores, is_positive=is_positive, target_sensitivity=0.95, confidence=0.95
+    )
+    assert threshold == pytest.approx(0.3)

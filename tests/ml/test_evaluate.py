@@ -172,3 +172,41 @@ def test_cli_explains_an_empty_or_unreadable_folder(artifact, tmp_path, capsys):
     )
     assert code == 2
     assert "None of the 1 images could be decoded (covid/a.png:" in capsys.readouterr().err
+
+
+def test_recalibrate_refits_temperature_and_threshold_and_keeps_the_model(artifact, tmp_path, capsys):
+    import shutil
+
+    from ml import recalibrate
+    from ml.artifact import load_metadata, verify_artifact
+
+    copy = tmp_path / "model"
+    shutil.copytree(artifact, copy)
+    before = load_metadata(copy)
+    data = tmp_path / "site"
+    _write_folder(data, classes=CLASSES, n=60, seed=5)
+
+    assert recalibrate.main(["--model", str(copy), "--data", str(data), "--dry-run", "--quiet"]) == 0
+    assert load_metadata(copy).to_dict() == before.to_dict()
+
+    assert recalibrate.main(["--model", str(copy), "--data", str(data), "--quiet"]) == 0
+    after = load_metadata(copy)
+    assert verify_artifact(copy) and after.sha256 == before.sha256
+    assert after.threshold_confidence == 0.95
+    record = after.training["recalibrations"][-1]
+    assert record["n"] == 60 and record["positives"] == 20
+    assert record["previous"]["covid_threshold"] == before.covid_threshold
+    assert after.covid_threshold == record["covid_threshold"]
+    # 20 positives cannot prove 95% sensitivity: the threshold detects every one of them.
+    assert record["metrics"]["covid_sensitivity"] == 1.0
+    assert record["sensitivity_lower_bound"] == pytest.approx(0.05 ** (1 / 20), abs=1e-6)
+
+
+def test_recalibrate_explains_data_without_covid(artifact, tmp_path, capsys):
+    from ml import recalibrate
+
+    data = tmp_path / "site"
+    _write_folder(data, classes=("normal", "pneumonia"))
+    code = recalibrate.main(["--model", str(artifact), "--data", str(data), "--quiet"])
+    assert code == 2
+    assert "no COVID-19 images" in capsys.readouterr().err

@@ -1,0 +1,175 @@
+"""Refit a model's temperature and COVID-19 alert threshold on labelled local data.
+
+    python -m ml.recalibrate --model ARTIFACT --data ROOT [--manifest CSV]
+        [--split-file SPLIT --subset val] [--target-sensitivity 0.95] [--threshold-confidence 0.95]
+        [--keep-temperature] [--dry-run]
+
+A hospital that adopts a model should check its operating point on its own
+films: probabilities calibrated on the development pool are not calibrated on
+another scanner. This refits temperature scaling (minimum NLL) and chooses the
+highest threshold whose sensitivity on that data reaches the target, at the
+given one-sided confidence. The network and model.tflite are untouched (the
+SHA-256 stays), so the artifact's name and version stay too; metadata.json
+records what was refitted, on what data, and the values it replaced. Register
+the result as a new model version in the portal so that predictions keep
+pointing at the operating point they were made with.
+
+Never recalibrate on the data you will report test results on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ml.calibration import (
+    apply_temperature,
+    choose_threshold,
+    classification_metrics,
+    fit_temperature,
+    sensitivity_lower_bound,
+)
+from ml.labels import POSITIVE_CLASS
+
+
+class RecalibrationError(Exception):
+    """Bad input (no images, no positives); the message is meant for the user."""
+
+
+def recalibrate(
+    *,
+    artifact_dir: Path | str,
+    raw_probabilities: np.ndarray,
+    labels: np.ndarray,
+    data_description: str,
+    target_sensitivity: float = 0.95,
+    threshold_confidence: float | None = 0.95,
+    keep_temperature: bool = False,
+    dry_run: bool = False,
+) -> dict:
+    """Refit on raw (uncalibrated) probabilities and update the artifact's metadata.json.
+
+    Returns the record stored under ``training["recalibrations"]``.
+    """
+    from ml.artifact import load_metadata, save_metadata
+
+    artifact_dir = Path(artifact_dir)
+    metadata = load_metadata(artifact_dir)
+    labels = np.asarray(labels, dtype=int)
+    positive = metadata.class_names.index(POSITIVE_CLASS)
+    positives = int((labels == positive).sum())
+    if positives == 0:
+        raise RecalibrationError("The data has no COVID-19 images: the alert threshold cannot be chosen.")
+    temperature = metadata.temperature if keep_temperature else fit_temperature(
+        probabilities=raw_probabilities, labels=labels
+    )
+    calibrated = apply_temperature(raw_probabilities, temperature)
+    threshold = choose_threshold(
+        positive_probabilities=calibrated[:, positive],
+        is_positive=labels == positive,
+        target_sensitivity=target_sensitivity,
+        confidence=threshold_confidence,
+    )
+    fitted = classification_metrics(
+        probabilities=calibrated, labels=labels, positive_index=positive, threshold=threshold
+    )
+    detected = int(round(fitted["covid_sensitivity"] * positives))
+    record = {
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": data_description,
+        "n": int(len(labels)),
+        "positives": positives,
+        "target_sensitivity": target_sensitivity,
+        "threshold_confidence": threshold_confidence,
+        "sensitivity_lower_bound": (
+            sensitivity_lower_bound(detected, positives, confidence=threshold_confidence)
+            if threshold_confidence else None
+        ),
+        "previous": {"temperature": metadata.temperature, "covid_threshold": metadata.covid_threshold,
+                     "target_sensitivity": metadata.target_sensitivity,
+                     "threshold_confidence": metadata.threshold_confidence},
+        "temperature": temperature,
+        "covid_threshold": threshold,
+        "metrics": fitted,
+    }
+    if not dry_run:
+        metadata.temperature = temperature
+        metadata.covid_threshold = threshold
+        metadata.target_sensitivity = target_sensitivity
+        metadata.threshold_confidence = threshold_confidence
+        metadata.metrics = fitted
+        metadata.training.setdefault("recalibrations", []).append(record)
+        save_metadata(artifact_dir=artifact_dir, metadata=metadata)
+    return record
+
+
+def _raw_probabilities(*, artifact_dir: Path, samples, progress: bool) -> tuple[np.ndarray, np.ndarray, list]:
+    from tqdm import tqdm
+
+    from ml.imaging import ImageDecodeError, decode_path
+    from ml.inference import Predictor
+
+    predictor = Predictor.load(artifact_dir)
+    raw, labels, skipped = [], [], []
+    for sample in tqdm(samples, desc="predicting", unit="image", disable=not progress, file=sys.stderr):
+        try:
+            pixels = decode_path(sample.path).pixels
+        except (ImageDecodeError, OSError) as error:
+            skipped.append({"file": sample.key, "reason": str(error)})
+            continue
+        result = predictor.predict_one(pixels)
+        raw.append([result.raw_probabilities[name] for name in predictor.class_names])
+        labels.append(list(predictor.class_names).index(sample.label))
+    return np.asarray(raw, dtype=np.float64), np.asarray(labels, dtype=int), skipped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ml.evaluate import EvaluationError, select_samples
+
+    parser = argparse.ArgumentParser(prog="python -m ml.recalibrate", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="artifact folder to update")
+    parser.add_argument("--data", required=True, type=Path, help="folder with covid/normal/pneumonia subfolders")
+    parser.add_argument("--manifest", type=Path, default=None)
+    parser.add_argument("--split-file", type=Path, default=None)
+    parser.add_argument("--subset", default="val", choices=("train", "val", "test"))
+    parser.add_argument("--target-sensitivity", type=float, default=0.95)
+    parser.add_argument("--threshold-confidence", type=float, default=0.95,
+                        help="one-sided confidence for the sensitivity target; 0 uses the point estimate")
+    parser.add_argument("--keep-temperature", action="store_true", help="refit the threshold only")
+    parser.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if not 0 < args.target_sensitivity < 1:
+        parser.error("--target-sensitivity must lie strictly between 0 and 1")
+    if not 0 <= args.threshold_confidence < 1:
+        parser.error("--threshold-confidence must lie in [0, 1)")
+    if not (args.model / "metadata.json").is_file():
+        parser.error(f"{args.model} is not a model artifact (no metadata.json)")
+    try:
+        samples = select_samples(data=args.data, manifest=args.manifest, split_file=args.split_file,
+                                 subset=args.subset)
+        raw, labels, skipped = _raw_probabilities(artifact_dir=args.model, samples=samples, progress=not args.quiet)
+        if not len(labels):
+            raise RecalibrationError(f"None of the {len(skipped)} images could be decoded.")
+        description = str(args.data) + (f" ({args.split_file} subset {args.subset})" if args.split_file else "")
+        record = recalibrate(
+            artifact_dir=args.model, raw_probabilities=raw, labels=labels, data_description=description,
+            target_sensitivity=args.target_sensitivity, threshold_confidence=args.threshold_confidence or None,
+            keep_temperature=args.keep_temperature, dry_run=args.dry_run,
+        )
+    except (EvaluationError, RecalibrationError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    record["skipped"] = skipped
+    print(json.dumps(record, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
