@@ -28,7 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SEGMENTER_INPUT = 96
@@ -52,6 +52,26 @@ def _segmenter_input(pixels: np.ndarray) -> np.ndarray:
     return equalize_histogram(small)
 
 
+def _square_filter(mask: np.ndarray, size: int, combine) -> np.ndarray:
+    """Erosion (``np.logical_and``) or dilation (``np.logical_or``) by a size x size square.
+
+    Same result as Pillow's MinFilter/MaxFilter on a 0/255 image (edges
+    replicated), in a fraction of the time: separable, rows then columns.
+    """
+    reach = size // 2
+    padded = np.pad(mask, reach, mode="edge")
+    height, width = mask.shape
+    rows = padded[:, reach:reach + width].copy()
+    for offset in range(size):
+        if offset != reach:
+            rows = combine(rows, padded[:, offset:offset + width])
+    out = rows[reach:reach + height].copy()
+    for offset in range(size):
+        if offset != reach:
+            out = combine(out, rows[offset:offset + height])
+    return out
+
+
 @dataclass
 class LungSegmenter:
     interpreter: object
@@ -73,9 +93,9 @@ class LungSegmenter:
         """Boolean lung mask at the film's own size."""
         height, width = pixels.shape
         small = self.probability_map(pixels) >= self.threshold
-        image = Image.fromarray((small * 255).astype(np.uint8), mode="L")
         # Opening removes specks; the final dilation keeps the lung edge (pleura) inside.
-        image = image.filter(ImageFilter.MinFilter(3)).filter(ImageFilter.MaxFilter(3)).filter(ImageFilter.MaxFilter(5))
+        small = _square_filter(_square_filter(_square_filter(small, 3, np.logical_and), 3, np.logical_or), 5, np.logical_or)
+        image = Image.fromarray((small * 255).astype(np.uint8), mode="L")
         mask = np.asarray(image.resize((width, height), Image.Resampling.BILINEAR)) >= 128
         if mask.mean() < MIN_LUNG_FRACTION:
             from ml.lungs import prior_lung_mask

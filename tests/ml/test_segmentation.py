@@ -65,3 +65,18 @@ def test_frame_equalisation_keeps_lung_density_relative_to_the_chest(segmenter_r
     # Equalised inside the lungs only, the dark lungs are stretched to full range; over the frame they stay darker.
     assert by_frame[mask].mean() < by_mask[mask].mean()
     load_segmenter.cache_clear()
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_square_filters_equal_pillows_rank_filters(size):
+    from PIL import Image, ImageFilter
+
+    from ml.segmentation import _square_filter
+
+    rng = np.random.default_rng(size)
+    mask = rng.random((96, 80)) < 0.55
+    image = Image.fromarray((mask * 255).astype(np.uint8), mode="L")
+    eroded = np.asarray(image.filter(ImageFilter.MinFilter(size))) == 255
+    dilated = np.asarray(image.filter(ImageFilter.MaxFilter(size))) == 255
+    assert np.array_equal(_square_filter(mask, size, np.logical_and), eroded)
+    assert np.array_equal(_square_filter(mask, size, np.logical_or), dilated)
