@@ -160,19 +160,22 @@ def select_samples(*, data: Path, manifest: Path | None, split_file: Path | None
     """The samples to evaluate; ``subset="loso"`` is the test set of a leave-one-source-out artifact.
 
     A LOSO artifact's split.json is the shared split with ``notes.leave_out_source``;
-    its test set (``ml.datasets.leave_one_source_out``) is every image of that
-    source plus the other sources' test images the source lacks a class for.
+    its train and val parts leave that source out, and its test set
+    (``ml.datasets.leave_one_source_out``) is every image of that source plus
+    the other sources' test images the source lacks a class for.
     """
     from ml.datasets import leave_one_source_out, load_dataset, load_split
 
     samples = load_dataset(data, manifest)
     if split_file is not None:
         split = load_split(split_file)
-        if subset == "loso":
-            source = split.notes.get("leave_out_source")
-            if not source:
-                raise EvaluationError(f"{split_file} is not a leave-one-source-out split (no notes.leave_out_source).")
-            samples = leave_one_source_out(samples=samples, split=split, source=source).test
+        left_out = split.notes.get("leave_out_source")
+        if subset == "loso" and not left_out:
+            raise EvaluationError(f"{split_file} is not a leave-one-source-out split (no notes.leave_out_source).")
+        if subset == "loso" or (left_out and subset in ("train", "val")):
+            # A leave-one-source-out run never trained or calibrated on that source.
+            loso = leave_one_source_out(samples=samples, split=split, source=left_out)
+            samples = {"loso": loso.test, "train": loso.train, "val": loso.val}[subset]
         else:
             samples = split.part(samples, subset)
         if not samples:

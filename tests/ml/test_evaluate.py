@@ -123,6 +123,10 @@ def test_manifest_split_and_per_source(artifact, tmp_path):
     ).metrics
     assert set(loso["per_source"]) == {"alpha"}
     assert loso["n"] == sum(1 for _, _, i in written if i % 2)
+    # Its validation part (what ml.recalibrate refits on) leaves alpha out too.
+    split.write_text(json.dumps({"seed": 0, "train": [], "val": keys, "test": [], "notes": {"leave_out_source": "alpha"}}))
+    val = evaluate.select_samples(data=data, manifest=data / "manifest.csv", split_file=split, subset="val")
+    assert {s.source for s in val} == {"beta"} and len(val) == sum(1 for _, _, i in written if i % 2 == 0)
 
     from ml.compare import main as compare_main
 
