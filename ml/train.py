@@ -40,6 +40,7 @@ from ml.preprocess import PreprocessConfig, preprocess, preprocess_batch, shrink
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LUNG_SEGMENTER = "lung_segmenter"
+LOSO_EVALUATION = "loso_evaluation"
 
 
 def default_preprocess(architecture: str, *, input_size: int | None = None) -> PreprocessConfig:
@@ -360,6 +361,10 @@ def load_films(samples, *, cache_dir: Path | None = None, max_side: int = 512) -
 def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
     """Gather leave-one-source-out runs (folders from ``--leave-out-source``) into loso.json.
 
+    A run folder holding ``loso_evaluation/metrics.json`` (``python -m ml.evaluate
+    --model RUN --split-file RUN/split.json --subset loso --out RUN/loso_evaluation``)
+    contributes those numbers; otherwise its training-time test_metrics.json.
+
     Entries are keyed "<architecture>/<left-out source>"; an existing file is
     updated, so seed and production runs can be added separately.
     """
@@ -367,20 +372,42 @@ def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
 
     summary = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     for run_dir in run_dirs:
+        run_dir = Path(run_dir)
         metadata = load_metadata(run_dir)
-        test = json.loads((Path(run_dir) / "test_metrics.json").read_text())
-        split = json.loads((Path(run_dir) / SPLIT_FILE).read_text())
+        split = json.loads((run_dir / SPLIT_FILE).read_text())
         source = metadata.training["leave_out_source"]
+        evaluation = run_dir / LOSO_EVALUATION / "metrics.json"
+        if evaluation.is_file():
+            # ml.evaluate's numbers (TFLite, the artifact's current threshold) win over training time's.
+            metrics = json.loads(evaluation.read_text())
+            numbers = {
+                "n": metrics["n"],
+                "covid_auc": metrics["per_class"][POSITIVE_CLASS]["auc"],
+                "accuracy": metrics["accuracy"],
+                "covid_sensitivity_at_threshold": metrics["threshold"]["sensitivity"],
+                "covid_specificity_at_threshold": metrics["threshold"]["specificity"],
+                "macro_auc": metrics["macro_auc"],
+                "measured_by": f"ml.evaluate ({LOSO_EVALUATION}/metrics.json)",
+            }
+        else:
+            test = json.loads((run_dir / "test_metrics.json").read_text())
+            numbers = {
+                "n": test["n"],
+                "covid_auc": test["covid_auc"],
+                "accuracy": test["accuracy"],
+                "covid_sensitivity_at_threshold": test["covid_sensitivity"],
+                "covid_specificity_at_threshold": test["covid_specificity"],
+                "macro_auc": test["macro_auc"],
+                "measured_by": "ml.train (Keras, threshold at training time)",
+            }
         summary["runs"][f"{metadata.architecture}/{source}"] = {
             "left_out_source": source,
             "architecture": metadata.architecture,
+            "name": metadata.name,
+            "input_size": metadata.input_size,
             "preprocessing": metadata.preprocessing,
-            "n": test["n"],
-            "covid_auc": test["covid_auc"],
-            "accuracy": test["accuracy"],
-            "covid_sensitivity_at_threshold": test["covid_sensitivity"],
-            "covid_specificity_at_threshold": test["covid_specificity"],
-            "macro_auc": test["macro_auc"],
+            **numbers,
+            "covid_threshold": metadata.covid_threshold,
             "test_set": split.get("notes", {}).get("loso_test"),
             "n_train": metadata.training["n_train"],
             "epochs": metadata.training["epochs"],

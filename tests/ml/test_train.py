@@ -85,3 +85,17 @@ def test_collect_loso_gathers_runs_by_architecture_and_source(tmp_path):
     assert summary["runs"]["seed/cohen"]["covid_auc"] == 0.57
     assert summary["runs"]["sepres/cohen"]["architecture"] == "sepres"
     assert json.loads((tmp_path / "out" / "loso.json").read_text()) == summary
+    assert summary["runs"]["seed/cohen"]["measured_by"].startswith("ml.train")
+
+    # An ml.evaluate run of the LOSO test set (after recalibration) replaces the training-time numbers.
+    evaluation = runs[1] / "loso_evaluation"
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps({
+        "n": 7, "accuracy": 0.7, "macro_auc": 0.65, "per_class": {"covid": {"auc": 0.61}},
+        "threshold": {"sensitivity": 0.97, "specificity": 0.1},
+    }))
+    summary = collect_loso(run_dirs=runs[1:], path=tmp_path / "out" / "loso.json")
+    updated = summary["runs"]["sepres/cohen"]
+    assert (updated["n"], updated["covid_auc"], updated["covid_sensitivity_at_threshold"]) == (7, 0.61, 0.97)
+    assert updated["measured_by"].startswith("ml.evaluate")
+    assert summary["runs"]["seed/cohen"]["covid_auc"] == 0.57  # kept from the earlier call
