@@ -10,9 +10,11 @@ another scanner. This refits temperature scaling (minimum NLL) and chooses the
 highest threshold whose sensitivity on that data reaches the target, at the
 given one-sided confidence. The network and model.tflite are untouched (the
 SHA-256 stays), so the artifact's name and version stay too; metadata.json
-records what was refitted, on what data, and the values it replaced. Register
-the result as a new model version in the portal so that predictions keep
-pointing at the operating point they were made with.
+records what was refitted, on what data, and the values it replaced. Give
+the result a new ``--version`` and register it as a new model version, so that
+every prediction keeps pointing at the operating point it was made with (the
+portal refuses an already registered name and version whose temperature or
+threshold changed).
 
 Never recalibrate on the data you will report test results on.
 """
@@ -51,6 +53,7 @@ def recalibrate(
     target_sensitivity: float = 0.95,
     threshold_confidence: float | None = 0.95,
     keep_temperature: bool = False,
+    version: str | None = None,
     dry_run: bool = False,
 ) -> dict:
     """Refit on raw (uncalibrated) probabilities and update the artifact's metadata.json.
@@ -61,6 +64,7 @@ def recalibrate(
 
     artifact_dir = Path(artifact_dir)
     metadata = load_metadata(artifact_dir)
+    raw_probabilities = np.asarray(raw_probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
     positive = metadata.class_names.index(POSITIVE_CLASS)
     positives = int((labels == positive).sum())
@@ -91,14 +95,17 @@ def recalibrate(
             sensitivity_lower_bound(detected, positives, confidence=threshold_confidence)
             if threshold_confidence else None
         ),
-        "previous": {"temperature": metadata.temperature, "covid_threshold": metadata.covid_threshold,
+        "previous": {"version": metadata.version, "temperature": metadata.temperature, "covid_threshold": metadata.covid_threshold,
                      "target_sensitivity": metadata.target_sensitivity,
                      "threshold_confidence": metadata.threshold_confidence},
         "temperature": temperature,
         "covid_threshold": threshold,
         "metrics": fitted,
     }
+    if version:
+        record["version"] = version
     if not dry_run:
+        metadata.version = version or metadata.version
         metadata.temperature = temperature
         metadata.covid_threshold = threshold
         metadata.target_sensitivity = target_sensitivity
@@ -142,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threshold-confidence", type=float, default=0.95,
                         help="one-sided confidence for the sensitivity target; 0 uses the point estimate")
     parser.add_argument("--keep-temperature", action="store_true", help="refit the threshold only")
+    parser.add_argument("--version", default=None,
+                        help="new version for the recalibrated artifact (needed to register it beside the old one)")
     parser.add_argument("--dry-run", action="store_true", help="print what would change, write nothing")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -161,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = recalibrate(
             artifact_dir=args.model, raw_probabilities=raw, labels=labels, data_description=description,
             target_sensitivity=args.target_sensitivity, threshold_confidence=args.threshold_confidence or None,
-            keep_temperature=args.keep_temperature, dry_run=args.dry_run,
+            keep_temperature=args.keep_temperature, version=args.version, dry_run=args.dry_run,
         )
     except (EvaluationError, RecalibrationError) as error:
         print(f"error: {error}", file=sys.stderr)

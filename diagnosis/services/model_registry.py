@@ -31,6 +31,15 @@ def artifact_dir_for(model_version: ModelVersion) -> Path:
 
 
 @transaction.atomic
+def _same_operating_point(model_version: ModelVersion, metadata) -> bool:
+    def same(a, b) -> bool:
+        return (a is None and b is None) or (a is not None and b is not None and abs(float(a) - float(b)) <= 1e-9)
+
+    return same(model_version.temperature, metadata.temperature) and same(
+        model_version.covid_threshold, metadata.covid_threshold
+    )
+
+
 def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = False) -> ModelVersion:
     from ml.artifact import file_sha256, load_metadata
 
@@ -51,6 +60,12 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
         if existing.file_sha256 != actual_sha:
             raise ValidationError(_("%(name)s %(version)s is already registered with a different file.") % {
                 "name": metadata.name, "version": metadata.version})
+        if not _same_operating_point(existing, metadata):
+            # ml.recalibrate keeps the file: without this, the old temperature and threshold would stay in force.
+            raise ValidationError(_(
+                "%(name)s %(version)s is already registered with a different temperature or COVID-19 threshold "
+                "(a recalibrated artifact): give it a new version (ml.recalibrate --version) and register that."
+            ) % {"name": metadata.name, "version": metadata.version})
         model_version = existing
     else:
         model_version = ModelVersion.objects.create(

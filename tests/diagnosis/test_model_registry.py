@@ -30,6 +30,28 @@ def test_rejects_artifact_whose_file_does_not_match_its_hash(tiny_model_dir, tmp
 
 
 @pytest.mark.django_db
+def test_recalibrated_artifact_must_come_as_a_new_version(tiny_model_dir, tmp_path):
+    from ml.recalibrate import recalibrate
+
+    first = model_version_register(artifact_dir=tiny_model_dir)
+    copy = tmp_path / "recalibrated"
+    shutil.copytree(tiny_model_dir, copy)
+    probabilities = [[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.1, 0.4], [0.1, 0.2, 0.7]] * 5
+    labels = [0, 1, 0, 2] * 5
+    recalibrate(artifact_dir=copy, raw_probabilities=probabilities, labels=labels, data_description="site")
+    with pytest.raises(ValidationError, match="different temperature or COVID-19 threshold"):
+        model_version_register(artifact_dir=copy)
+
+    recalibrate(artifact_dir=copy, raw_probabilities=probabilities, labels=labels, data_description="site",
+                version="1-site")
+    second = model_version_register(artifact_dir=copy)
+    assert second != first and second.version == "1-site" and second.file_sha256 == first.file_sha256
+    metadata = json.loads((copy / "metadata.json").read_text())
+    assert second.covid_threshold == metadata["covid_threshold"]
+    assert second.temperature == metadata["temperature"]
+
+
+@pytest.mark.django_db
 def test_activating_retires_the_previous_active_version(tiny_model_dir):
     first = model_version_register(artifact_dir=tiny_model_dir, activate=True)
     second = ModelVersion.objects.create(
