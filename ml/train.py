@@ -46,7 +46,7 @@ LOSO_EVALUATION = "loso_evaluation"
 def default_preprocess(architecture: str, *, input_size: int | None = None) -> PreprocessConfig:
     """The seed keeps its original recipe; the stronger model reads only the lung fields."""
     size = input_size or DEFAULT_INPUT_SIZE[architecture]
-    if architecture == "sepres":
+    if architecture.startswith("sepres"):
         return PreprocessConfig(
             input_size=size, equalize="histogram", crop="lungs", mask_outside_lungs=True,
             lung_segmenter=LUNG_SEGMENTER, equalize_region="frame",
@@ -492,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         config = PreprocessConfig(input_size=config.input_size, equalize=config.equalize)
     elif args.preprocess == "lungs":
         config = replace(config, crop="lungs", mask_outside_lungs=True, lung_segmenter=LUNG_SEGMENTER)
-    augment = {"light": LIGHT, "strong": STRONG}.get(args.augment or "", STRONG if args.architecture == "sepres" else LIGHT)
+    augment = {"light": LIGHT, "strong": STRONG}.get(args.augment or "", STRONG if args.architecture.startswith("sepres") else LIGHT)
 
     films = load_films(samples, cache_dir=args.cache_dir)
     by_key = {s.key: film for s, film in zip(samples, films)}
