@@ -13,9 +13,17 @@ def test_seed_matches_its_published_shape():
 
 
 def test_every_architecture_exposes_gradcam_and_logits_layers():
-    for architecture, size in (("seed", 64), ("sepres", 64), ("tiny", 32)):
+    for architecture, size in (("seed", 64), ("sepres", 64), ("sepres-wide", 64), ("tiny", 32)):
         model = build_model(architecture=architecture, input_size=size)
         assert model.get_layer(GRADCAM_LAYER) is not None and model.get_layer("logits") is not None
+
+
+def test_sepres_wide_doubles_every_layer():
+    narrow = build_model(architecture="sepres", input_size=64)
+    wide = build_model(architecture="sepres-wide", input_size=64)
+    assert [layer.name for layer in narrow.layers] == [layer.name for layer in wide.layers]
+    assert wide.get_layer(GRADCAM_LAYER).output.shape[-1] == 2 * narrow.get_layer(GRADCAM_LAYER).output.shape[-1] == 256
+    assert wide.get_layer("stem_conv").filters == 48
 
 
 def test_tiny_has_a_few_thousand_parameters():
