@@ -85,7 +85,18 @@ def comparison_markdown(metrics_list: Sequence[dict]) -> str:
             s = (m.get("per_source") or {}).get(source)
             values.append("n/a" if s is None else f"{fmt(s['accuracy'], s['accuracy_ci'])} (n={s['n']})")
         lines.append(f"| accuracy on source {source} | " + " | ".join(values) + " |")
+    loso = [_loso_runs(m) for m in metrics_list]
+    for source in sorted({source for runs in loso for source in runs}):
+        values = [fmt(runs[source]["covid_auc"]) if source in runs else "n/a" for runs in loso]
+        lines.append(f"| COVID-19 AUC, retrained without {source} and tested on it (LOSO) | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _loso_runs(m: dict) -> dict[str, dict]:
+    """This model's recipe's leave-one-source-out runs (from the artifact's loso.json), by left-out source."""
+    runs = ((m.get("shortcut_audit") or {}).get("loso") or {}).get("runs") or {}
+    architecture = m["model"]["architecture"]
+    return {run["left_out_source"]: run for key, run in runs.items() if key.split("/")[0] == architecture}
 
 
 def write_comparison(*, metrics_list: Sequence[dict], out_dir: Path) -> Path:
