@@ -162,18 +162,18 @@ def _invoke_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]
 
 
 def _predict_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]:
-    """One worker process: Predictor (preprocessing + model) on a synthetic film, as the worker serves."""
+    """One worker process: Predictor (preprocessing + model + heatmap) on a synthetic film, as the worker serves."""
     from ml.inference import Predictor
 
     predictor = Predictor.load(path)
     film = _chest(512, 440)
     for _ in range(3):
-        predictor.predict_one(film)
+        predictor.predict_one(film, with_heatmap=True)
     while time.time() < start_at:
         time.sleep(0.001)
     started = time.time()
     for _ in range(n):
-        predictor.predict_one(film)
+        predictor.predict_one(film, with_heatmap=True)
     return started, time.time(), n
 
 
@@ -194,7 +194,9 @@ def _export_any(keras_model, path: Path) -> Path:
     import tensorflow as tf
 
     signature = tf.TensorSpec([1, *keras_model.input_shape[1:]], tf.float32)
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     function = tf.function(lambda x: keras_model(x, training=False), input_signature=[signature])
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
@@ -251,6 +253,8 @@ def main() -> int:
                    _timings(lambda: run_interpreter(predictor._interpreter, pinput), n=args.n))
             film = _chest(512, 440)
             _print("production Predictor.predict_one (preprocess+model)", _timings(lambda: predictor.predict_one(film), n=args.n))
+            _print("  ... with the heatmap, as the worker runs it",
+                   _timings(lambda: predictor.predict_one(film, with_heatmap=True), n=args.n))
 
     from ml.export import export_tflite as _export
 
@@ -272,17 +276,17 @@ def main() -> int:
                   f"arithmetic allows {allowed:8.1f} img/s   -> {100 * rate / allowed:5.1f}% of it")
         if predictor is not None:
             rate = _parallel_rate(_predict_loop, production, processes=processes, n=args.n)
-            print(f"production Predictor.predict_one (decoded 512 px film: preprocess+model) {rate:8.1f} img/s on {processes} processes")
+            print(f"production Predictor.predict_one (decoded 512 px film: preprocess+model+heatmap) {rate:8.1f} img/s on {processes} processes")
 
     if predictor is not None:
         code = (
             "import time; t=time.perf_counter(); import numpy as np; from ml.inference import Predictor; "
-            f"p=Predictor.load({str(production)!r}); p.predict_one(np.full((512,440),0.5,np.float32)); "
+            f"p=Predictor.load({str(production)!r}); p.predict_one(np.full((512,440),0.5,np.float32), with_heatmap=True); "
             "print((time.perf_counter()-t)*1000)"
         )
         cold = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                                      check=True).stdout.split()[-1]) for _ in range(3)]
-        print(f"\ncold start (new process: import, Predictor.load, first prediction): {min(cold):.0f} / {np.median(cold):.0f} ms (min / median of 3)")
+        print(f"\ncold start (new process: import, Predictor.load, first prediction with heatmap): {min(cold):.0f} / {np.median(cold):.0f} ms (min / median of 3)")
 
     from ml.imaging import decode_image
     from ml.preprocess import PreprocessConfig, preprocess

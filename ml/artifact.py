@@ -39,6 +39,9 @@ class ArtifactMetadata:
     training: dict = field(default_factory=dict)
     # One-sided confidence at which validation proved target_sensitivity (None: point estimate, older artifacts).
     threshold_confidence: float | None = None
+    # Class-activation-map model (ml.export.add_cam): heatmaps without TensorFlow at serving time.
+    cam_file: str | None = None
+    cam_sha256: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -228,7 +228,11 @@ def evaluate_artifact(
     from ml.imaging import ImageDecodeError, decode_path
     from ml.inference import Predictor
     from ml.lungs import lung_region_for_config
-    from ml.plots import plot_confusion_matrix, plot_reliability_diagram, plot_roc_curves
+    from ml.plots import (
+        plot_confusion_matrix,
+        plot_reliability_diagram,
+        plot_roc_curves,
+    )
     from ml.report import write_report
     from ml.shortcut_audit import load_loso, run_shortcut_audit
 
@@ -306,13 +310,11 @@ def evaluate_artifact(
 
     heatmaps, heatmap_indices = [], []
     if gradcam_samples > 0:
-        from ml.gradcam import gradcam
-
         rng = np.random.default_rng(seed)
         chosen = np.sort(rng.choice(len(kept), size=min(gradcam_samples, len(kept)), replace=False))
         for index in tqdm(chosen, desc="grad-cam sample", unit="image", disable=not progress):
             heatmaps.append(
-                gradcam(predictor.keras_model, model_inputs[index], int(probabilities[index].argmax()))
+                predictor.heatmap(model_inputs[index], int(probabilities[index].argmax()))
             )
             heatmap_indices.append(int(index))
 

@@ -1,4 +1,7 @@
-"""Keras -> TFLite float32 export and the equivalence check between the two."""
+"""Keras -> TFLite float32 export and the equivalence check between the two.
+
+    python -m ml.export --cam ARTIFACT    add the heatmap model (cam.tflite) to an artifact
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ def export_tflite(*, keras_model, path: Path | str) -> Path:
     def serve(image):
         return keras_model(image, training=False)
 
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     # Freeze the weights into constants: otherwise the flatbuffer keeps
     # resource variables that the interpreter reads as uninitialised (NaN).
@@ -53,3 +58,61 @@ def max_tflite_difference(*, keras_model, tflite_path: Path | str, inputs: np.nd
     keras_out = keras_model.predict(inputs, verbose=0)
     tflite_out = np.stack([run_interpreter(interpreter, image) for image in inputs])
     return float(np.max(np.abs(keras_out - tflite_out)))
+
+
+CAM_FILE = "cam.tflite"
+
+
+def add_cam(artifact_dir: Path | str, *, keras_model=None, check_inputs: np.ndarray | None = None) -> Path | None:
+    """Export the class-activation-map model next to model.tflite and record it in metadata.json.
+
+    Returns None (and changes nothing) when the network's head is not global
+    average pooling + Dense, where Grad-CAM needs gradients (Keras) instead.
+    The exported maps must give the Keras Grad-CAM heatmap within 1e-4.
+    """
+    import keras
+
+    from ml.artifact import file_sha256, load_metadata, save_metadata
+    from ml.gradcam import cam_model, gradcam, heatmap_from_class_maps
+
+    artifact_dir = Path(artifact_dir)
+    metadata = load_metadata(artifact_dir)
+    if keras_model is None:
+        keras_model = keras.models.load_model(artifact_dir / metadata.keras_file, compile=False)
+    model = cam_model(keras_model)
+    if model is None:
+        return None
+    path = export_tflite(keras_model=model, path=artifact_dir / CAM_FILE)
+    size = metadata.input_size
+    if check_inputs is None:
+        check_inputs = np.random.default_rng(0).uniform(0, 1, (3, size, size, 1)).astype(np.float32)
+    interpreter = make_interpreter(path)
+    for image in check_inputs:
+        class_maps = run_interpreter(interpreter, image)
+        for class_index in range(len(metadata.class_names)):
+            difference = np.max(np.abs(
+                heatmap_from_class_maps(class_maps, class_index, size) - gradcam(keras_model, image, class_index)
+            ))
+            if not difference <= 1e-4:
+                path.unlink()
+                raise RuntimeError(f"cam.tflite heatmap differs from Grad-CAM by {difference:.2e}")
+    metadata.cam_file = CAM_FILE
+    metadata.cam_sha256 = file_sha256(path)
+    save_metadata(artifact_dir=artifact_dir, metadata=metadata)
+    return path
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ml.export", description="Add cam.tflite to artifacts.")
+    parser.add_argument("--cam", nargs="+", type=Path, required=True, help="artifact folders")
+    args = parser.parse_args(argv)
+    for artifact_dir in args.cam:
+        path = add_cam(artifact_dir)
+        print(f"{artifact_dir}: " + (f"wrote {path.name}" if path else "head is not pooling + Dense; Grad-CAM stays in Keras"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,8 +33,45 @@ def gradcam(keras_model, model_input: np.ndarray, class_index: int) -> np.ndarra
         score = logits[:, class_index]
     gradients = tape.gradient(score, features)
     weights = tf.reduce_mean(gradients, axis=(1, 2))
-    cam = tf.nn.relu(tf.reduce_sum(features * weights[:, None, None, :], axis=-1))[0].numpy()
-    cam = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR))
+    cam = tf.reduce_sum(features * weights[:, None, None, :], axis=-1)[0].numpy()
+    return heatmap_from_class_maps(cam[..., None], 0, size)
+
+
+def cam_model(keras_model):
+    """A Keras model giving every class's activation map (h, w, classes), or None for other heads.
+
+    For a network whose Grad-CAM features reach the logits only through
+    global average pooling (and dropout) and one Dense layer, the gradient of
+    a logit with respect to the features is the same at every position
+    (its Dense column / h*w), so Grad-CAM equals the class activation map
+    sum_k W[k, c] * A_k. Exported to TFLite, it gives the same heatmap as
+    ``gradcam`` without TensorFlow at serving time.
+    """
+    import keras
+
+    features = keras_model.get_layer(GRADCAM_LAYER)
+    logits = keras_model.get_layer("logits")
+    layers = keras_model.layers
+    between = layers[layers.index(features) + 1 : layers.index(logits)]
+    chain = [features, *between, logits]
+    # A straight chain: each layer reads exactly the previous one's output.
+    if any(later.input is not earlier.output for earlier, later in zip(chain, chain[1:])):
+        return None
+    if not between or not all(
+        isinstance(layer, (keras.layers.GlobalAveragePooling2D, keras.layers.Dropout)) for layer in between
+    ) or sum(isinstance(layer, keras.layers.GlobalAveragePooling2D) for layer in between) != 1:
+        return None
+    kernel = logits.get_weights()[0]  # (channels, classes)
+    projection = keras.layers.Conv2D(kernel.shape[1], 1, use_bias=False, name="class_maps")
+    maps = projection(features.output)
+    projection.set_weights([kernel[None, None]])
+    return keras.Model(keras_model.inputs, maps, name="cam")
+
+
+def heatmap_from_class_maps(class_maps: np.ndarray, class_index: int, size: int) -> np.ndarray:
+    """The same normalisation as ``gradcam``: ReLU, bilinear upsampling to the input, scaled to a peak of 1."""
+    cam = np.maximum(np.asarray(class_maps, dtype=np.float32)[..., class_index], 0.0)
+    cam = np.asarray(Image.fromarray(cam, mode="F").resize((size, size), Image.Resampling.BILINEAR))
     peak = float(cam.max())
     if not np.isfinite(peak) or peak <= 0:
         return np.zeros((size, size), dtype=np.float32)

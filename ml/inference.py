@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.artifact import ArtifactMetadata, load_metadata
+from ml.artifact import ArtifactMetadata, file_sha256, load_metadata
 from ml.calibration import apply_temperature
 from ml.export import make_interpreter, run_interpreter
 from ml.labels import POSITIVE_CLASS
@@ -32,17 +32,19 @@ class Predictor:
     """TFLite model plus its preprocessing and calibration.
 
     The TFLite interpreter is loaded once (single-threaded: one worker process
-    per core). Keras is loaded only when a heatmap is first requested, so
-    plain predictions never pay for importing the full model.
+    per core). Heatmaps come from the artifact's cam.tflite when it has one
+    (pooling + Dense heads: the class activation map equals Grad-CAM); otherwise
+    Keras is loaded when a heatmap is first requested.
     """
 
-    def __init__(self, *, artifact_dir: Path, metadata: ArtifactMetadata, interpreter) -> None:
+    def __init__(self, *, artifact_dir: Path, metadata: ArtifactMetadata, interpreter, cam_interpreter=None) -> None:
         self.artifact_dir = artifact_dir
         self.metadata = metadata
         self.class_names = list(metadata.class_names)
         self.config = PreprocessConfig.from_dict(metadata.preprocessing)
         self._interpreter = interpreter
         self._keras_model = None
+        self._cam_interpreter = cam_interpreter
         self._positive_index = self.class_names.index(POSITIVE_CLASS)
 
     @classmethod
@@ -50,7 +52,14 @@ class Predictor:
         artifact_dir = Path(artifact_dir)
         metadata = load_metadata(artifact_dir)
         interpreter = make_interpreter(artifact_dir / metadata.model_file, threads=threads)
-        return cls(artifact_dir=artifact_dir, metadata=metadata, interpreter=interpreter)
+        cam_interpreter = None
+        if metadata.cam_file:
+            cam_path = artifact_dir / metadata.cam_file
+            if file_sha256(cam_path) != metadata.cam_sha256:
+                raise ValueError(f"{cam_path} does not match the SHA-256 recorded in its metadata")
+            cam_interpreter = make_interpreter(cam_path, threads=threads)
+        return cls(artifact_dir=artifact_dir, metadata=metadata, interpreter=interpreter,
+                   cam_interpreter=cam_interpreter)
 
     @property
     def keras_model(self):
@@ -72,9 +81,7 @@ class Predictor:
         label_index = int(np.argmax(calibrated))
         heatmap = None
         if with_heatmap:
-            from ml.gradcam import gradcam
-
-            heatmap = gradcam(self.keras_model, model_input, label_index)
+            heatmap = self.heatmap(model_input, label_index)
         covid_probability = float(calibrated[self._positive_index])
         return PredictionResult(
             probabilities={name: float(p) for name, p in zip(self.class_names, calibrated)},
@@ -87,6 +94,15 @@ class Predictor:
             heatmap=heatmap,
             model_input=model_input[..., 0],
         )
+
+    def heatmap(self, model_input: np.ndarray, class_index: int) -> np.ndarray:
+        """Grad-CAM (S, S) in [0, 1] for one preprocessed input (S, S, 1)."""
+        from ml.gradcam import gradcam, heatmap_from_class_maps
+
+        if self._cam_interpreter is not None:
+            class_maps = run_interpreter(self._cam_interpreter, model_input)
+            return heatmap_from_class_maps(class_maps, class_index, model_input.shape[0])
+        return gradcam(self.keras_model, model_input, class_index)
 
     def predict_model_inputs(self, model_inputs: np.ndarray) -> np.ndarray:
         """Raw (uncalibrated) probabilities for already-preprocessed inputs (N, S, S, 1); for evaluation."""

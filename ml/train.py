@@ -11,10 +11,10 @@ compared on exactly the same test patients.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pickle
-import hashlib
 import shutil
 import sys
 import time
@@ -34,9 +34,19 @@ from ml.artifact import (
     save_metadata,
 )
 from ml.augment import LIGHT, STRONG, AugmentConfig, augment_film, augment_geometry
-from ml.calibration import apply_temperature, choose_threshold, classification_metrics, fit_temperature
+from ml.calibration import (
+    apply_temperature,
+    choose_threshold,
+    classification_metrics,
+    fit_temperature,
+)
 from ml.labels import CLASS_NAMES, POSITIVE_CLASS
-from ml.preprocess import PreprocessConfig, preprocess, preprocess_batch, shrink_longest_side
+from ml.preprocess import (
+    PreprocessConfig,
+    preprocess,
+    preprocess_batch,
+    shrink_longest_side,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LUNG_SEGMENTER = "lung_segmenter"
@@ -144,7 +154,7 @@ def train_model(
     import keras
 
     from ml.architectures import build_model
-    from ml.export import export_tflite, max_tflite_difference
+    from ml.export import add_cam, export_tflite, max_tflite_difference
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +266,7 @@ def train_model(
         training=info,
     )
     save_metadata(artifact_dir=out_dir, metadata=metadata)
+    add_cam(out_dir, keras_model=model, check_inputs=check_inputs)
     _copy_lung_segmenter(config=config, out_dir=out_dir)
     return TrainResult(artifact_dir=out_dir, val_metrics=val_metrics, test_metrics=test_metrics, epochs_run=epochs_run)
 

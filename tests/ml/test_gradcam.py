@@ -22,3 +22,56 @@ def test_gradcam_heatmap_has_input_size_and_unit_range():
     heatmap = gradcam(model, image, 1)
     assert heatmap.shape == (32, 32)
     assert heatmap.min() >= 0 and heatmap.max() <= 1
+
+
+def test_cam_tflite_gives_the_keras_grad_cam_without_tensorflow(tiny_model_dir, tmp_path):
+    """A pooling + Dense head ships cam.tflite; the worker's heatmap then needs no TensorFlow."""
+    import json
+    import subprocess
+    import sys
+
+    from ml.artifact import load_metadata
+    from ml.inference import Predictor
+
+    metadata = load_metadata(tiny_model_dir)
+    assert metadata.cam_file == "cam.tflite" and (tiny_model_dir / "cam.tflite").is_file()
+    predictor = Predictor.load(tiny_model_dir)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        image = rng.uniform(0, 1, (metadata.input_size, metadata.input_size, 1)).astype(np.float32)
+        for class_index in range(3):
+            assert np.abs(predictor.heatmap(image, class_index) - gradcam(predictor.keras_model, image, class_index)).max() <= 1e-4
+
+    code = (
+        "import sys, json, numpy as np; from ml.inference import Predictor; "
+        f"p = Predictor.load({str(tiny_model_dir)!r}); "
+        "r = p.predict_one(np.random.default_rng(0).uniform(0, 1, (80, 80)).astype(np.float32), with_heatmap=True); "
+        "print(json.dumps([r.heatmap.shape[0], float(r.heatmap.max()), 'tensorflow' in sys.modules, 'keras' in sys.modules]))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    size, peak, tensorflow_loaded, keras_loaded = json.loads(output.strip().splitlines()[-1])
+    assert size == metadata.input_size and 0 < peak <= 1
+    assert not tensorflow_loaded and not keras_loaded
+
+
+def test_tampered_cam_file_is_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    import pytest
+
+    from ml.inference import Predictor
+
+    copy = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, copy)
+    (copy / "cam.tflite").write_bytes((copy / "cam.tflite").read_bytes() + b"x")
+    with pytest.raises(ValueError, match="SHA-256"):
+        Predictor.load(copy)
+
+
+def test_heads_that_are_not_pooling_plus_dense_have_no_cam_model():
+    from ml.architectures import build_model
+    from ml.gradcam import cam_model
+
+    assert cam_model(build_model(architecture="seed", input_size=64)) is None
+    maps = cam_model(build_model(architecture="sepres", input_size=64))
+    assert maps is not None and maps.output_shape == (None, 4, 4, 3)
