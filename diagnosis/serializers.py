@@ -28,13 +28,14 @@ class PredictionSerializer(serializers.ModelSerializer):
     model_version = ModelVersionSerializer(read_only=True)
     predicted_display = serializers.CharField(read_only=True)
     disclaimer = serializers.SerializerMethodField()
+    warning_messages = serializers.ListField(child=serializers.CharField(), read_only=True)
 
     class Meta:
         model = Prediction
         fields = [
             "id", "predicted_label", "predicted_display", "probabilities", "raw_probabilities",
             "covid_probability", "covid_threshold", "covid_alert", "inference_ms", "model_version",
-            "created_at", "disclaimer",
+            "warnings", "warning_messages", "created_at", "disclaimer",
         ]
         read_only_fields = fields
 

@@ -28,3 +28,16 @@ ALERT_STATES = {
     "acknowledged": gettext_lazy("acknowledged"),
     "withdrawn": gettext_lazy("withdrawn"),
 }
+
+
+# Why a result is less reliable than usual (codes from ml.preprocess), in the reader's language.
+RESULT_WARNINGS = {
+    "lungs_not_found": gettext_lazy(
+        "The lung fields could not be found on this image (not a frontal chest film, an unusual view, or a very "
+        "abnormal film). The model looked at a standard chest region instead: treat this result as unreliable."
+    ),
+}
+
+
+def result_warning_message(code: str) -> str:
+    return str(RESULT_WARNINGS.get(code, code))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,7 @@ from ml.artifact import ArtifactMetadata, file_sha256, load_metadata
 from ml.calibration import apply_temperature
 from ml.export import make_interpreter, run_interpreter
 from ml.labels import POSITIVE_CLASS
-from ml.preprocess import PreprocessConfig, preprocess
+from ml.preprocess import PreprocessConfig, preprocess_checked
 
 
 @dataclass
@@ -26,6 +26,8 @@ class PredictionResult:
     inference_ms: float
     heatmap: np.ndarray | None
     model_input: np.ndarray
+    # Codes from ml.preprocess (e.g. "lungs_not_found"): the result is less reliable than usual.
+    warnings: list[str] = field(default_factory=list)
 
 
 class Predictor:
@@ -74,7 +76,7 @@ class Predictor:
 
     def predict_one(self, pixels: np.ndarray, *, with_heatmap: bool = False) -> PredictionResult:
         started = time.perf_counter()
-        model_input = preprocess(pixels, self.config)
+        model_input, warnings = preprocess_checked(pixels, self.config)
         raw = run_interpreter(self._interpreter, model_input)
         calibrated = apply_temperature(raw[None], self.metadata.temperature)[0]
         inference_ms = (time.perf_counter() - started) * 1000.0
@@ -93,6 +95,7 @@ class Predictor:
             inference_ms=inference_ms,
             heatmap=heatmap,
             model_input=model_input[..., 0],
+            warnings=warnings,
         )
 
     def heatmap(self, model_input: np.ndarray, class_index: int) -> np.ndarray:

@@ -111,9 +111,24 @@ def _bounding_box(mask: np.ndarray, *, margin: float) -> tuple[int, int, int, in
     return (max(0, top - pad_y), min(height, bottom + pad_y), max(0, left - pad_x), min(width, right + pad_x))
 
 
+# Warnings a model input can carry to the result (codes; the portal words them).
+LUNGS_NOT_FOUND = "lungs_not_found"
+
+
 def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Turn decoded pixels (HxW float32 in [0, 1], air dark) into a model input (S, S, 1)."""
-    return preprocess_with_lung_mask(pixels, config)[0]
+    return _prepare(pixels, config)[0]
+
+
+def preprocess_checked(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, list[str]]:
+    """The model input and what the result should warn about.
+
+    ``lungs_not_found``: the lung segmenter found no lung fields (not a chest
+    film, an unusual view, or a very abnormal film), so a fixed anatomical
+    prior chose the region the model saw; the result is unreliable.
+    """
+    model_input, _mask, lungs_found = _prepare(pixels, config)
+    return model_input, ([LUNGS_NOT_FOUND] if lungs_found is False else [])
 
 
 def preprocess_with_lung_mask(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None]:
@@ -122,16 +137,22 @@ def preprocess_with_lung_mask(pixels: np.ndarray, config: PreprocessConfig) -> t
     For the shortcut audit: with ``mask_outside_lungs`` this is exactly the
     region the classifier can see.
     """
+    model_input, mask, _found = _prepare(pixels, config)
+    return model_input, mask
+
+
+def _prepare(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None, bool | None]:
+    """Model input, lung mask in its frame (or None) and whether the lungs were found (None: not looked for)."""
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")
     size = config.input_size
     # Work at about twice the output size: enough detail for cropping, and fast.
     work = shrink_longest_side(np.asarray(pixels, dtype=np.float32), max_side=max(2 * size, 64))
-    mask = None
+    mask, lungs_found = None, None
     if config.crop == "lungs" or config.mask_outside_lungs:
         from ml.segmentation import segment_lungs
 
-        lung_mask = segment_lungs(work, segmenter=config.lung_segmenter)
+        lung_mask, lungs_found = segment_lungs(work, segmenter=config.lung_segmenter)
         if config.crop == "lungs":
             top, bottom, left, right = _bounding_box(lung_mask, margin=config.crop_margin)
             work = work[top:bottom, left:right]
@@ -143,7 +164,7 @@ def preprocess_with_lung_mask(pixels: np.ndarray, config: PreprocessConfig) -> t
         out = equalize_histogram(out, mask if config.equalize_region == "mask" else None)
     if mask is not None:
         out = np.where(mask, out, 0.0)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)[..., None], mask
+    return np.clip(out, 0.0, 1.0).astype(np.float32)[..., None], mask, lungs_found
 
 
 def preprocess_batch(images: list[np.ndarray], config: PreprocessConfig) -> np.ndarray:

@@ -91,6 +91,10 @@ class LungSegmenter:
 
     def mask(self, pixels: np.ndarray) -> np.ndarray:
         """Boolean lung mask at the film's own size."""
+        return self.segment(pixels)[0]
+
+    def segment(self, pixels: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The lung mask and whether the lungs were found (False: the fixed anatomical prior stands in)."""
         height, width = pixels.shape
         small = self.probability_map(pixels) >= self.threshold
         # Opening removes specks; the final dilation keeps the lung edge (pleura) inside.
@@ -100,8 +104,8 @@ class LungSegmenter:
         if mask.mean() < MIN_LUNG_FRACTION:
             from ml.lungs import prior_lung_mask
 
-            return np.array(prior_lung_mask(height=height, width=width))
-        return mask
+            return np.array(prior_lung_mask(height=height, width=width)), False
+        return mask, True
 
 
 @lru_cache(maxsize=4)
@@ -110,8 +114,9 @@ def load_segmenter(name: str) -> LungSegmenter:
     return LungSegmenter.load(segmenter_dir(name))
 
 
-def segment_lungs(pixels: np.ndarray, *, segmenter: str) -> np.ndarray:
-    return load_segmenter(segmenter).mask(pixels)
+def segment_lungs(pixels: np.ndarray, *, segmenter: str) -> tuple[np.ndarray, bool]:
+    """The lung mask, and whether the segmenter found the lungs (``LungSegmenter.segment``)."""
+    return load_segmenter(segmenter).segment(pixels)
 
 
 def build_unet(*, input_size: int = SEGMENTER_INPUT):

@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ml.labels import CLASS_NAMES, DISPLAY_NAMES
 
-from ..texts import class_display_name
+from ..texts import class_display_name, result_warning_message
 
 
 class Sex(models.TextChoices):
@@ -141,6 +141,9 @@ class Prediction(models.Model):
     covid_alert = models.BooleanField(default=False)
     inference_ms = models.FloatField()
     heatmap_sha256 = models.CharField(max_length=64, blank=True)
+    warnings = models.JSONField(
+        default=list, blank=True, help_text="Codes of what makes this result less reliable (e.g. lungs_not_found)"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -155,6 +158,9 @@ class Prediction(models.Model):
     @property
     def predicted_display(self) -> str:
         return class_display_name(self.predicted_label)
+
+    def warning_messages(self) -> list[str]:
+        return [result_warning_message(code) for code in self.warnings or []]
 
     def probability_rows(self) -> list[dict]:
         return [

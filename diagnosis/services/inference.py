@@ -159,6 +159,7 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
                 covid_alert=bool(result.covid_alert),
                 inference_ms=float(result.inference_ms),
                 heatmap_sha256=heatmap_sha,
+                warnings=list(result.warnings),
             )
             Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED, completed_at=timezone.now())
             audit_record(
@@ -171,6 +172,7 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
                     "predicted_label": prediction.predicted_label,
                     "probabilities": prediction.probabilities,
                     "covid_threshold": prediction.covid_threshold,
+                    "warnings": prediction.warnings,
                 },
             )
             # Same transaction: the prediction and its alert commit together; delivery is queued after commit.

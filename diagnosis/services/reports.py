@@ -94,6 +94,8 @@ def study_report_pdf(*, study: Study) -> bytes:
         story.append(Paragraph(escape(_("No model output for this study.")), body))
     else:
         story.append(Paragraph("<b>%s</b>: %s" % (escape(_("Result")), _text(prediction.predicted_display)), body))
+        for message in prediction.warning_messages():
+            story.append(Paragraph("<b>%s</b>" % escape(message), body))
         story.append(_table(
             [[_("Class"), _("Calibrated probability")]]
             + [[_text(row["display"]), f"{row['probability']:.3f}"] for row in prediction.probability_rows()],

@@ -36,7 +36,9 @@ def uploaded_study(*, patient, uploaded_by, monkeypatch, accession_number: str =
     )
 
 
-def completed_prediction(*, study: Study, model: ModelVersion, covid: float = 0.1, label: str = "") -> Prediction:
+def completed_prediction(
+    *, study: Study, model: ModelVersion, covid: float = 0.1, label: str = "", warnings: list[str] | None = None
+) -> Prediction:
     """Store a prediction as the worker would (without the model run) and mark the study completed."""
     rest = (1.0 - covid) / 2
     probabilities = {"covid": covid, "normal": rest + 0.01 if covid < 0.98 else rest, "pneumonia": rest - 0.01 if covid < 0.98 else rest}
@@ -45,6 +47,7 @@ def completed_prediction(*, study: Study, model: ModelVersion, covid: float = 0.
         study=study, model_version=model, probabilities=probabilities, raw_probabilities=probabilities,
         predicted_label=label, covid_probability=covid, covid_threshold=model.covid_threshold,
         covid_alert=model.covid_threshold is not None and covid >= model.covid_threshold, inference_ms=12.0,
+        warnings=warnings or [],
     )
     Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED, completed_at=timezone.now())
     study.refresh_from_db()

@@ -47,6 +47,22 @@ def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study,
 
 
 @pytest.mark.django_db
+def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(queued_study, active_model, monkeypatch):
+    import ml.inference
+    from ml.preprocess import LUNGS_NOT_FOUND, preprocess_checked
+
+    def lungs_not_found(pixels, config):
+        return preprocess_checked(pixels, config)[0], [LUNGS_NOT_FOUND]
+
+    monkeypatch.setattr(ml.inference, "preprocess_checked", lungs_not_found)
+    assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
+    prediction = Prediction.objects.get(study=queued_study)
+    assert prediction.warnings == [LUNGS_NOT_FOUND]
+    event = AuditEvent.objects.get(action="prediction.create", study_identifier=queued_study.accession_number)
+    assert event.details["warnings"] == [LUNGS_NOT_FOUND]
+
+
+@pytest.mark.django_db
 def test_running_the_same_task_twice_makes_one_prediction(queued_study, active_model):
     from diagnosis.tasks import run_inference
 

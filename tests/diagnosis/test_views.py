@@ -152,6 +152,31 @@ def test_completed_study_page_shows_probabilities_and_model_version(client, clin
     heatmap = client.get(reverse("diagnosis:study_heatmap", args=[study.id]))
     assert heatmap.status_code == 200 and heatmap["Content-Type"] == "image/png"
     assert heatmap["X-Content-Type-Options"] == "nosniff"
+    # The tiny model reads the whole film: nothing to warn about.
+    assert 'data-testid="result-warning"' not in page
+
+
+@pytest.mark.django_db
+def test_result_that_could_not_find_the_lungs_says_so_on_page_api_and_pdf(client, clinician, patient, monkeypatch):
+    import io
+
+    from pypdf import PdfReader
+
+    from tests.diagnosis import factories
+
+    model = factories.model_version(covid_threshold=0.5, status="active")
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
+    factories.completed_prediction(study=study, model=model, covid=0.2, warnings=["lungs_not_found"])
+    client.force_login(clinician)
+
+    page = client.get(reverse("diagnosis:study_detail", args=[study.id])).content.decode()
+    assert 'data-testid="result-warning"' in page and "lung fields could not be found" in page
+    api = client.get(f"/api/studies/{study.id}/").json()["prediction"]
+    assert api["warnings"] == ["lungs_not_found"]
+    assert "treat this result as unreliable" in api["warning_messages"][0]
+    report = client.get(reverse("diagnosis:study_report", args=[study.id])).content
+    text = " ".join(" ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(report)).pages)
+    assert "lung fields could not be found" in text
 
 
 @pytest.mark.django_db

@@ -29,10 +29,10 @@ def test_mask_has_film_size_and_falls_back_to_the_prior(segmenter_root, monkeypa
     monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
     load_segmenter.cache_clear()
     film = np.random.default_rng(0).uniform(0, 1, (300, 250)).astype(np.float32)
-    mask = segment_lungs(film, segmenter="untrained")
+    mask, _ = segment_lungs(film, segmenter="untrained")
     assert mask.shape == (300, 250) and mask.dtype == bool
-    fallback = segment_lungs(film, segmenter="never_finds_lungs")
-    assert np.array_equal(fallback, prior_lung_mask(height=300, width=250))
+    fallback, found = segment_lungs(film, segmenter="never_finds_lungs")
+    assert np.array_equal(fallback, prior_lung_mask(height=300, width=250)) and found is False
     load_segmenter.cache_clear()
 
 
@@ -80,3 +80,20 @@ def test_square_filters_equal_pillows_rank_filters(size):
     dilated = np.asarray(image.filter(ImageFilter.MaxFilter(size))) == 255
     assert np.array_equal(_square_filter(mask, size, np.logical_and), eroded)
     assert np.array_equal(_square_filter(mask, size, np.logical_or), dilated)
+
+
+def test_preprocessing_reports_when_the_lungs_were_not_found(segmenter_root, monkeypatch):
+    from ml.preprocess import LUNGS_NOT_FOUND, preprocess, preprocess_checked
+    from ml.segmentation import load_segmenter
+
+    monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
+    load_segmenter.cache_clear()
+    film = np.random.default_rng(2).uniform(0.2, 1, (200, 180)).astype(np.float32)
+    lungs = PreprocessConfig(input_size=64, equalize="histogram", crop="lungs", mask_outside_lungs=True,
+                             lung_segmenter="never_finds_lungs")
+    model_input, warnings = preprocess_checked(film, lungs)
+    assert warnings == [LUNGS_NOT_FOUND]
+    assert np.array_equal(model_input, preprocess(film, lungs))
+    # A whole-film model never looks for lungs, so it has nothing to warn about.
+    assert preprocess_checked(film, PreprocessConfig(input_size=64))[1] == []
+    load_segmenter.cache_clear()
