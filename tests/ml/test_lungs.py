@@ -61,7 +61,7 @@ def test_region_is_the_preprocessing_mask_when_preprocessing_blanks_outside_the_
     film = np.full((100, 80), 0.5, dtype=np.float32)
     film_mask = np.zeros((100, 80), dtype=bool)
     film_mask[20:80, 10:70] = True
-    monkeypatch.setattr(segmentation, "segment_lungs", lambda pixels, segmenter: film_mask)
+    monkeypatch.setattr(segmentation, "segment_lungs", lambda pixels, segmenter: (film_mask, True))
     config = PreprocessConfig(input_size=50, mask_outside_lungs=True, lung_segmenter="lung_segmenter")
     region = lungs.lung_region_for_config(config)
     from ml.preprocess import preprocess
