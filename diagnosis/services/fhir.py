@@ -162,7 +162,8 @@ def study_fhir_bundle(*, study: Study) -> dict:
         "result": [{"reference": f"Observation/{observation['id']}"} for observation in observations],
         "conclusion": (
             f"Model result: {DISPLAY_NAMES[prediction.predicted_label]}. " if prediction else "No model result. "
-        ) + clinical_disclaimer(),
+        ) + "".join(f"{message} " for message in (prediction.warning_messages() if prediction else []))
+        + clinical_disclaimer(),
     }
     if prediction is not None:
         report["conclusionCode"] = [{"coding": [_coding(SNOMED, FINDING_CODES[prediction.predicted_label])]}]

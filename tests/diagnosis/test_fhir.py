@@ -131,3 +131,13 @@ def test_report_is_effective_on_the_acquisition_date_when_known(alerting_study, 
     resources = resources_by_type(body)
     assert resources["DiagnosticReport"][0]["effectiveDateTime"] == "2026-11-20"
     assert resources["ImagingStudy"][0]["started"] == "2026-11-20"
+
+
+@pytest.mark.django_db
+def test_report_conclusion_carries_the_result_warning(clinician, patient, monkeypatch):
+    model = factories.model_version(covid_threshold=0.6, status="active")
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
+    factories.completed_prediction(study=study, model=model, covid=0.3, warnings=["lungs_not_found"])
+    report = resources_by_type(fetch(clinician, study.id).json())["DiagnosticReport"][0]
+    assert "lung fields could not be found" in report["conclusion"]
+    assert report["conclusion"].endswith("does not make a diagnosis.")
