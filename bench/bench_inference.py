@@ -126,11 +126,11 @@ def _roof_models():
 
 def _roof_rate(folder: Path, *, n: int) -> float:
     """The best multiply-add rate (GMAC/s, one thread) TFLite reaches on dense convolutions here."""
-    from ml.export import make_interpreter
+    from ml.export import export_tflite, make_interpreter
 
     best = 0.0
     for model in _roof_models():
-        interpreter = make_interpreter(_export_any(model, folder / f"{model.name}.tflite"), threads=1)
+        interpreter = make_interpreter(export_tflite(keras_model=model, path=folder / f"{model.name}.tflite"), threads=1)
         detail = interpreter.get_input_details()[0]
         x = np.random.default_rng(0).uniform(0, 1, detail["shape"]).astype(np.float32)
 
@@ -189,22 +189,6 @@ def _parallel_rate(function, path: Path, *, processes: int, n: int) -> float:
     return sum(r[2] for r in results) / (last - first)
 
 
-def _export_any(keras_model, path: Path) -> Path:
-    """TFLite export of a model with any input shape (ml.export fixes (1, S, S, 1) for classifiers)."""
-    import tensorflow as tf
-
-    signature = tf.TensorSpec([1, *keras_model.input_shape[1:]], tf.float32)
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    function = tf.function(lambda x: keras_model(x, training=False), input_signature=[signature])
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    path.write_bytes(converter.convert())
-    return path
-
-
 def _keras_model(artifact: Path | None, architecture: str, size: int):
     import keras
 
@@ -256,15 +240,13 @@ def main() -> int:
             _print("  ... with the heatmap, as the worker runs it",
                    _timings(lambda: predictor.predict_one(film, with_heatmap=True), n=args.n))
 
-    from ml.export import export_tflite as _export
-
     processes = args.processes
     print(f"\nserving on {processes} one-thread processes at once (as the worker runs: one process per core)")
     with tempfile.TemporaryDirectory() as folder:
         roof_rate = _roof_rate(Path(folder), n=max(20, args.n // 10))
         print(f"arithmetic roof: dense convolutions under TFLite reach at best {roof_rate:.1f} GMAC/s on one thread "
               f"({processes * roof_rate:.1f} GMAC/s on {processes})")
-        rows = [("seed", seed_model, seed_tflite if seed_tflite.is_file() else _export(
+        rows = [("seed", seed_model, seed_tflite if seed_tflite.is_file() else export_tflite(
             keras_model=seed_model, path=Path(folder) / "seed.tflite"))]
         if predictor is not None:
             rows.append(("production", predictor.keras_model, production / predictor.metadata.model_file))

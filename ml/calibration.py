@@ -7,6 +7,7 @@ temperature scaling of the logits because softmax ignores a per-row shift.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -110,6 +111,44 @@ def choose_threshold(
     needed = min(max(needed, 1), count)
     # Alert when probability >= threshold: the needed-th highest positive score.
     return float(positives[needed - 1])
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    temperature: float
+    threshold: float
+    metrics: dict  # classification_metrics at this temperature and threshold, plus "raw_nll"
+
+
+def fit_operating_point(
+    *,
+    raw_probabilities: np.ndarray,
+    labels: np.ndarray,
+    positive_index: int,
+    target_sensitivity: float,
+    confidence: float | None,
+    temperature: float | None = None,
+) -> OperatingPoint:
+    """Temperature scaling (fitted unless ``temperature`` is given) and the alert threshold on labelled data.
+
+    What training does on its validation part and ``ml.recalibrate`` on a site's films.
+    """
+    raw_probabilities = np.asarray(raw_probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=int)
+    if temperature is None:
+        temperature = fit_temperature(probabilities=raw_probabilities, labels=labels)
+    calibrated = apply_temperature(raw_probabilities, temperature)
+    threshold = choose_threshold(
+        positive_probabilities=calibrated[:, positive_index],
+        is_positive=labels == positive_index,
+        target_sensitivity=target_sensitivity,
+        confidence=confidence,
+    )
+    fitted = classification_metrics(
+        probabilities=calibrated, labels=labels, positive_index=positive_index, threshold=threshold
+    )
+    fitted["raw_nll"] = negative_log_likelihood(raw_probabilities, labels)
+    return OperatingPoint(temperature=float(temperature), threshold=threshold, metrics=fitted)
 
 
 def classification_metrics(

@@ -14,8 +14,7 @@ def export_tflite(*, keras_model, path: Path | str) -> Path:
     """Convert to a float32 TFLite flatbuffer with a fixed batch of 1 (the serving shape)."""
     import tensorflow as tf
 
-    size = keras_model.input_shape[1]
-    signature = tf.TensorSpec([1, size, size, 1], tf.float32, name="image")
+    signature = tf.TensorSpec([1, *keras_model.input_shape[1:]], tf.float32, name="image")
 
     @tf.function(input_signature=[signature])
     def serve(image):

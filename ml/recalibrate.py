@@ -30,13 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ml.calibration import (
-    apply_temperature,
-    choose_threshold,
-    classification_metrics,
-    fit_temperature,
-    sensitivity_lower_bound,
-)
+from ml.calibration import fit_operating_point, sensitivity_lower_bound
 from ml.labels import POSITIVE_CLASS
 
 
@@ -64,25 +58,17 @@ def recalibrate(
 
     artifact_dir = Path(artifact_dir)
     metadata = load_metadata(artifact_dir)
-    raw_probabilities = np.asarray(raw_probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)
     positive = metadata.class_names.index(POSITIVE_CLASS)
     positives = int((labels == positive).sum())
     if positives == 0:
         raise RecalibrationError("The data has no COVID-19 images: the alert threshold cannot be chosen.")
-    temperature = metadata.temperature if keep_temperature else fit_temperature(
-        probabilities=raw_probabilities, labels=labels
+    operating_point = fit_operating_point(
+        raw_probabilities=raw_probabilities, labels=labels, positive_index=positive,
+        target_sensitivity=target_sensitivity, confidence=threshold_confidence,
+        temperature=metadata.temperature if keep_temperature else None,
     )
-    calibrated = apply_temperature(raw_probabilities, temperature)
-    threshold = choose_threshold(
-        positive_probabilities=calibrated[:, positive],
-        is_positive=labels == positive,
-        target_sensitivity=target_sensitivity,
-        confidence=threshold_confidence,
-    )
-    fitted = classification_metrics(
-        probabilities=calibrated, labels=labels, positive_index=positive, threshold=threshold
-    )
+    temperature, threshold, fitted = operating_point.temperature, operating_point.threshold, operating_point.metrics
     detected = int(round(fitted["covid_sensitivity"] * positives))
     record = {
         "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -36,9 +36,8 @@ from ml.artifact import (
 from ml.augment import LIGHT, STRONG, AugmentConfig, augment_film, augment_geometry
 from ml.calibration import (
     apply_temperature,
-    choose_threshold,
     classification_metrics,
-    fit_temperature,
+    fit_operating_point,
 )
 from ml.labels import CLASS_NAMES, POSITIVE_CLASS
 from ml.preprocess import (
@@ -192,20 +191,11 @@ def train_model(
 
     positive = CLASS_NAMES.index(POSITIVE_CLASS)
     val_raw = model.predict(val_inputs, verbose=0, batch_size=64)
-    temperature = fit_temperature(probabilities=val_raw, labels=val_labels)
-    val_calibrated = apply_temperature(val_raw, temperature)
-    threshold = choose_threshold(
-        positive_probabilities=val_calibrated[:, positive],
-        is_positive=val_labels == positive,
-        target_sensitivity=target_sensitivity,
-        confidence=threshold_confidence,
+    operating_point = fit_operating_point(
+        raw_probabilities=val_raw, labels=val_labels, positive_index=positive,
+        target_sensitivity=target_sensitivity, confidence=threshold_confidence,
     )
-    val_metrics = classification_metrics(
-        probabilities=val_calibrated, labels=val_labels, positive_index=positive, threshold=threshold
-    )
-    val_metrics["raw_nll"] = classification_metrics(
-        probabilities=val_raw, labels=val_labels, positive_index=positive, threshold=threshold
-    )["nll"]
+    temperature, threshold, val_metrics = operating_point.temperature, operating_point.threshold, operating_point.metrics
 
     keras_path = out_dir / KERAS_FILE
     # Save an uncompiled copy: the Adam state would triple the file for nothing (serving never trains).
