@@ -123,3 +123,37 @@ def build_tiny(*, input_size: int, num_classes: int):
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name=GRADCAM_LAYER)(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     return keras.Model(inputs, _head(x, num_classes=num_classes), name="tiny")
+
+
+def build_ensemble(members: list, *, name: str = "ensemble"):
+    """One network whose logits are the mean of its members' logits.
+
+    Each member must end ``gradcam_features`` -> global average pooling ->
+    Dense ``logits`` (sepres does). Averaging is linear, so the ensemble is
+    again such a network: the members' feature maps side by side form its
+    ``gradcam_features``, and its Dense layer stacks the members' kernels
+    (divided by their number) and averages their biases. Its Grad-CAM is
+    therefore the mean of the members' class activation maps, and it exports
+    to TFLite (``cam.tflite`` included) like any single model.
+    """
+    import keras
+    import numpy as np
+
+    if not members:
+        raise ValueError("an ensemble needs at least one member")
+    inputs = keras.Input(members[0].input_shape[1:], name="image")
+    features, kernels, biases = [], [], []
+    for index, member in enumerate(members):
+        backbone = keras.Model(member.inputs, member.get_layer(GRADCAM_LAYER).output, name=f"member{index + 1}")
+        features.append(backbone(inputs))
+        kernel, bias = member.get_layer("logits").get_weights()
+        kernels.append(kernel)
+        biases.append(bias)
+    x = features[0] if len(features) == 1 else keras.layers.Concatenate(name="member_features")(features)
+    x = keras.layers.Activation("linear", name=GRADCAM_LAYER)(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    head = keras.layers.Dense(kernels[0].shape[1], name="logits")
+    probabilities = keras.layers.Softmax(name="probabilities")(head(x))
+    model = keras.Model(inputs, probabilities, name=name)
+    head.set_weights([np.concatenate(kernels, axis=0) / len(members), np.mean(biases, axis=0)])
+    return model

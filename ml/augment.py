@@ -86,7 +86,7 @@ def _text_marks(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         kind = rng.random()
         if kind < 0.5:
             letters = "".join(rng.choice(list("LRAPUPRIGHTLEFT0123456789"), size=int(rng.integers(1, 6))))
-            draw.text((x, y), letters, fill=shade, font_size=int(rng.uniform(0.03, 0.08) * height))
+            draw.text((x, y), letters, fill=shade, font_size=max(1, int(rng.uniform(0.03, 0.08) * height)))
         elif kind < 0.8:
             box_w, box_h = int(rng.uniform(0.03, 0.15) * width), int(rng.uniform(0.02, 0.06) * height)
             draw.rectangle((x, y, x + box_w, y + box_h), fill=shade)

@@ -143,6 +143,19 @@ def preprocess_with_lung_mask(pixels: np.ndarray, config: PreprocessConfig) -> t
 
 def _prepare(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None, bool | None]:
     """Model input, lung mask in its frame (or None) and whether the lungs were found (None: not looked for)."""
+    frame, mask, lungs_found = lung_frame(pixels, config)
+    return finish_frame(frame, mask, config), mask, lungs_found
+
+
+def lung_frame(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None, bool | None]:
+    """The first half of preprocessing: the (cropped) frame resized to (S, S), before equalisation.
+
+    Returns the frame, the lung mask at (S, S) when the config masks outside
+    the lungs (else None) and whether the lungs were found (None: not looked
+    for). ``finish_frame`` turns the frame into the model input; ``ml.pack``
+    stores frames so that an accelerator machine without the lung segmenter
+    can rebuild model inputs (and augment them) exactly.
+    """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")
     size = config.input_size
@@ -159,12 +172,17 @@ def _prepare(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, 
             lung_mask = lung_mask[top:bottom, left:right]
         if config.mask_outside_lungs:
             mask = resize(lung_mask.astype(np.float32), height=size, width=size) >= 0.5
-    out = resize(work, height=size, width=size)
+    return resize(work, height=size, width=size), mask, lungs_found
+
+
+def finish_frame(frame: np.ndarray, mask: np.ndarray | None, config: PreprocessConfig) -> np.ndarray:
+    """The second half of preprocessing: equalise, blank outside the lungs; returns (S, S, 1) in [0, 1]."""
+    out = np.asarray(frame, dtype=np.float32)
     if config.equalize == "histogram":
         out = equalize_histogram(out, mask if config.equalize_region == "mask" else None)
     if mask is not None:
         out = np.where(mask, out, 0.0)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)[..., None], mask, lungs_found
+    return np.clip(out, 0.0, 1.0).astype(np.float32)[..., None]
 
 
 def preprocess_batch(images: list[np.ndarray], config: PreprocessConfig) -> np.ndarray:

@@ -50,6 +50,8 @@ from ml.preprocess import (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LUNG_SEGMENTER = "lung_segmenter"
 LOSO_EVALUATION = "loso_evaluation"
+# Films are decoded and shrunk to this longest side once, before augmentation and preprocessing.
+FILM_MAX_SIDE = 512
 
 
 def default_preprocess(architecture: str, *, input_size: int | None = None) -> PreprocessConfig:
@@ -76,7 +78,8 @@ def configure_tensorflow(*, threads: int, seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def _class_weights(labels: np.ndarray) -> dict[int, float]:
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Per class index (every class, in order): inverse frequency, 0 for an absent class."""
     counts = np.bincount(labels, minlength=len(CLASS_NAMES)).astype(np.float64)
     present = counts > 0
     weights = np.zeros_like(counts)
@@ -153,10 +156,8 @@ def train_model(
     import keras
 
     from ml.architectures import build_model
-    from ml.export import add_cam, export_tflite, max_tflite_difference
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     train_labels = np.asarray(train_labels, dtype=np.int64)
     val_labels = np.asarray(val_labels, dtype=np.int64)
     started = time.time()
@@ -182,13 +183,66 @@ def train_model(
         batches,
         validation_data=(val_inputs, val_labels),
         epochs=epochs,
-        class_weight=_class_weights(train_labels),
+        class_weight=class_weights(train_labels),
         callbacks=callbacks,
         verbose=verbose,
     )
     history_data = {key: [float(v) for v in values] for key, values in history.history.items()}
     epochs_run = len(history_data.get("loss", []))
+    info = {
+        "seed": seed,
+        "epochs": epochs_run,
+        "max_epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "optimizer": "Adam",
+        "augmentation": augment.to_dict(),
+        "class_weights": class_weights(train_labels),
+        "n_train": int(len(train_labels)),
+    }
+    info.update(training_info or {})
+    val_metrics, test_metrics = write_artifact(
+        model=model, out_dir=out_dir, architecture=architecture, config=config,
+        val_inputs=val_inputs, val_labels=val_labels, name=name, version=version,
+        target_sensitivity=target_sensitivity, threshold_confidence=threshold_confidence,
+        history=history_data, info=info, split_data=split_data, started=started,
+        test_inputs=None if test_films is None or not len(test_films) else preprocess_batch(test_films, config),
+        test_labels=test_labels,
+    )
+    return TrainResult(artifact_dir=out_dir, val_metrics=val_metrics, test_metrics=test_metrics, epochs_run=epochs_run)
 
+
+def write_artifact(
+    *,
+    model,
+    out_dir: Path,
+    architecture: str,
+    config: PreprocessConfig,
+    val_inputs: np.ndarray,
+    val_labels: np.ndarray,
+    name: str,
+    version: str,
+    target_sensitivity: float,
+    threshold_confidence: float | None,
+    history: dict,
+    info: dict,
+    split_data: dict | None = None,
+    test_inputs: np.ndarray | None = None,
+    test_labels: np.ndarray | None = None,
+    started: float | None = None,
+) -> tuple[dict, dict | None]:
+    """Calibrate a fitted Keras model on validation, export it and write the artifact folder.
+
+    Shared by ``ml.train`` and ``ml.ensemble``. Returns the validation metrics
+    and, when test inputs are given, the test metrics.
+    """
+    import keras
+
+    from ml.export import add_cam, export_tflite, max_tflite_difference
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    val_labels = np.asarray(val_labels, dtype=np.int64)
     positive = CLASS_NAMES.index(POSITIVE_CLASS)
     val_raw = model.predict(val_inputs, verbose=0, batch_size=64)
     operating_point = fit_operating_point(
@@ -209,8 +263,8 @@ def train_model(
         raise RuntimeError(f"TFLite differs from Keras by {tflite_difference:.2e}")
 
     test_metrics = None
-    if test_films is not None and test_labels is not None and len(test_films):
-        test_raw = model.predict(preprocess_batch(test_films, config), verbose=0, batch_size=64)
+    if test_inputs is not None and test_labels is not None and len(test_inputs):
+        test_raw = model.predict(test_inputs, verbose=0, batch_size=64)
         test_metrics = classification_metrics(
             probabilities=apply_temperature(test_raw, temperature),
             labels=np.asarray(test_labels, dtype=np.int64),
@@ -219,27 +273,19 @@ def train_model(
         )
         (out_dir / "test_metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
 
-    (out_dir / HISTORY_FILE).write_text(json.dumps(history_data, indent=1) + "\n")
+    (out_dir / HISTORY_FILE).write_text(json.dumps(history, indent=1) + "\n")
     if split_data is not None:
         (out_dir / SPLIT_FILE).write_text(json.dumps(split_data, indent=1) + "\n")
     info = {
-        "seed": seed,
-        "epochs": epochs_run,
-        "max_epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "optimizer": "Adam",
-        "augmentation": augment.to_dict(),
-        "class_weights": _class_weights(train_labels),
+        **info,
         "history_file": HISTORY_FILE,
         "split_file": SPLIT_FILE if split_data is not None else None,
-        "n_train": int(len(train_labels)),
         "n_val": int(len(val_labels)),
         "tflite_max_abs_difference": tflite_difference,
-        "seconds": round(time.time() - started, 1),
         "parameters": int(model.count_params()),
     }
-    info.update(training_info or {})
+    if started is not None:
+        info["seconds"] = round(time.time() - started, 1)
     metadata = ArtifactMetadata(
         name=name,
         version=version,
@@ -258,7 +304,7 @@ def train_model(
     save_metadata(artifact_dir=out_dir, metadata=metadata)
     add_cam(out_dir, keras_model=model, check_inputs=check_inputs)
     _copy_lung_segmenter(config=config, out_dir=out_dir)
-    return TrainResult(artifact_dir=out_dir, val_metrics=val_metrics, test_metrics=test_metrics, epochs_run=epochs_run)
+    return val_metrics, test_metrics
 
 
 def _copy_lung_segmenter(*, config: PreprocessConfig, out_dir: Path) -> None:
@@ -330,7 +376,7 @@ def train_from_arrays(
     return result.artifact_dir
 
 
-def load_films(samples, *, cache_dir: Path | None = None, max_side: int = 512) -> list[np.ndarray]:
+def load_films(samples, *, cache_dir: Path | None = None, max_side: int = FILM_MAX_SIDE) -> list[np.ndarray]:
     """Decode every sample once (through ml.imaging) and cache the shrunken films.
 
     Stored as float32: float16 would shift some pixels across histogram-equalisation
@@ -425,6 +471,18 @@ def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
     return summary
 
 
+def training_parts(*, samples, split, leave_out_source: str | None = None):
+    """Train, validation and test samples; with ``leave_out_source``, that run's parts (noted in the split)."""
+    from ml.datasets import leave_one_source_out
+
+    if not leave_out_source:
+        return tuple(split.part(samples, part) for part in ("train", "val", "test"))
+    loso = leave_one_source_out(samples=samples, split=split, source=leave_out_source)
+    split.notes["leave_out_source"] = leave_out_source
+    split.notes["loso_test"] = loso.description
+    return loso.train, loso.val, loso.test
+
+
 def _label_array(samples) -> np.ndarray:
     return np.array([CLASS_NAMES.index(s.label) for s in samples], dtype=np.int64)
 
@@ -432,7 +490,6 @@ def _label_array(samples) -> np.ndarray:
 def main(argv: list[str] | None = None) -> int:
     from ml.datasets import (
         default_data_dir,
-        leave_one_source_out,
         load_dataset,
         load_split,
         make_patient_split,
@@ -479,13 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         split = make_patient_split(samples=samples, seed=args.seed)
         if args.split_file is not None:
             save_split(split, args.split_file)
-    if args.leave_out_source:
-        loso = leave_one_source_out(samples=samples, split=split, source=args.leave_out_source)
-        train_samples, val_samples, test_samples = loso.train, loso.val, loso.test
-        split.notes["leave_out_source"] = args.leave_out_source
-        split.notes["loso_test"] = loso.description
-    else:
-        train_samples, val_samples, test_samples = (split.part(samples, p) for p in ("train", "val", "test"))
+    train_samples, val_samples, test_samples = training_parts(
+        samples=samples, split=split, leave_out_source=args.leave_out_source)
     print(f"train {len(train_samples)}  val {len(val_samples)}  test {len(test_samples)}", file=sys.stderr)
 
     config = default_preprocess(args.architecture, input_size=args.input_size)

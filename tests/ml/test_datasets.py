@@ -4,12 +4,12 @@ import numpy as np
 from PIL import Image
 
 from ml.datasets import (
+    Sample,
     leave_one_source_out,
     load_dataset,
     load_split,
     make_patient_split,
     save_split,
-    Sample,
 )
 from ml.labels import CLASS_NAMES
 

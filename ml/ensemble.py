@@ -1,0 +1,138 @@
+"""Turn members trained by ``ml.accel_train`` into one calibrated artifact.
+
+    python -m ml.ensemble --members runs/accel --group main --count 5 \
+        --data ../shared/data/cxr --split-file ml/artifacts/dev_split.json \
+        --out runs/ens5 --name cxr-sepres-wide-ens5 --version 1
+
+The members' logits are averaged in one Keras network (``build_ensemble``);
+temperature and COVID-19 threshold are then fitted on the group's validation
+films, decoded and preprocessed here exactly as the portal does, and the
+artifact is written by the same code as ``ml.train``'s. For a ``loso-<source>``
+group the artifact is a leave-one-source-out run: ``--collect-loso`` and
+``ml.evaluate --subset loso`` treat it like one from ``ml.train --leave-out-source``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from ml.labels import CLASS_NAMES
+
+
+def load_members(*, members_dir: Path, group: str, architecture: str, input_size: int, count: int | None) -> list:
+    """The first ``count`` members of ``group`` (all when None) as Keras models."""
+    from ml.architectures import build_model
+
+    with np.load(Path(members_dir) / f"{group}.npz") as data:
+        arrays = {key: data[key] for key in data.files}
+    indices = sorted({int(key.split("_")[0][1:]) for key in arrays})
+    if count is not None:
+        if count > len(indices):
+            raise ValueError(f"{group}: {count} members asked for, {len(indices)} trained")
+        indices = indices[:count]
+    models = []
+    for member in indices:
+        model = build_model(architecture=architecture, input_size=input_size)
+        prefix = f"m{member}_w"
+        weights = [arrays[key] for key in sorted(k for k in arrays if k.startswith(prefix))]
+        model.set_weights(weights)
+        models.append(model)
+    return models
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ml.datasets import default_data_dir, load_dataset, load_split
+    from ml.preprocess import PreprocessConfig, preprocess_batch
+    from ml.train import (
+        REPO_ROOT,
+        configure_tensorflow,
+        load_films,
+        training_parts,
+        write_artifact,
+    )
+
+    parser = argparse.ArgumentParser(prog="python -m ml.ensemble", description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=Path, required=True, help="ml.accel_train's output folder")
+    parser.add_argument("--group", default="main", help="main or loso-<source>")
+    parser.add_argument("--count", type=int, default=None, help="use the first COUNT members (default: all)")
+    parser.add_argument("--data", type=Path, default=default_data_dir())
+    parser.add_argument("--manifest", type=Path, default=None)
+    parser.add_argument("--split-file", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--name", default=None)
+    parser.add_argument("--version", default="1")
+    parser.add_argument("--target-sensitivity", type=float, default=0.95)
+    parser.add_argument("--threshold-confidence", type=float, default=0.95)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cache-dir", type=Path, default=REPO_ROOT / "runs" / "cache")
+    args = parser.parse_args(argv)
+
+    started = time.time()
+    summary = json.loads((args.members / "members.json").read_text())
+    trained = summary["groups"].get(args.group) or []
+    if not trained:
+        parser.error(f"no members of group {args.group!r} in {args.members}")
+    members_info = trained[: args.count] if args.count else trained
+    config = PreprocessConfig.from_dict(summary["preprocessing"])
+    leave_out = args.group.removeprefix("loso-") if args.group.startswith("loso-") else None
+
+    samples = load_dataset(args.data, args.manifest)
+    split = load_split(args.split_file)
+    train_samples, val_samples, test_samples = training_parts(samples=samples, split=split, leave_out_source=leave_out)
+    if len(train_samples) != members_info[0]["n_train"] or len(val_samples) != members_info[0]["n_val"]:
+        parser.error(
+            f"the members were trained on {members_info[0]['n_train']}/{members_info[0]['n_val']} train/val films, "
+            f"but this split gives {len(train_samples)}/{len(val_samples)}: another split or data folder?"
+        )
+    configure_tensorflow(threads=args.threads, seed=0)
+    from ml.architectures import build_ensemble
+
+    members = load_members(
+        members_dir=args.members, group=args.group, architecture=summary["architecture"],
+        input_size=config.input_size, count=len(members_info),
+    )
+    model = build_ensemble(members)
+    films = load_films(samples, cache_dir=args.cache_dir)
+    by_key = {s.key: film for s, film in zip(samples, films)}
+
+    def inputs_and_labels(part):
+        inputs = preprocess_batch([by_key[s.key] for s in part], config)
+        return inputs, np.array([CLASS_NAMES.index(s.label) for s in part], np.int64)
+
+    val_inputs, val_labels = inputs_and_labels(val_samples)
+    test_inputs, test_labels = inputs_and_labels(test_samples)
+    architecture = f"{summary['architecture']}-ensemble{len(members)}"
+    info = {
+        "ensemble_of": len(members),
+        "members": [{key: m[key] for key in ("member", "seed", "epochs", "best_epoch", "best_val_loss", "seconds")}
+                    for m in members_info],
+        "member_architecture": summary["architecture"],
+        "trained_by": f"ml.accel_train (Keras {summary['backend']} backend)",
+        **summary["recipe"],
+        "n_train": len(train_samples),
+        "data_root": str(args.data),
+        "manifest": str(args.manifest) if args.manifest else None,
+        "leave_out_source": leave_out,
+        "test_sources": sorted({s.source for s in test_samples}),
+    }
+    val_metrics, test_metrics = write_artifact(
+        model=model, out_dir=args.out, architecture=architecture, config=config,
+        val_inputs=val_inputs, val_labels=val_labels, name=args.name or f"cxr-{architecture}", version=args.version,
+        target_sensitivity=args.target_sensitivity, threshold_confidence=args.threshold_confidence or None,
+        history={f"member{m['member'] + 1}": m["history"] for m in members_info}, info=info,
+        split_data=asdict(split), test_inputs=test_inputs, test_labels=test_labels, started=started,
+    )
+    print(json.dumps({"val": val_metrics, "test": test_metrics}, indent=1))
+    print(f"wrote {args.out} in {time.time() - started:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
