@@ -3,7 +3,10 @@
 #
 #   scripts/accel_train.sh PACK OUT [ml.accel_train options...]
 #
-# Wheels in .whl/ (keras, namex, optree; see MODEL_CARD.md, "Reproduce") are installed to /tmp/site first.
+# Wheels in .whl/ are installed to /tmp/site first. For a machine with Python 3.12 and no network, fetch them
+# beforehand (keras's other needs, numpy, h5py, rich, ml-dtypes, absl-py, were already there):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl keras==3.15.1 namex optree
 # Keras runs on JAX when JAX sees a GPU, else on PyTorch; if the JAX run fails, the PyTorch one is tried.
 set -uo pipefail
 pack=$1 out=$2
