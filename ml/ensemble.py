@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.labels import CLASS_NAMES
-
 
 def load_members(*, members_dir: Path, group: str, architecture: str, input_size: int, count: int | None) -> list:
     """The first ``count`` members of ``group`` (all when None) as Keras models."""
@@ -53,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from ml.train import (
         REPO_ROOT,
         configure_tensorflow,
+        label_array,
         load_films,
         training_parts,
         write_artifact,
@@ -99,15 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         input_size=config.input_size, count=len(members_info),
     )
     model = build_ensemble(members)
-    films = load_films(samples, cache_dir=args.cache_dir)
-    by_key = {s.key: film for s, film in zip(samples, films)}
-
-    def inputs_and_labels(part):
-        inputs = preprocess_batch([by_key[s.key] for s in part], config)
-        return inputs, np.array([CLASS_NAMES.index(s.label) for s in part], np.int64)
-
-    val_inputs, val_labels = inputs_and_labels(val_samples)
-    test_inputs, test_labels = inputs_and_labels(test_samples)
+    # Only the films calibration and the test metrics need: the members never see the rest here.
+    val_inputs = preprocess_batch(load_films(val_samples, cache_dir=args.cache_dir), config)
+    test_inputs = preprocess_batch(load_films(test_samples, cache_dir=args.cache_dir), config)
+    val_labels, test_labels = label_array(val_samples), label_array(test_samples)
     architecture = f"{summary['architecture']}-ensemble{len(members)}"
     info = {
         "ensemble_of": len(members),

@@ -67,6 +67,7 @@ def build_pack(*, samples, split, config: PreprocessConfig, loso_sources: list[s
     from tqdm import tqdm
 
     from ml.datasets import leave_one_source_out
+    from ml.train import label_array
 
     if config.equalize != "histogram" or not config.mask_outside_lungs:
         raise ValueError("packing is exact only for histogram-equalised, lung-masked preprocessing")
@@ -87,7 +88,7 @@ def build_pack(*, samples, split, config: PreprocessConfig, loso_sources: list[s
         }
     return Pack(
         frames=frames, masks=masks,
-        labels=np.array([CLASS_NAMES.index(s.label) for s in members], np.int64),
+        labels=label_array(members),
         keys=[s.key for s in members], sources=[s.source for s in members],
         groups=groups, config=config, info={"split_seed": split.seed},
     )
@@ -124,15 +125,8 @@ def load_pack(path: Path | str) -> Pack:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ml.datasets import (
-        decode_file,
-        default_data_dir,
-        load_dataset,
-        load_split,
-        sources,
-    )
-    from ml.preprocess import shrink_longest_side
-    from ml.train import FILM_MAX_SIDE, default_preprocess
+    from ml.datasets import default_data_dir, load_dataset, load_split, sources
+    from ml.train import decode_film, default_preprocess
 
     parser = argparse.ArgumentParser(prog="python -m ml.pack", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data_dir())
@@ -150,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     config = default_preprocess(args.architecture, input_size=args.input_size)
     pack = build_pack(
         samples=samples, split=split, config=config, loso_sources=sources(samples),
-        decode=lambda sample: shrink_longest_side(decode_file(sample.path), max_side=FILM_MAX_SIDE),
+        decode=decode_film,
     )
     pack.info["split_file_sha256"] = hashlib.sha256(args.split_file.read_bytes()).hexdigest()
     path = save_pack(pack, args.out)

@@ -376,6 +376,13 @@ def train_from_arrays(
     return result.artifact_dir
 
 
+def decode_film(sample, *, max_side: int = FILM_MAX_SIDE) -> np.ndarray:
+    """One sample's film as training sees it: decoded (through ml.imaging), longest side at most ``max_side``."""
+    from ml.datasets import decode_file
+
+    return shrink_longest_side(decode_file(sample.path), max_side=max_side)
+
+
 def load_films(samples, *, cache_dir: Path | None = None, max_side: int = FILM_MAX_SIDE) -> list[np.ndarray]:
     """Decode every sample once (through ml.imaging) and cache the shrunken films.
 
@@ -383,8 +390,6 @@ def load_films(samples, *, cache_dir: Path | None = None, max_side: int = FILM_M
     bins, so training inputs would differ slightly from what serving computes.
     """
     from tqdm import tqdm
-
-    from ml.datasets import decode_file
 
     cache_path = None
     if cache_dir is not None:
@@ -394,10 +399,7 @@ def load_films(samples, *, cache_dir: Path | None = None, max_side: int = FILM_M
         if cache_path.is_file():
             with open(cache_path, "rb") as handle:
                 return pickle.load(handle)
-    films = [
-        shrink_longest_side(decode_file(s.path), max_side=max_side)
-        for s in tqdm(samples, desc="decode", file=sys.stderr)
-    ]
+    films = [decode_film(s, max_side=max_side) for s in tqdm(samples, desc="decode", file=sys.stderr)]
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         with open(cache_path, "wb") as handle:
@@ -483,7 +485,8 @@ def training_parts(*, samples, split, leave_out_source: str | None = None):
     return loso.train, loso.val, loso.test
 
 
-def _label_array(samples) -> np.ndarray:
+def label_array(samples) -> np.ndarray:
+    """Class indices (into CLASS_NAMES) of ``samples``."""
     return np.array([CLASS_NAMES.index(s.label) for s in samples], dtype=np.int64)
 
 
@@ -553,11 +556,11 @@ def main(argv: list[str] | None = None) -> int:
 
     result = train_model(
         train_films=[by_key[s.key] for s in train_samples],
-        train_labels=_label_array(train_samples),
+        train_labels=label_array(train_samples),
         val_films=[by_key[s.key] for s in val_samples],
-        val_labels=_label_array(val_samples),
+        val_labels=label_array(val_samples),
         test_films=[by_key[s.key] for s in test_samples],
-        test_labels=_label_array(test_samples),
+        test_labels=label_array(test_samples),
         architecture=args.architecture,
         config=config,
         augment=augment,
