@@ -364,12 +364,13 @@ def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:
 
     try:
         pixels = dataset.pixel_array
-    except (NotImplementedError, RuntimeError) as error:
-        syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", str(syntax))
-        raise ImageDecodeError(
-            f"The DICOM image is compressed with a transfer syntax this system cannot decode ({name})."
-        ) from error
+    except RuntimeError as error:
+        if "raised by all available plugins" in str(error):
+            # A decoder for this syntax is installed and every one failed on the data itself.
+            raise ImageDecodeError("The DICOM pixel data is damaged or incomplete (it could not be decompressed).") from None
+        raise _undecodable_syntax(dataset) from error
+    except NotImplementedError as error:
+        raise _undecodable_syntax(dataset) from error
     except Exception as error:
         raise ImageDecodeError(f"The DICOM pixel data is damaged or incomplete ({error}).") from None
 
@@ -401,6 +402,12 @@ def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:
     )
 
 
+def _undecodable_syntax(dataset) -> ImageDecodeError:
+    syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
+    name = getattr(syntax, "name", str(syntax))
+    return ImageDecodeError(f"The DICOM image is compressed with a transfer syntax this system cannot decode ({name}).")
+
+
 def _dicom_metadata(dataset) -> dict[str, str]:
     metadata: dict[str, str] = {}
     for key, keyword in DICOM_FIELDS.items():
@@ -413,9 +420,29 @@ def _dicom_metadata(dataset) -> dict[str, str]:
     return metadata
 
 
+# zlib level for the PNGs the portal stores. The upload waits for this encode: on 30 development films
+# level 3 took 10.6 ms a film against 35.5 ms at Pillow's default 6, for 13% more bytes.
+PNG_COMPRESS_LEVEL = 3
+
+
+def reencoded_png(decoded: DecodedImage) -> bytes:
+    """The decoded pixels as a fresh PNG: 8-bit when the source had 8-bit levels, else 16-bit.
+
+    Decoding this PNG gives the pixels the model would have seen from the upload (exactly for
+    8-bit sources; within 1/65535 for DICOM and 16-bit PNG, which decode_image scales min-max).
+    """
+    pixels = np.clip(decoded.pixels, 0.0, 1.0)
+    levels = np.round(pixels * 255.0)
+    if np.array_equal(levels / 255.0, pixels.astype(np.float64)) or np.allclose(levels / 255.0, pixels, rtol=0, atol=1e-6):
+        return encode_png(pixels)
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(pixels * 65535.0).astype(np.uint16)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buffer.getvalue()
+
+
 def encode_png(pixels: np.ndarray) -> bytes:
     """Re-encode unit pixels as an 8-bit grayscale PNG (what the portal stores and shows)."""
     array = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)
     buffer = io.BytesIO()
-    Image.fromarray(np.round(array * 255.0).astype(np.uint8)).save(buffer, format="PNG")
+    Image.fromarray(np.round(array * 255.0).astype(np.uint8)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()

@@ -111,8 +111,22 @@ def dicom_bytes(
     return buffer.getvalue()
 
 
+def dicom_with_truncated_codestream(pixels: np.ndarray, *, keep: float = 0.5) -> bytes:
+    """A well-formed JPEG 2000 DICOM whose compressed frame stops part-way (a damaged transfer, not a bad header)."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate, generate_frames
+    from pydicom.uid import JPEG2000Lossless
+
+    dataset = dcmread(io.BytesIO(dicom_bytes(pixels, transfer_syntax=JPEG2000Lossless)))
+    frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+    dataset.PixelData = encapsulate([frame[: int(len(frame) * keep)]])
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def dicom_with_undecodable_syntax() -> bytes:
-    """Pixel data claimed to be JPEG-LS, which no installed decoder handles."""
+    """Pixel data claimed to be JPEG-LS that is not a JPEG-LS stream: no installed decoder can read it."""
     from pydicom import dcmread
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEGLSLossless

@@ -1,11 +1,9 @@
 """Accept an uploaded chest X-ray: validate it fully before anything is stored."""
 
 import datetime
-import io
 import secrets
 import time
 
-import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -15,7 +13,7 @@ from django.utils import timezone
 from audit.models import Outcome
 from audit.services import audit_record
 from diagnosis.models import Patient, StoredImage, Study, ViewPosition
-from ml.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png
+from ml.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png, reencoded_png
 
 from . import storage
 from .patients import _dicom_date
@@ -51,23 +49,6 @@ def upload_rate_check(*, user, patient: Patient | None = None) -> None:
             f"Too many uploads: at most {settings.UPLOAD_RATE_LIMIT} every {window} seconds. "
             "Please wait a moment and try again."
         )
-
-
-def reencoded_png(decoded: DecodedImage) -> bytes:
-    """The decoded pixels as a fresh PNG: 8-bit when the source had 8-bit levels, else 16-bit.
-
-    Decoding this PNG gives the pixels the model would have seen from the upload (exactly for
-    8-bit sources; within 1/65535 for DICOM and 16-bit PNG, which decode_image scales min-max).
-    """
-    from PIL import Image
-
-    pixels = np.clip(decoded.pixels, 0.0, 1.0)
-    levels = np.round(pixels * 255.0)
-    if np.array_equal(levels / 255.0, pixels.astype(np.float64)) or np.allclose(levels / 255.0, pixels, rtol=0, atol=1e-6):
-        return encode_png(pixels)
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(pixels * 65535.0).astype(np.uint16)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def image_validate(*, data: bytes) -> DecodedImage:

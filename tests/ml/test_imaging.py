@@ -64,6 +64,19 @@ def test_decodes_rle_compressed_dicom():
     assert decoded.pixels.shape == (80, 96)
 
 
+def test_rle_dicom_has_the_compiled_decoder():
+    # pydicom's own RLE decoder is pure numpy and about 10 times slower on a detector-sized film.
+    from pydicom.pixels.decoders import RLELosslessDecoder
+
+    assert "pylibjpeg" in RLELosslessDecoder.available_plugins
+
+
+def test_rejects_jpeg2000_dicom_whose_codestream_stops_early():
+    data = images.dicom_with_truncated_codestream(images.gradient(640, 512))
+    with pytest.raises(ImageDecodeError, match="damaged or incomplete"):
+        decode_image(data)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
