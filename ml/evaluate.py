@@ -235,6 +235,7 @@ def evaluate_artifact(
     )
     from ml.report import write_report
     from ml.shortcut_audit import load_loso, run_shortcut_audit
+    from ml.stability import PERTURBATIONS, summarize_stability
 
     artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -251,6 +252,7 @@ def evaluate_artifact(
 
     kept, skipped = [], []
     probabilities, raw_probabilities, model_inputs, lung_masks = [], [], [], []
+    perturbed_probabilities = {perturbation.name: [] for perturbation in PERTURBATIONS}
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc=f"evaluating {metadata.name}", unit="batch", disable=not progress):
         batch, pixels = [], []
@@ -266,6 +268,9 @@ def evaluate_artifact(
             probabilities.append([result.probabilities[name] for name in class_names])
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
+        for perturbation in PERTURBATIONS:
+            changed = predictor.predict([perturbation.apply(film) for film in pixels])
+            perturbed_probabilities[perturbation.name] += [[r.probabilities[name] for name in class_names] for r in changed]
     if not kept:
         reasons = "; ".join(f"{item['file']}: {item['reason']}" for item in skipped[:5])
         raise EvaluationError(f"None of the {len(skipped)} images could be decoded ({reasons}).")
@@ -338,6 +343,14 @@ def evaluate_artifact(
         n_resamples=n_resamples,
     )
 
+    stability = summarize_stability(
+        y_true=y_true,
+        probabilities=probabilities,
+        perturbed={name: np.asarray(values) for name, values in perturbed_probabilities.items()},
+        positive_index=class_names.index(POSITIVE_CLASS),
+        threshold=threshold,
+    )
+
     overlap = _training_overlap(artifact_dir=artifact_dir, samples=kept)
     notes = list(summary.pop("notes"))
     if overlap:
@@ -387,6 +400,7 @@ def evaluate_artifact(
         },
         "per_source": per_source,
         "shortcut_audit": audit.to_dict(),
+        "stability": stability,
         "skipped": skipped,
         "notes": notes,
     }

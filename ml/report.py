@@ -124,6 +124,36 @@ def loso_lines(loso) -> list[str]:
     return lines + [""]
 
 
+def stability_lines(stability: dict) -> list[str]:
+    """The stability check as a table; reports written before it existed have none."""
+    if not stability:
+        return []
+    rows = [
+        [
+            s["description"],
+            fmt(s["same_class"], percent=True),
+            fmt(s["alert_changed"], percent=True),
+            f"{fmt(s['probability_change_median'])} / {fmt(s['probability_change_p95'])} / "
+            f"{fmt(s['probability_change_max'])}",
+            f"{fmt(s['accuracy'])} (unchanged: {fmt(s['accuracy_original'])})",
+        ]
+        for s in stability.values()
+    ]
+    lines = [
+        "## Stability under changes that should not matter",
+        "",
+        "Each film was changed as below, then preprocessed and classified again. None of these changes "
+        "what a radiologist reads in the lungs.",
+        "",
+    ]
+    lines += _table(
+        ["change", "same class", "COVID-19 alert flips", "largest probability change: median / p95 / max",
+         "accuracy"],
+        rows,
+    )
+    return lines + [""]
+
+
 def write_report(*, metrics: dict, path: Path) -> Path:
     m = metrics
     model = m["model"]
@@ -188,6 +218,7 @@ def write_report(*, metrics: dict, path: Path) -> Path:
         ]
     lines += ["## Shortcut audit", ""]
     lines += audit_lines(m["shortcut_audit"])
+    lines += stability_lines(m.get("stability"))
     if m["notes"]:
         lines += ["## Notes", ""] + [f"- {note}" for note in m["notes"]] + [""]
     path.write_text("\n".join(lines) + "\n")

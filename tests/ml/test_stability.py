@@ -1,0 +1,49 @@
+"""The stability check: benign changes to a film, and how often the answer moves."""
+
+import numpy as np
+import pytest
+
+from ml.stability import PERTURBATIONS, gamma_adjusted, half_resolution, jpeg_reencoded, summarize_stability
+from tests import images
+
+
+def test_perturbations_keep_a_film_a_film():
+    film = images.gradient(96, 80)
+    for perturbation in PERTURBATIONS:
+        changed = perturbation.apply(film)
+        assert changed.dtype == np.float32 and changed.ndim == 2
+        assert 0.0 <= changed.min() and changed.max() <= 1.0
+    assert half_resolution(film).shape == (40, 48)
+    assert jpeg_reencoded(film).shape == film.shape
+    # A quality-90 JPEG is close to, but not exactly, the 8-bit film.
+    difference = np.abs(jpeg_reencoded(film) - np.round(film * 255) / 255)
+    assert 0 < difference.mean() < 0.02
+    # Gamma below 1 brightens mid-tones and keeps black and white.
+    assert gamma_adjusted(np.array([[0.0, 0.25, 1.0]], np.float32))[0].tolist() == pytest.approx([0.0, 0.25**0.8, 1.0])
+
+
+def test_counts_class_changes_alert_flips_and_probability_changes():
+    y_true = np.array([0, 1, 2, 0])
+    original = np.array([[0.60, 0.30, 0.10], [0.20, 0.70, 0.10], [0.10, 0.20, 0.70], [0.40, 0.50, 0.10]])
+    changed = np.array([[0.55, 0.35, 0.10], [0.20, 0.70, 0.10], [0.10, 0.60, 0.30], [0.55, 0.40, 0.05]])
+
+    [result] = summarize_stability(
+        y_true=y_true, probabilities=original, perturbed={"jpeg_q90": changed}, positive_index=0, threshold=0.5
+    ).values()
+
+    assert result["name"] == "jpeg_q90" and result["description"].startswith("re-encoded as JPEG")
+    assert result["n"] == 4
+    assert result["same_class"] == pytest.approx(0.5)  # films 3 (pneumonia -> normal) and 4 (normal -> covid) moved
+    assert result["alert_changed"] == pytest.approx(0.25)  # film 4 crossed the 0.5 COVID-19 threshold
+    assert result["probability_change_max"] == pytest.approx(0.40)
+    assert result["probability_change_median"] == pytest.approx((0.05 + 0.15) / 2)
+    assert result["accuracy_original"] == pytest.approx(0.75)
+    assert result["accuracy"] == pytest.approx(0.75)  # film 3 is now wrong, film 4 now right
+
+
+def test_no_films_gives_undefined_numbers_not_an_error():
+    empty = np.zeros((0, 3))
+    [result] = summarize_stability(
+        y_true=np.zeros(0), probabilities=empty, perturbed={"gamma_0.8": empty}, positive_index=0, threshold=0.5
+    ).values()
+    assert result["n"] == 0 and result["same_class"] is None and result["accuracy"] is None
