@@ -164,18 +164,18 @@ def _invoke_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]
 
 
 def _predict_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]:
-    """One worker process: Predictor (preprocessing + model + heatmap) on a synthetic film, as the worker serves."""
+    """One worker process: Predictor (preprocessing, model, heatmap, stability check) on a synthetic film, as the worker serves."""
     from ml.inference import Predictor
 
     predictor = Predictor.load(path)
     film = _chest(512, 440)
     for _ in range(3):
-        predictor.predict_one(film, with_heatmap=True)
+        predictor.predict_one(film, with_heatmap=True, check_stability=True)
     while time.time() < start_at:
         time.sleep(0.001)
     started = time.time()
     for _ in range(n):
-        predictor.predict_one(film, with_heatmap=True)
+        predictor.predict_one(film, with_heatmap=True, check_stability=True)
     return started, time.time(), n
 
 
@@ -239,8 +239,11 @@ def main() -> int:
                    _timings(lambda: run_interpreter(predictor._interpreter, pinput), n=args.n))
             film = _chest(512, 440)
             _print("production Predictor.predict_one (preprocess+model)", _timings(lambda: predictor.predict_one(film), n=args.n))
-            _print("  ... with the heatmap, as the worker runs it",
+            _print("  ... with the heatmap",
                    _timings(lambda: predictor.predict_one(film, with_heatmap=True), n=args.n))
+            moved = "unstable" in predictor.predict_one(film, check_stability=True).warnings
+            _print(f"  ... and the stability check, as the worker runs it ({'stops early: answer moved' if moved else 'all 3 changes'})",
+                   _timings(lambda: predictor.predict_one(film, with_heatmap=True, check_stability=True), n=args.n))
 
     processes = args.processes
     print(f"\nserving on {processes} one-thread processes at once (as the worker runs: one process per core)")
@@ -260,17 +263,18 @@ def main() -> int:
                   f"arithmetic allows {allowed:8.1f} img/s   -> {100 * rate / allowed:5.1f}% of it")
         if predictor is not None:
             rate = _parallel_rate(_predict_loop, production, processes=processes, n=args.n)
-            print(f"production Predictor.predict_one (decoded 512 px film: preprocess+model+heatmap) {rate:8.1f} img/s on {processes} processes")
+            print(f"production Predictor.predict_one as the worker runs it (512 px film: preprocess, model, heatmap, stability check) "
+                  f"{rate:8.1f} img/s on {processes} processes")
 
     if predictor is not None:
         code = (
             "import time; t=time.perf_counter(); import numpy as np; from ml.inference import Predictor; "
-            f"p=Predictor.load({str(production)!r}); p.predict_one(np.full((512,440),0.5,np.float32), with_heatmap=True); "
+            f"p=Predictor.load({str(production)!r}); p.predict_one(np.full((512,440),0.5,np.float32), with_heatmap=True, check_stability=True); "
             "print((time.perf_counter()-t)*1000)"
         )
         cold = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                                      check=True).stdout.split()[-1]) for _ in range(3)]
-        print(f"\ncold start (new process: import, Predictor.load, first prediction with heatmap): {min(cold):.0f} / {np.median(cold):.0f} ms (min / median of 3)")
+        print(f"\ncold start (new process: import, Predictor.load, first prediction with heatmap and stability check): {min(cold):.0f} / {np.median(cold):.0f} ms (min / median of 3)")
 
     from ml.imaging import decode_image, reencoded_png
     from ml.preprocess import PreprocessConfig, preprocess

@@ -30,11 +30,16 @@ ALERT_STATES = {
 }
 
 
-# Why a result is less reliable than usual (codes from ml.preprocess), in the reader's language.
+# Why a result is less reliable than usual (codes from ml.preprocess and ml.stability), in the reader's language.
 RESULT_WARNINGS = {
     "lungs_not_found": gettext_lazy(
         "The lung fields could not be found on this image (not a frontal chest film, an unusual view, or a very "
         "abnormal film). The model looked at a standard chest region instead: treat this result as unreliable."
+    ),
+    "unstable": gettext_lazy(
+        "This result is borderline: the model's answer changed when the image was altered in ways that should "
+        "not matter (re-encoded, at lower resolution or with another brightness curve). Give it less weight "
+        "than its probabilities suggest."
     ),
 }
 

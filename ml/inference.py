@@ -13,6 +13,7 @@ from ml.calibration import apply_temperature
 from ml.export import make_interpreter, run_interpreter
 from ml.labels import POSITIVE_CLASS
 from ml.preprocess import PreprocessConfig, preprocess_checked
+from ml.stability import PERTURBATIONS, UNSTABLE, answer_moves
 
 
 @dataclass
@@ -26,7 +27,7 @@ class PredictionResult:
     inference_ms: float
     heatmap: np.ndarray | None
     model_input: np.ndarray
-    # Codes from ml.preprocess (e.g. "lungs_not_found"): the result is less reliable than usual.
+    # Codes from ml.preprocess ("lungs_not_found") and ml.stability ("unstable"): the result is less reliable.
     warnings: list[str] = field(default_factory=list)
 
 
@@ -74,13 +75,23 @@ class Predictor:
     def predict(self, pixels_batch: list[np.ndarray]) -> list[PredictionResult]:
         return [self.predict_one(pixels) for pixels in pixels_batch]
 
-    def predict_one(self, pixels: np.ndarray, *, with_heatmap: bool = False) -> PredictionResult:
+    def predict_one(
+        self, pixels: np.ndarray, *, with_heatmap: bool = False, check_stability: bool = False
+    ) -> PredictionResult:
+        """Classify one decoded film.
+
+        ``check_stability`` also classifies the film after each of
+        ``ml.stability.PERTURBATIONS`` (changes that should not matter) and adds
+        the warning ``unstable`` when one of them moves the class or the COVID-19
+        alert. It costs up to three more passes; ``inference_ms`` excludes them.
+        """
         started = time.perf_counter()
         model_input, warnings = preprocess_checked(pixels, self.config)
-        raw = run_interpreter(self._interpreter, model_input)
-        calibrated = apply_temperature(raw[None], self.metadata.temperature)[0]
+        raw, calibrated = self._run(model_input)
         inference_ms = (time.perf_counter() - started) * 1000.0
         label_index = int(np.argmax(calibrated))
+        if check_stability and self._answer_moves(pixels, calibrated):
+            warnings = [*warnings, UNSTABLE]
         heatmap = None
         if with_heatmap:
             heatmap = self.heatmap(model_input, label_index)
@@ -97,6 +108,20 @@ class Predictor:
             model_input=model_input[..., 0],
             warnings=warnings,
         )
+
+    def _run(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw and calibrated probabilities for one model input (S, S, 1)."""
+        raw = run_interpreter(self._interpreter, model_input)
+        return raw, apply_temperature(raw[None], self.metadata.temperature)[0]
+
+    def _answer_moves(self, pixels: np.ndarray, calibrated: np.ndarray) -> bool:
+        for perturbation in PERTURBATIONS:
+            changed_input, _warnings = preprocess_checked(perturbation.apply(pixels), self.config)
+            _raw, changed = self._run(changed_input)
+            if answer_moves(probabilities=calibrated, changed=changed, positive_index=self._positive_index,
+                            threshold=float(self.metadata.covid_threshold))[0]:
+                return True  # one change that moves the answer is enough
+        return False
 
     def heatmap(self, model_input: np.ndarray, class_index: int) -> np.ndarray:
         """Grad-CAM (S, S) in [0, 1] for one preprocessed input (S, S, 1)."""

@@ -137,7 +137,7 @@ def stability_lines(stability: dict) -> list[str]:
             f"{fmt(s['probability_change_max'])}",
             f"{fmt(s['accuracy'])} (unchanged: {fmt(s['accuracy_original'])})",
         ]
-        for s in stability.values()
+        for s in stability["perturbations"].values()
     ]
     lines = [
         "## Stability under changes that should not matter",
@@ -151,6 +151,16 @@ def stability_lines(stability: dict) -> list[str]:
          "accuracy"],
         rows,
     )
+    flag = stability["unstable"]
+    if flag["n"]:
+        lines += [
+            "",
+            f"The portal warns that a result is **unstable** when {flag['rule']}. Here that flags "
+            f"{flag['n_flagged']} of {flag['n']} films ({fmt(flag['share_flagged'], percent=True)}). Accuracy on "
+            f"flagged films {fmt(flag['accuracy_flagged'])}, on the others {fmt(flag['accuracy_unflagged'])}; "
+            f"COVID-19 alert right on flagged films {fmt(flag['alert_correct_flagged'])}, on the others "
+            f"{fmt(flag['alert_correct_unflagged'])}.",
+        ]
     return lines + [""]
 
 

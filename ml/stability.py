@@ -18,6 +18,11 @@ the largest change of any calibrated class probability per film (median,
 95th percentile, max) and the accuracy on the changed films. A model whose
 answers move under these changes is reading detail the clinic does not
 control; the numbers tell a user how much a borderline result can be trusted.
+
+The same check runs on every film the worker classifies: when any of these
+changes moves the predicted class or the COVID-19 alert, the result carries
+the warning ``unstable``. The evaluation reports how many films that flags
+and how accurate the flagged and unflagged results are.
 """
 
 from __future__ import annotations
@@ -64,6 +69,18 @@ PERTURBATIONS = (
 )
 
 
+# Warning code for a result whose class or COVID-19 alert moves under one of the PERTURBATIONS.
+UNSTABLE = "unstable"
+
+
+def answer_moves(*, probabilities: np.ndarray, changed: np.ndarray, positive_index: int, threshold: float) -> np.ndarray:
+    """Per film: does the changed film get another class or another COVID-19 alert? (``(N, C)`` in, ``(N,)`` out)."""
+    probabilities, changed = np.atleast_2d(probabilities), np.atleast_2d(changed)
+    other_class = changed.argmax(axis=1) != probabilities.argmax(axis=1)
+    other_alert = (changed[:, positive_index] >= threshold) != (probabilities[:, positive_index] >= threshold)
+    return other_class | other_alert
+
+
 @dataclass(frozen=True)
 class PerturbationStability:
     name: str
@@ -78,6 +95,24 @@ class PerturbationStability:
     accuracy_original: float | None
 
 
+@dataclass(frozen=True)
+class UnstableFlag:
+    """What the ``unstable`` warning would have flagged on the evaluated films."""
+
+    rule: str
+    n: int
+    n_flagged: int
+    share_flagged: float | None
+    accuracy_flagged: float | None
+    accuracy_unflagged: float | None
+    alert_correct_flagged: float | None
+    alert_correct_unflagged: float | None
+
+
+def _share(values: np.ndarray) -> float | None:
+    return float(values.mean()) if values.size else None
+
+
 def summarize_stability(
     *,
     y_true: np.ndarray,
@@ -85,26 +120,29 @@ def summarize_stability(
     perturbed: dict[str, np.ndarray],
     positive_index: int,
     threshold: float,
-) -> dict[str, dict]:
-    """One ``PerturbationStability`` (as a dict) per perturbation name in ``perturbed``.
+) -> dict:
+    """``{"perturbations": {name: PerturbationStability}, "unstable": UnstableFlag}`` as plain dicts.
 
     ``probabilities`` and each ``perturbed[name]`` are calibrated ``(N, n_classes)``
     for the same films in the same order.
     """
     y_true = np.asarray(y_true)
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    n = int(y_true.size)
     descriptions = {p.name: p.description for p in PERTURBATIONS}
-    out = {}
+    per_perturbation = {}
+    flagged = np.zeros(n, dtype=bool)
     for name, changed in perturbed.items():
         changed = np.asarray(changed, dtype=np.float64)
-        n = int(y_true.size)
         if n == 0:
-            out[name] = asdict(PerturbationStability(name, descriptions.get(name, name), 0, *([None] * 7)))
+            per_perturbation[name] = asdict(PerturbationStability(name, descriptions.get(name, name), 0, *([None] * 7)))
             continue
+        flagged |= answer_moves(probabilities=probabilities, changed=changed, positive_index=positive_index,
+                                threshold=threshold)
         change = np.abs(changed - probabilities).max(axis=1)
         alerts = probabilities[:, positive_index] >= threshold
         alerts_changed = changed[:, positive_index] >= threshold
-        out[name] = asdict(PerturbationStability(
+        per_perturbation[name] = asdict(PerturbationStability(
             name=name,
             description=descriptions.get(name, name),
             n=n,
@@ -116,4 +154,16 @@ def summarize_stability(
             accuracy=float(np.mean(changed.argmax(axis=1) == y_true)),
             accuracy_original=float(np.mean(probabilities.argmax(axis=1) == y_true)),
         ))
-    return out
+    correct = probabilities.argmax(axis=1) == y_true if n else np.zeros(0, dtype=bool)
+    alert_correct = (probabilities[:, positive_index] >= threshold) == (y_true == positive_index) if n else correct
+    unstable = UnstableFlag(
+        rule="any of the changes moves the predicted class or the COVID-19 alert",
+        n=n,
+        n_flagged=int(flagged.sum()),
+        share_flagged=_share(flagged),
+        accuracy_flagged=_share(correct[flagged]),
+        accuracy_unflagged=_share(correct[~flagged]),
+        alert_correct_flagged=_share(alert_correct[flagged]),
+        alert_correct_unflagged=_share(alert_correct[~flagged]),
+    )
+    return {"perturbations": per_perturbation, "unstable": asdict(unstable)}

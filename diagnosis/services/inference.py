@@ -129,7 +129,7 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
         predictor = predictor_for(model_version)
         data = storage.blob_get(study.image.sha256, kind=storage.ORIGINAL)
         decoded = decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS, target_size=model_version.input_size)
-        result = predictor.predict_one(decoded.pixels, with_heatmap=True)
+        result = predictor.predict_one(decoded.pixels, with_heatmap=True, check_stability=True)
         heatmap_sha = ""
         if result.heatmap is not None:
             from ml.gradcam import overlay_png

@@ -55,11 +55,36 @@ def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(
         return preprocess_checked(pixels, config)[0], [LUNGS_NOT_FOUND]
 
     monkeypatch.setattr(ml.inference, "preprocess_checked", lungs_not_found)
+    monkeypatch.setattr(ml.inference, "PERTURBATIONS", ())  # only the preprocessing warning is under test
     assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
     prediction = Prediction.objects.get(study=queued_study)
     assert prediction.warnings == [LUNGS_NOT_FOUND]
     event = AuditEvent.objects.get(action="prediction.create", study_identifier=queued_study.accession_number)
     assert event.details["warnings"] == [LUNGS_NOT_FOUND]
+
+
+@pytest.mark.django_db
+def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queued_study, active_model, tiny_model_dir,
+                                                                          monkeypatch):
+    import ml.inference
+    from ml.inference import Predictor
+    from ml.stability import UNSTABLE, Perturbation
+    from tests.conftest import synthetic_training_set
+
+    # A film whose answer (class or COVID-19 alert) differs from the study's own.
+    predictor = Predictor.load(tiny_model_dir)
+    own = predictor.predict_one(inference.decode_image(images.png_bytes()).pixels)
+    films, _labels = synthetic_training_set()
+    other = next(film for film in [*films, *(1.0 - films)]
+                 if (result := predictor.predict_one(film)).label != own.label or result.covid_alert != own.covid_alert)
+    monkeypatch.setattr(ml.inference, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
+
+    assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
+    prediction = Prediction.objects.get(study=queued_study)
+    assert prediction.warnings == [UNSTABLE]
+    assert prediction.probabilities == pytest.approx(own.probabilities, abs=1e-6)  # flagged, not changed
+    event = AuditEvent.objects.get(action="prediction.create", study_identifier=queued_study.accession_number)
+    assert event.details["warnings"] == [UNSTABLE]
 
 
 @pytest.mark.django_db

@@ -180,6 +180,22 @@ def test_result_that_could_not_find_the_lungs_says_so_on_page_api_and_pdf(client
 
 
 @pytest.mark.django_db
+def test_unstable_result_says_it_is_borderline_on_page_and_api(client, clinician, patient, monkeypatch):
+    from tests.diagnosis import factories
+
+    model = factories.model_version(covid_threshold=0.5, status="active")
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
+    factories.completed_prediction(study=study, model=model, covid=0.45, warnings=["unstable"])
+    client.force_login(clinician)
+
+    page = client.get(reverse("diagnosis:study_detail", args=[study.id])).content.decode()
+    assert 'data-testid="result-warning"' in page and "This result is borderline" in page
+    api = client.get(f"/api/studies/{study.id}/").json()["prediction"]
+    assert api["warnings"] == ["unstable"]
+    assert "should not matter" in api["warning_messages"][0]
+
+
+@pytest.mark.django_db
 def test_study_views_are_audited(client, auditor, study):
     client.force_login(auditor)
     client.get(reverse("diagnosis:study_detail", args=[study.id]))

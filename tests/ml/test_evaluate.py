@@ -83,10 +83,12 @@ def test_cli_on_unseen_folder_without_manifest_and_with_a_missing_class(artifact
     assert audit["gradcam"]["n"] <= 3 and audit["chance_accuracy"] == pytest.approx(1 / 3)
     assert isinstance(audit["shortcut_suspected"], bool)
     assert m["bootstrap"]["unit"] == "image"
-    assert set(m["stability"]) == {"jpeg_q90", "half_resolution", "gamma_0.8"}
-    for stability in m["stability"].values():
+    assert set(m["stability"]["perturbations"]) == {"jpeg_q90", "half_resolution", "gamma_0.8"}
+    for stability in m["stability"]["perturbations"].values():
         assert stability["n"] == 16 and 0.0 <= stability["same_class"] <= 1.0
         assert stability["accuracy_original"] == pytest.approx(m["accuracy"])
+    unstable = m["stability"]["unstable"]
+    assert unstable["n"] == 16 and 0 <= unstable["n_flagged"] <= 16
     report = (out / "report.md").read_text()
     assert "Shortcut audit" in report and "confusion_matrix.png" in report and "Stability under changes" in report
     assert "accuracy" in capsys.readouterr().out

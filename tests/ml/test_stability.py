@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from ml.stability import PERTURBATIONS, gamma_adjusted, half_resolution, jpeg_reencoded, summarize_stability
+from ml.stability import (
+    PERTURBATIONS,
+    answer_moves,
+    gamma_adjusted,
+    half_resolution,
+    jpeg_reencoded,
+    summarize_stability,
+)
 from tests import images
 
 
@@ -27,9 +34,10 @@ def test_counts_class_changes_alert_flips_and_probability_changes():
     original = np.array([[0.60, 0.30, 0.10], [0.20, 0.70, 0.10], [0.10, 0.20, 0.70], [0.40, 0.50, 0.10]])
     changed = np.array([[0.55, 0.35, 0.10], [0.20, 0.70, 0.10], [0.10, 0.60, 0.30], [0.55, 0.40, 0.05]])
 
-    [result] = summarize_stability(
+    summary = summarize_stability(
         y_true=y_true, probabilities=original, perturbed={"jpeg_q90": changed}, positive_index=0, threshold=0.5
-    ).values()
+    )
+    result = summary["perturbations"]["jpeg_q90"]
 
     assert result["name"] == "jpeg_q90" and result["description"].startswith("re-encoded as JPEG")
     assert result["n"] == 4
@@ -40,10 +48,27 @@ def test_counts_class_changes_alert_flips_and_probability_changes():
     assert result["accuracy_original"] == pytest.approx(0.75)
     assert result["accuracy"] == pytest.approx(0.75)  # film 3 is now wrong, film 4 now right
 
+    # Films 3 and 4 would carry the "unstable" warning: the flagged half is 50% right, the rest all right.
+    unstable = summary["unstable"]
+    assert (unstable["n_flagged"], unstable["share_flagged"]) == (2, 0.5)
+    assert unstable["accuracy_flagged"] == pytest.approx(0.5) and unstable["accuracy_unflagged"] == pytest.approx(1.0)
+    # Alert (covid >= 0.5) right: film 1 yes, 2 yes, 3 yes (no alert, not covid), 4 no (no alert, but covid).
+    assert unstable["alert_correct_flagged"] == pytest.approx(0.5) and unstable["alert_correct_unflagged"] == 1.0
+
+
+def test_a_class_change_or_an_alert_flip_moves_the_answer():
+    original = np.array([[0.45, 0.50, 0.05], [0.45, 0.50, 0.05], [0.45, 0.50, 0.05]])
+    changed = np.array([[0.40, 0.55, 0.05], [0.55, 0.40, 0.05], [0.49, 0.46, 0.05]])
+    moved = answer_moves(probabilities=original, changed=changed, positive_index=0, threshold=0.48)
+    # Same class and both under the threshold; another class; same class but the alert flips (0.49 >= 0.48).
+    assert moved.tolist() == [False, True, True]
+
 
 def test_no_films_gives_undefined_numbers_not_an_error():
     empty = np.zeros((0, 3))
-    [result] = summarize_stability(
+    summary = summarize_stability(
         y_true=np.zeros(0), probabilities=empty, perturbed={"gamma_0.8": empty}, positive_index=0, threshold=0.5
-    ).values()
+    )
+    result = summary["perturbations"]["gamma_0.8"]
     assert result["n"] == 0 and result["same_class"] is None and result["accuracy"] is None
+    assert summary["unstable"]["n_flagged"] == 0 and summary["unstable"]["accuracy_flagged"] is None

@@ -63,6 +63,32 @@ def test_predictor_returns_calibrated_probabilities_and_heatmap(tiny_artifact):
     assert len(predictor.predict([images[1], images[2]])) == 2
 
 
+def test_predictor_warns_when_a_change_that_should_not_matter_moves_the_answer(tiny_artifact, monkeypatch):
+    import ml.inference
+    from ml.inference import Predictor
+    from ml.stability import UNSTABLE, Perturbation
+
+    path, images = tiny_artifact
+    predictor = Predictor.load(path)
+    first = images[0]
+    answer = predictor.predict_one(first)
+    # A film whose answer differs (class or COVID-19 alert) from the first one's.
+    other = next(film for film in [*images, *(1.0 - images)]
+                 if (result := predictor.predict_one(film)).label != answer.label or result.covid_alert != answer.covid_alert)
+
+    plain = predictor.predict_one(first)
+    checked = predictor.predict_one(first, check_stability=True)
+    assert checked.probabilities == plain.probabilities  # the check adds a warning at most, never changes the answer
+    assert UNSTABLE not in plain.warnings
+
+    monkeypatch.setattr(ml.inference, "PERTURBATIONS", (Perturbation("same", "unchanged", lambda film: film),))
+    assert UNSTABLE not in predictor.predict_one(first, check_stability=True).warnings
+    # A "change" that swaps in a film of another class is the extreme case of a moved answer.
+    monkeypatch.setattr(ml.inference, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
+    assert predictor.predict_one(first, check_stability=True).warnings == [UNSTABLE]
+    assert predictor.predict_one(first).warnings == []
+
+
 def test_collect_loso_gathers_runs_by_architecture_and_source(tmp_path):
     from ml.artifact import ArtifactMetadata, save_metadata
     from ml.train import collect_loso
