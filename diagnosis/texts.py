@@ -44,5 +44,16 @@ RESULT_WARNINGS = {
 }
 
 
+# The same warnings in a word, for lists (the full message is the badge's tooltip).
+RESULT_WARNING_LABELS = {
+    "lungs_not_found": gettext_lazy("unreliable"),
+    "unstable": gettext_lazy("borderline"),
+}
+
+
 def result_warning_message(code: str) -> str:
     return str(RESULT_WARNINGS.get(code, code))
+
+
+def result_warning_label(code: str) -> str:
+    return str(RESULT_WARNING_LABELS.get(code, code))

@@ -75,7 +75,7 @@ def worklist_export_csv(request):
     writer = csv.writer(response)
     writer.writerow([
         "accession_number", "patient_mrn", "patient_name", "status", "predicted_label", "covid_probability",
-        "suspected_covid", "alert_state", "uploaded_at", "completed_at", "model_version",
+        "suspected_covid", "alert_state", "uploaded_at", "completed_at", "model_version", "warnings",
     ])
     for study in studies:
         predictions = list(study.predictions.all())
@@ -89,6 +89,7 @@ def worklist_export_csv(request):
             alert.state if alert else "",
             study.created_at.isoformat(), study.completed_at.isoformat() if study.completed_at else "",
             str(latest.model_version) if latest else "",
+            " ".join(latest.warnings or []) if latest else "",
         )])
     return response
 

@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 from ml.labels import CLASS_NAMES, DISPLAY_NAMES
 
-from ..texts import class_display_name, result_warning_message
+from ..texts import class_display_name, result_warning_label, result_warning_message
 
 
 class Sex(models.TextChoices):
@@ -161,6 +161,10 @@ class Prediction(models.Model):
 
     def warning_messages(self) -> list[str]:
         return [result_warning_message(code) for code in self.warnings or []]
+
+    def warning_badges(self) -> list[dict]:
+        return [{"label": result_warning_label(code), "message": result_warning_message(code)}
+                for code in self.warnings or []]
 
     def probability_rows(self) -> list[dict]:
         return [

@@ -29,7 +29,7 @@ from django.utils.translation import gettext as _
 
 from audit.services import audit_record
 from diagnosis.models import Alert, AlertChannel, AlertDelivery, DeliveryOutcome, Prediction
-from diagnosis.texts import clinical_disclaimer
+from diagnosis.texts import clinical_disclaimer, result_warning_message
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,8 @@ def alert_payload(alert: Alert) -> dict:
         "covid_probability": round(alert.covid_probability, 4),
         "covid_threshold": round(alert.covid_threshold, 4),
         "model_version": str(alert.prediction.model_version),
+        # Codes of what makes the result less reliable ("unstable", "lungs_not_found"): a receiver may triage on them.
+        "warnings": list(alert.prediction.warnings or []),
         "raised_at": alert.created_at.isoformat(),
         "url": settings.CXR_PUBLIC_BASE_URL.rstrip("/") + reverse("diagnosis:study_detail", args=[alert.study_id]),
         "disclaimer": settings.CLINICAL_DISCLAIMER,
@@ -233,6 +235,7 @@ def _send_email(alert: Alert) -> str:
               "at or above the alert threshold of %(threshold).2f.") % {
                 "model": payload["model_version"], "probability": payload["covid_probability"],
                 "threshold": payload["covid_threshold"]},
+            *[result_warning_message(code) for code in payload["warnings"]],
             _("Review and acknowledge it: %(url)s") % {"url": payload["url"]},
             clinical_disclaimer(),
         ]) + "\n"

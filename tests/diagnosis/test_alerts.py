@@ -198,9 +198,29 @@ def test_each_channel_delivers_once_even_when_the_task_runs_twice(alert, all_cha
     assert request["signature_valid"]
     payload = json.loads(request["body"])
     assert payload["alert_id"] == alert.id and payload["covid_probability"] == pytest.approx(0.83)
+    assert payload["warnings"] == []
     assert alert.study.patient.mrn not in request["body"].decode()
     assert request["delivery_id"] == f"alert-{alert.id}"
     assert Alert.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_alert_for_a_borderline_result_says_so_in_the_email_and_the_webhook(
+    clinician, patient, monkeypatch, bell, all_channels, receiver_factory, django_capture_on_commit_callbacks
+):
+    from diagnosis.tasks import deliver_alert
+
+    model = factories.model_version(covid_threshold=0.6, status="active")
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        prediction = factories.completed_prediction(study=study, model=model, covid=0.62, warnings=["unstable"])
+        alert = alert_service.alert_raise_for_prediction(prediction=prediction)
+    receiver = receiver_factory([200])
+    for channel in ("email", "webhook"):
+        deliver_alert.apply(kwargs={"alert_id": alert.id, "channel": channel}).get()
+
+    assert "This result is borderline" in mail.outbox[0].body
+    assert json.loads(receiver.requests[0]["body"])["warnings"] == ["unstable"]
 
 
 @pytest.mark.django_db

@@ -176,6 +176,23 @@ def test_csv_export_has_the_filtered_rows_in_triage_order_and_is_audited(
 
 
 @pytest.mark.django_db
+def test_results_with_warnings_carry_a_badge_in_the_worklist_and_a_column_in_the_export(
+    clinician, patient, monkeypatch, model, client
+):
+    steady = make_study(patient=patient, clinician=clinician, monkeypatch=monkeypatch, accession="STEADY")
+    borderline = make_study(patient=patient, clinician=clinician, monkeypatch=monkeypatch, accession="BORDER")
+    factories.completed_prediction(study=steady, model=model, covid=0.2)
+    factories.completed_prediction(study=borderline, model=model, covid=0.3, warnings=["unstable"])
+    client.force_login(clinician)
+
+    page = client.get(reverse("diagnosis:worklist")).content.decode()
+    assert page.count('data-testid="result-warning-badge"') == 1
+    assert ">borderline</span>" in page and 'title="This result is borderline' in page
+    rows = list(csv.DictReader(io.StringIO(client.get(reverse("diagnosis:worklist_export_csv")).content.decode())))
+    assert {row["accession_number"]: row["warnings"] for row in rows} == {"STEADY": "", "BORDER": "unstable"}
+
+
+@pytest.mark.django_db
 def test_worklist_page_shows_filters_and_the_export_link(client, clinician):
     client.force_login(clinician)
     page = client.get(reverse("diagnosis:worklist"), {"status": "failed"}).content.decode()
