@@ -24,6 +24,10 @@ PATTERNS: list[tuple[re.Pattern, object]] = [
          _("The image is too large (%(width)s x %(height)s pixels); the limit is %(limit)s pixels.")),
         (r"The image is too small \((?P<width>\d+) x (?P<height>\d+) pixels\) to be a radiograph\.",
          _("The image is too small (%(width)s x %(height)s pixels) to be a radiograph.")),
+        (r"The image is (?P<width>\d+) x (?P<height>\d+) pixels: its long side is more than (?P<ratio>\d+) times its "
+         r"short side, which no radiograph is\.",
+         _("The image is %(width)s x %(height)s pixels: its long side is more than %(ratio)s times its short side, "
+           "which no radiograph is.")),
         (r"The image is too large to be decoded safely\.", _("The image is too large to be decoded safely.")),
         (rf"The file looks like a {_FORMAT} image but cannot be read\.",
          _("The file looks like a %(format)s image but cannot be read.")),

@@ -26,6 +26,9 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # 8192 x 8192 is larger than any detector; a header declaring more is an attack or a mistake.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 MIN_SIDE = 32
+# Chest films are close to square (detectors are 14 x 17 in); even a stitched long-leg film stays under 4:1.
+# A longer strip shrinks to under a pixel across in preprocessing's working frame.
+MAX_ASPECT_RATIO = 4
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -105,6 +108,11 @@ def _check_dimensions(width: int, height: int, *, max_pixels: int) -> None:
         )
     if min(width, height) < MIN_SIDE:
         raise ImageDecodeError(f"The image is too small ({width} x {height} pixels) to be a radiograph.")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise ImageDecodeError(
+            f"The image is {width} x {height} pixels: its long side is more than {MAX_ASPECT_RATIO} times its "
+            "short side, which no radiograph is."
+        )
 
 
 def _decode_raster(data: bytes, *, image_format: str, max_pixels: int, target_size: int | None) -> DecodedImage:

@@ -104,6 +104,9 @@ def equalize_histogram(pixels: np.ndarray, mask: np.ndarray | None = None) -> np
 def _bounding_box(mask: np.ndarray, *, margin: float) -> tuple[int, int, int, int]:
     rows = np.nonzero(mask.any(axis=1))[0]
     cols = np.nonzero(mask.any(axis=0))[0]
+    if rows.size == 0:
+        # No lung pixel at all (a frame a few pixels across): keep the whole frame rather than fail.
+        return (0, mask.shape[0], 0, mask.shape[1])
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     height, width = mask.shape
     pad_y = int(round((bottom - top) * margin))

@@ -9,7 +9,7 @@ from diagnosis.upload_messages import PATTERNS, upload_message_translated
 from tests import images
 
 SAMPLE_DETAILS = {"width": "10", "height": "20", "limit": "67,108,864", "format": "PNG", "detail": "broken stream",
-                  "megabytes": "64", "accession": "ACC-1", "count": "30", "seconds": "60"}
+                  "megabytes": "64", "accession": "ACC-1", "count": "30", "seconds": "60", "ratio": "4"}
 
 
 def test_every_known_message_is_recognised_in_its_english_wording():

@@ -86,8 +86,9 @@ def test_rejects_jpeg2000_dicom_whose_codestream_stops_early():
         (images.truncated(images.jpeg_bytes()), "damaged or truncated"),
         (images.png_declaring_size(30000, 30000), "too large"),
         (images.png_bytes(images.gradient(20, 20)), "too small"),
+        (images.png_bytes(images.gradient(4000, 32)), "long side is more than 4 times its short side"),
     ],
-    ids=["empty", "text", "truncated-png", "truncated-jpeg", "huge-png", "tiny-png"],
+    ids=["empty", "text", "truncated-png", "truncated-jpeg", "huge-png", "tiny-png", "strip-png"],
 )
 def test_rejects_bad_raster_files(data, message):
     with pytest.raises(ImageDecodeError, match=message):

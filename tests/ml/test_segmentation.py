@@ -97,3 +97,18 @@ def test_preprocessing_reports_when_the_lungs_were_not_found(segmenter_root, mon
     # A whole-film model never looks for lungs, so it has nothing to warn about.
     assert preprocess_checked(film, PreprocessConfig(input_size=64))[1] == []
     load_segmenter.cache_clear()
+
+
+def test_a_strip_too_thin_for_any_lung_pixel_is_preprocessed_whole(segmenter_root, monkeypatch):
+    from ml.preprocess import LUNGS_NOT_FOUND, preprocess_checked
+    from ml.segmentation import load_segmenter
+
+    monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
+    load_segmenter.cache_clear()
+    # 8192 x 32 shrinks to one pixel across in the working frame: the fallback lung prior has no pixel there.
+    strip = np.random.default_rng(3).uniform(0, 1, (8192, 32)).astype(np.float32)
+    lungs = PreprocessConfig(input_size=64, equalize="histogram", crop="lungs", mask_outside_lungs=True,
+                             lung_segmenter="never_finds_lungs")
+    model_input, warnings = preprocess_checked(strip, lungs)
+    assert model_input.shape == (64, 64, 1) and warnings == [LUNGS_NOT_FOUND]
+    load_segmenter.cache_clear()
