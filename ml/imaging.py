@@ -331,6 +331,13 @@ def _decode_dicom(data: bytes, *, max_pixels: int) -> DecodedImage:
         # pydicom converts values lazily, so a crafted header can fail at any attribute access
         # (an unknown VR, a bad number); whatever fails, the file is malformed.
         raise ImageDecodeError(f"The DICOM file is malformed and cannot be read ({type(error).__name__}).") from None
+    except BaseException as error:
+        # Compiled decoders written in Rust (pylibjpeg-rle) panic on some crafted pixel data, and pyo3 raises
+        # the panic as a BaseException that pydicom's plugin loop does not catch. Anything else (Ctrl-C, exit)
+        # goes on.
+        if type(error).__name__ != "PanicException":
+            raise
+        raise ImageDecodeError("The DICOM pixel data is damaged or incomplete (the decoder stopped on it).") from None
 
 
 def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:

@@ -125,6 +125,23 @@ def dicom_with_truncated_codestream(pixels: np.ndarray, *, keep: float = 0.5) ->
     return buffer.getvalue()
 
 
+def dicom_with_overflowing_rle() -> bytes:
+    """An RLE DICOM whose first segment's runs decode to far more bytes than the image holds."""
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate, generate_frames
+    from pydicom.uid import RLELossless
+
+    dataset = dcmread(io.BytesIO(dicom_bytes(gradient(40, 36), transfer_syntax=RLELossless)))
+    frame = next(generate_frames(dataset.PixelData, number_of_frames=1))
+    header, second_segment = frame[:64], int.from_bytes(frame[8:12], "little")
+    runs = bytes([0x81, 0x7F]) * 40  # each pair: repeat 0x7F 128 times, 5,120 bytes for a 1,440-byte segment
+    header = header[:8] + (64 + len(runs)).to_bytes(4, "little") + header[12:]
+    dataset.PixelData = encapsulate([header + runs + frame[second_segment:]])
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
 def dicom_with_undecodable_syntax() -> bytes:
     """Pixel data claimed to be JPEG-LS that is not a JPEG-LS stream: no installed decoder can read it."""
     from pydicom import dcmread

@@ -71,6 +71,12 @@ def test_rle_dicom_has_the_compiled_decoder():
     assert "pylibjpeg" in RLELosslessDecoder.available_plugins
 
 
+def test_rejects_rle_dicom_whose_runs_overflow_the_image():
+    # The compiled RLE decoder panics on this (a BaseException from Rust), which must not escape as a crash.
+    with pytest.raises(ImageDecodeError, match="damaged or incomplete"):
+        decode_image(images.dicom_with_overflowing_rle())
+
+
 def test_rejects_jpeg2000_dicom_whose_codestream_stops_early():
     data = images.dicom_with_truncated_codestream(images.gradient(640, 512))
     with pytest.raises(ImageDecodeError, match="damaged or incomplete"):
