@@ -232,10 +232,11 @@ def evaluate_artifact(
         plot_confusion_matrix,
         plot_reliability_diagram,
         plot_roc_curves,
+        plot_stability,
     )
     from ml.report import write_report
     from ml.shortcut_audit import load_loso, run_shortcut_audit
-    from ml.stability import PERTURBATIONS, summarize_stability
+    from ml.stability import PERTURBATIONS, probability_changes, summarize_stability
 
     artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -426,6 +427,14 @@ def evaluate_artifact(
     )
     files.append(
         plot_reliability_diagram(calibration=calibration, path=out_dir / "reliability.png", title=title)
+    )
+    files.append(
+        plot_stability(
+            changes={p.description: probability_changes(probabilities, perturbed_probabilities[p.name])
+                     for p in PERTURBATIONS if perturbed_probabilities[p.name]},
+            path=out_dir / "stability.png",
+            title=f"Stability under harmless changes, {title}",
+        )
     )
     files.append(write_report(metrics=result, path=out_dir / "report.md"))
     return EvaluationOutput(out_dir=out_dir, metrics=result, files=files)

@@ -103,3 +103,24 @@ def plot_reliability_diagram(
     bottom.set_ylabel("images")
     bottom.set_xlim(0, 1)
     return _save(figure, path)
+
+
+def plot_stability(*, changes: dict[str, np.ndarray], path: Path, title: str = "Stability") -> Path:
+    """For each change to the films: the share of films whose answer moved by more than x (x: probability)."""
+    figure = Figure(figsize=(5.6, 4.2))
+    axes = figure.subplots()
+    grid = np.linspace(0.0, 0.5, 201)
+    for label, values in changes.items():
+        values = np.asarray(values, dtype=np.float64)
+        if values.size == 0:
+            continue
+        share_above = (values[None, :] > grid[:, None]).mean(axis=1)
+        axes.plot(grid, share_above, linewidth=1.5, label=f"{label} (max {values.max():.2f})")
+    axes.set_xlabel("largest change of any class probability")
+    axes.set_ylabel("share of films changed by more")
+    axes.set_xlim(0, 0.5)
+    axes.set_ylim(0, 1)
+    axes.grid(alpha=0.3)
+    axes.set_title(title)
+    axes.legend(loc="upper right", fontsize=8)
+    return _save(figure, path)

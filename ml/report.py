@@ -151,6 +151,7 @@ def stability_lines(stability: dict) -> list[str]:
          "accuracy"],
         rows,
     )
+    lines += ["", "![stability](stability.png)"]
     flag = stability["unstable"]
     if flag["n"]:
         lines += [

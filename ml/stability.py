@@ -81,6 +81,11 @@ def answer_moves(*, probabilities: np.ndarray, changed: np.ndarray, positive_ind
     return other_class | other_alert
 
 
+def probability_changes(probabilities: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """Per film, the largest change of any class probability (``(N, C)`` twice in, ``(N,)`` out)."""
+    return np.abs(np.asarray(changed, dtype=np.float64) - np.asarray(probabilities, dtype=np.float64)).max(axis=1)
+
+
 @dataclass(frozen=True)
 class PerturbationStability:
     name: str
@@ -139,7 +144,7 @@ def summarize_stability(
             continue
         flagged |= answer_moves(probabilities=probabilities, changed=changed, positive_index=positive_index,
                                 threshold=threshold)
-        change = np.abs(changed - probabilities).max(axis=1)
+        change = probability_changes(probabilities, changed)
         alerts = probabilities[:, positive_index] >= threshold
         alerts_changed = changed[:, positive_index] >= threshold
         per_perturbation[name] = asdict(PerturbationStability(

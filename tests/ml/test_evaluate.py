@@ -60,7 +60,8 @@ def test_cli_on_unseen_folder_without_manifest_and_with_a_missing_class(artifact
     )
 
     assert code == 0
-    for name in ("metrics.json", "report.md", "confusion_matrix.png", "roc_curves.png", "reliability.png"):
+    for name in ("metrics.json", "report.md", "confusion_matrix.png", "roc_curves.png", "reliability.png",
+                 "stability.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0
     assert (out / "roc_curves.png").read_bytes().startswith(b"\x89PNG")
     m = json.loads((out / "metrics.json").read_text())
