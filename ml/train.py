@@ -108,7 +108,9 @@ def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, s
             batch = np.empty((len(picked), config.input_size, config.input_size, 1), dtype=np.float32)
             for row, sample_index in enumerate(picked):
                 if augment.film:
-                    model_input = preprocess(augment_film(films[sample_index], self.rng), config)
+                    film = augment_film(films[sample_index], self.rng,
+                                        downscale_probability=augment.downscale_probability)
+                    model_input = preprocess(film, config)
                 else:
                     model_input = model_inputs[sample_index]
                 batch[row] = augment_geometry(model_input, self.rng, augment)
@@ -512,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--augment", choices=("light", "strong"), default=None)
+    parser.add_argument("--downscale-augment", type=float, default=0.0, metavar="P",
+                        help="chance of training on a film shown at 35-100%% of its resolution (default 0)")
     parser.add_argument("--preprocess", choices=("plain", "lungs"), default=None)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
@@ -549,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.preprocess == "lungs":
         config = replace(config, crop="lungs", mask_outside_lungs=True, lung_segmenter=LUNG_SEGMENTER)
     augment = {"light": LIGHT, "strong": STRONG}.get(args.augment or "", STRONG if args.architecture.startswith("sepres") else LIGHT)
+    if args.downscale_augment:
+        augment = replace(augment, downscale_probability=args.downscale_augment)
 
     films = load_films(samples, cache_dir=args.cache_dir)
     by_key = {s.key: film for s, film in zip(samples, films)}
