@@ -244,6 +244,10 @@ def main() -> int:
             moved = "unstable" in predictor.predict_one(film, check_stability=True).warnings
             _print(f"  ... and the stability check, as the worker runs it ({'stops early: answer moved' if moved else 'all 3 changes'})",
                    _timings(lambda: predictor.predict_one(film, with_heatmap=True, check_stability=True), n=args.n))
+            detector = _chest(2000, 2000, seed=1)
+            _print("  the same on a decoded 2000x2000 film",
+                   _timings(lambda: predictor.predict_one(detector, with_heatmap=True, check_stability=True),
+                            n=max(10, args.n // 10), warmup=2))
 
     processes = args.processes
     print(f"\nserving on {processes} one-thread processes at once (as the worker runs: one process per core)")

@@ -270,7 +270,7 @@ def evaluate_artifact(
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
         for perturbation in PERTURBATIONS:
-            changed = predictor.predict([perturbation.apply(film) for film in pixels])
+            changed = predictor.predict([perturbation.changed(film) for film in pixels])
             perturbed_probabilities[perturbation.name] += [[r.probabilities[name] for name in class_names] for r in changed]
     if not kept:
         reasons = "; ".join(f"{item['file']}: {item['reason']}" for item in skipped[:5])

@@ -116,7 +116,7 @@ class Predictor:
 
     def _answer_moves(self, pixels: np.ndarray, calibrated: np.ndarray) -> bool:
         for perturbation in PERTURBATIONS:
-            changed_input, _warnings = preprocess_checked(perturbation.apply(pixels), self.config)
+            changed_input, _warnings = preprocess_checked(perturbation.changed(pixels), self.config)
             _raw, changed = self._run(changed_input)
             if answer_moves(probabilities=calibrated, changed=changed, positive_index=self._positive_index,
                             threshold=float(self.metadata.covid_threshold))[0]:

@@ -61,6 +61,11 @@ class PreprocessConfig:
         return cls(**{key: value for key, value in data.items() if key in known})
 
 
+# Training films are decoded and shrunk to this longest side once, before augmentation and preprocessing
+# (the development pool's films are at most this size already).
+FILM_MAX_SIDE = 512
+
+
 def resize(pixels: np.ndarray, *, height: int, width: int) -> np.ndarray:
     """Resize a float32 image with antialiasing (Pillow's float mode)."""
     image = Image.fromarray(np.ascontiguousarray(pixels, dtype=np.float32), mode="F")

@@ -12,6 +12,9 @@ after one such change and reports how often the answer moves:
 - ``gamma_0.8``: mid-tones brightened by a gamma of 0.8 (another display curve).
   Histogram equalisation in preprocessing should cancel most of it.
 
+Each change is made at training resolution (longest side 512, as the
+development pool's films), whatever the film's own size.
+
 For each: the share of films whose predicted class stays the same, the share
 whose COVID-19 alert (calibrated probability >= the stored threshold) flips,
 the largest change of any calibrated class probability per film (median,
@@ -34,7 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from ml.preprocess import resize
+from ml.preprocess import FILM_MAX_SIDE, resize, shrink_longest_side
 
 
 def jpeg_reencoded(film: np.ndarray, *, quality: int = 90) -> np.ndarray:
@@ -60,6 +63,16 @@ class Perturbation:
     name: str
     description: str
     apply: Callable[[np.ndarray], np.ndarray]
+
+    def changed(self, film: np.ndarray) -> np.ndarray:
+        """The film with this change, made at training resolution (longest side at most FILM_MAX_SIDE).
+
+        The model only ever sees a frame of a few hundred pixels, so "half the
+        resolution" of a 3000-pixel film would change nothing it sees; at
+        training resolution every change means the same for every film, and a
+        detector-sized film costs no more to check than a small one.
+        """
+        return self.apply(shrink_longest_side(np.asarray(film, dtype=np.float32), max_side=FILM_MAX_SIDE))
 
 
 PERTURBATIONS = (

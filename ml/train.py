@@ -41,6 +41,7 @@ from ml.calibration import (
 )
 from ml.labels import CLASS_NAMES, POSITIVE_CLASS
 from ml.preprocess import (
+    FILM_MAX_SIDE,
     PreprocessConfig,
     preprocess,
     preprocess_batch,
@@ -50,8 +51,6 @@ from ml.preprocess import (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LUNG_SEGMENTER = "lung_segmenter"
 LOSO_EVALUATION = "loso_evaluation"
-# Films are decoded and shrunk to this longest side once, before augmentation and preprocessing.
-FILM_MAX_SIDE = 512
 
 
 def default_preprocess(architecture: str, *, input_size: int | None = None) -> PreprocessConfig:

@@ -29,6 +29,14 @@ def test_perturbations_keep_a_film_a_film():
     assert gamma_adjusted(np.array([[0.0, 0.25, 1.0]], np.float32))[0].tolist() == pytest.approx([0.0, 0.25**0.8, 1.0])
 
 
+def test_changes_are_made_at_training_resolution_whatever_the_film_size():
+    half = next(p for p in PERTURBATIONS if p.name == "half_resolution")
+    detector = images.gradient(1600, 2000)  # width 1600, height 2000
+    assert half.changed(detector).shape == (256, 205)  # half of the 512-pixel training frame
+    small = images.gradient(96, 80)
+    assert half.changed(small).shape == (40, 48)  # films under 512 pixels are not enlarged first
+
+
 def test_counts_class_changes_alert_flips_and_probability_changes():
     y_true = np.array([0, 1, 2, 0])
     original = np.array([[0.60, 0.30, 0.10], [0.20, 0.70, 0.10], [0.10, 0.20, 0.70], [0.40, 0.50, 0.10]])
