@@ -157,7 +157,12 @@ def test_completed_study_page_shows_probabilities_and_model_version(client, clin
 
 
 @pytest.mark.django_db
-def test_result_that_could_not_find_the_lungs_says_so_on_page_api_and_pdf(client, clinician, patient, monkeypatch):
+@pytest.mark.parametrize(("code", "shown", "api_text"), [
+    ("lungs_not_found", "lung fields could not be found", "treat this result as unreliable"),
+    ("unstable", "This result is borderline", "should not matter"),
+])
+def test_result_with_a_warning_says_so_on_page_api_and_pdf(client, clinician, patient, monkeypatch, code, shown,
+                                                             api_text):
     import io
 
     from pypdf import PdfReader
@@ -166,33 +171,17 @@ def test_result_that_could_not_find_the_lungs_says_so_on_page_api_and_pdf(client
 
     model = factories.model_version(covid_threshold=0.5, status="active")
     study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
-    factories.completed_prediction(study=study, model=model, covid=0.2, warnings=["lungs_not_found"])
+    factories.completed_prediction(study=study, model=model, covid=0.2, warnings=[code])
     client.force_login(clinician)
 
     page = client.get(reverse("diagnosis:study_detail", args=[study.id])).content.decode()
-    assert 'data-testid="result-warning"' in page and "lung fields could not be found" in page
+    assert 'data-testid="result-warning"' in page and shown in page
     api = client.get(f"/api/studies/{study.id}/").json()["prediction"]
-    assert api["warnings"] == ["lungs_not_found"]
-    assert "treat this result as unreliable" in api["warning_messages"][0]
+    assert api["warnings"] == [code]
+    assert api_text in api["warning_messages"][0]
     report = client.get(reverse("diagnosis:study_report", args=[study.id])).content
     text = " ".join(" ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(report)).pages)
-    assert "lung fields could not be found" in text
-
-
-@pytest.mark.django_db
-def test_unstable_result_says_it_is_borderline_on_page_and_api(client, clinician, patient, monkeypatch):
-    from tests.diagnosis import factories
-
-    model = factories.model_version(covid_threshold=0.5, status="active")
-    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
-    factories.completed_prediction(study=study, model=model, covid=0.45, warnings=["unstable"])
-    client.force_login(clinician)
-
-    page = client.get(reverse("diagnosis:study_detail", args=[study.id])).content.decode()
-    assert 'data-testid="result-warning"' in page and "This result is borderline" in page
-    api = client.get(f"/api/studies/{study.id}/").json()["prediction"]
-    assert api["warnings"] == ["unstable"]
-    assert "should not matter" in api["warning_messages"][0]
+    assert shown in text
 
 
 @pytest.mark.django_db

@@ -22,49 +22,49 @@ def segmenter_root(tmp_path_factory):
     return root
 
 
-def test_mask_has_film_size_and_falls_back_to_the_prior(segmenter_root, monkeypatch):
-    from ml.lungs import prior_lung_mask
-    from ml.segmentation import load_segmenter, segment_lungs
+@pytest.fixture
+def segmenters(segmenter_root, monkeypatch):
+    """The stand-in segmenters ("untrained", "never_finds_lungs") in place of the trained one, for one test."""
+    from ml.segmentation import load_segmenter
 
     monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
     load_segmenter.cache_clear()
+    yield
+    load_segmenter.cache_clear()
+
+
+# Crop to the lungs and blank outside them, with a segmenter that never finds them (so the prior is used).
+LUNG_CROP = dict(input_size=64, equalize="histogram", crop="lungs", mask_outside_lungs=True,
+                 lung_segmenter="never_finds_lungs")
+
+
+def test_mask_has_film_size_and_falls_back_to_the_prior(segmenters):
+    from ml.lungs import prior_lung_mask
+    from ml.segmentation import segment_lungs
+
     film = np.random.default_rng(0).uniform(0, 1, (300, 250)).astype(np.float32)
     mask, _ = segment_lungs(film, segmenter="untrained")
     assert mask.shape == (300, 250) and mask.dtype == bool
     fallback, found = segment_lungs(film, segmenter="never_finds_lungs")
     assert np.array_equal(fallback, prior_lung_mask(height=300, width=250)) and found is False
-    load_segmenter.cache_clear()
 
 
-def test_lung_preprocessing_blanks_everything_outside_the_mask(segmenter_root, monkeypatch):
-    from ml.segmentation import load_segmenter
-
-    monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
-    load_segmenter.cache_clear()
-    config = PreprocessConfig(
-        input_size=64, equalize="histogram", crop="lungs", mask_outside_lungs=True, lung_segmenter="never_finds_lungs"
-    )
+def test_lung_preprocessing_blanks_everything_outside_the_mask(segmenters):
+    config = PreprocessConfig(**LUNG_CROP)
     film = np.random.default_rng(1).uniform(0.2, 1, (200, 200)).astype(np.float32)
     model_input, mask = preprocess_with_lung_mask(film, config)
     assert model_input.shape == (64, 64, 1) and mask.shape == (64, 64)
     assert np.all(model_input[~mask] == 0) and model_input[mask].max() > 0.9
-    load_segmenter.cache_clear()
 
 
-def test_frame_equalisation_keeps_lung_density_relative_to_the_chest(segmenter_root, monkeypatch):
-    from ml.segmentation import load_segmenter
-
-    monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
-    load_segmenter.cache_clear()
+def test_frame_equalisation_keeps_lung_density_relative_to_the_chest(segmenters):
     film = np.full((200, 200), 0.9, np.float32)  # bright body...
     film[60:140, 40:160] = np.linspace(0.1, 0.2, 120, dtype=np.float32)  # ...with dark lungs
-    common = dict(input_size=64, equalize="histogram", crop="lungs", mask_outside_lungs=True, lung_segmenter="never_finds_lungs")
-    by_frame, mask = preprocess_with_lung_mask(film, PreprocessConfig(**common, equalize_region="frame"))
-    by_mask, _ = preprocess_with_lung_mask(film, PreprocessConfig(**common, equalize_region="mask"))
+    by_frame, mask = preprocess_with_lung_mask(film, PreprocessConfig(**LUNG_CROP, equalize_region="frame"))
+    by_mask, _ = preprocess_with_lung_mask(film, PreprocessConfig(**LUNG_CROP, equalize_region="mask"))
     assert np.all(by_frame[~mask] == 0)
     # Equalised inside the lungs only, the dark lungs are stretched to full range; over the frame they stay darker.
     assert by_frame[mask].mean() < by_mask[mask].mean()
-    load_segmenter.cache_clear()
 
 
 @pytest.mark.parametrize("size", [3, 5])
@@ -82,33 +82,23 @@ def test_square_filters_equal_pillows_rank_filters(size):
     assert np.array_equal(_square_filter(mask, size, np.logical_or), dilated)
 
 
-def test_preprocessing_reports_when_the_lungs_were_not_found(segmenter_root, monkeypatch):
+def test_preprocessing_reports_when_the_lungs_were_not_found(segmenters):
     from ml.preprocess import LUNGS_NOT_FOUND, preprocess, preprocess_checked
-    from ml.segmentation import load_segmenter
 
-    monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
-    load_segmenter.cache_clear()
     film = np.random.default_rng(2).uniform(0.2, 1, (200, 180)).astype(np.float32)
-    lungs = PreprocessConfig(input_size=64, equalize="histogram", crop="lungs", mask_outside_lungs=True,
-                             lung_segmenter="never_finds_lungs")
+    lungs = PreprocessConfig(**LUNG_CROP)
     model_input, warnings = preprocess_checked(film, lungs)
     assert warnings == [LUNGS_NOT_FOUND]
     assert np.array_equal(model_input, preprocess(film, lungs))
     # A whole-film model never looks for lungs, so it has nothing to warn about.
     assert preprocess_checked(film, PreprocessConfig(input_size=64))[1] == []
-    load_segmenter.cache_clear()
 
 
-def test_a_strip_too_thin_for_any_lung_pixel_is_preprocessed_whole(segmenter_root, monkeypatch):
+def test_a_strip_too_thin_for_any_lung_pixel_is_preprocessed_whole(segmenters):
     from ml.preprocess import LUNGS_NOT_FOUND, preprocess_checked
-    from ml.segmentation import load_segmenter
 
-    monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
-    load_segmenter.cache_clear()
     # 8192 x 32 shrinks to one pixel across in the working frame: the fallback lung prior has no pixel there.
     strip = np.random.default_rng(3).uniform(0, 1, (8192, 32)).astype(np.float32)
-    lungs = PreprocessConfig(input_size=64, equalize="histogram", crop="lungs", mask_outside_lungs=True,
-                             lung_segmenter="never_finds_lungs")
+    lungs = PreprocessConfig(**LUNG_CROP)
     model_input, warnings = preprocess_checked(strip, lungs)
     assert model_input.shape == (64, 64, 1) and warnings == [LUNGS_NOT_FOUND]
-    load_segmenter.cache_clear()
