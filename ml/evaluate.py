@@ -236,7 +236,7 @@ def evaluate_artifact(
     )
     from ml.report import write_report
     from ml.shortcut_audit import load_loso, run_shortcut_audit
-    from ml.stability import PERTURBATIONS, probability_changes, summarize_stability
+    from ml.stability import PERTURBATIONS, changed_films, probability_changes, summarize_stability
 
     artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -269,9 +269,10 @@ def evaluate_artifact(
             probabilities.append([result.probabilities[name] for name in class_names])
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
-        for perturbation in PERTURBATIONS:
-            changed = predictor.predict([perturbation.changed(film) for film in pixels])
-            perturbed_probabilities[perturbation.name] += [[r.probabilities[name] for name in class_names] for r in changed]
+        for film in pixels:
+            for perturbation, changed_film in changed_films(film):
+                changed = predictor.predict_one(changed_film)
+                perturbed_probabilities[perturbation.name].append([changed.probabilities[name] for name in class_names])
     if not kept:
         reasons = "; ".join(f"{item['file']}: {item['reason']}" for item in skipped[:5])
         raise EvaluationError(f"None of the {len(skipped)} images could be decoded ({reasons}).")

@@ -12,8 +12,8 @@ from ml.artifact import ArtifactMetadata, file_sha256, load_metadata
 from ml.calibration import apply_temperature
 from ml.export import make_interpreter, run_interpreter
 from ml.labels import POSITIVE_CLASS
-from ml.preprocess import FILM_MAX_SIDE, PreprocessConfig, preprocess_checked, shrink_longest_side
-from ml.stability import PERTURBATIONS, UNSTABLE, answer_moves
+from ml.preprocess import PreprocessConfig, preprocess_checked
+from ml.stability import UNSTABLE, answer_moves, changed_films
 
 
 @dataclass
@@ -115,10 +115,8 @@ class Predictor:
         return raw, apply_temperature(raw[None], self.metadata.temperature)[0]
 
     def _answer_moves(self, pixels: np.ndarray, calibrated: np.ndarray) -> bool:
-        # Shrink a large film to training resolution once, not once per change (Perturbation.changed does it).
-        training_frame = shrink_longest_side(np.asarray(pixels, dtype=np.float32), max_side=FILM_MAX_SIDE)
-        for perturbation in PERTURBATIONS:
-            changed_input, _warnings = preprocess_checked(perturbation.changed(training_frame), self.config)
+        for _perturbation, changed_film in changed_films(pixels):
+            changed_input, _warnings = preprocess_checked(changed_film, self.config)
             _raw, changed = self._run(changed_input)
             if answer_moves(probabilities=calibrated, changed=changed, positive_index=self._positive_index,
                             threshold=float(self.metadata.covid_threshold))[0]:

@@ -31,7 +31,7 @@ and how accurate the flagged and unflagged results are.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -64,22 +64,26 @@ class Perturbation:
     description: str
     apply: Callable[[np.ndarray], np.ndarray]
 
-    def changed(self, film: np.ndarray) -> np.ndarray:
-        """The film with this change, made at training resolution (longest side at most FILM_MAX_SIDE).
-
-        The model only ever sees a frame of a few hundred pixels, so "half the
-        resolution" of a 3000-pixel film would change nothing it sees; at
-        training resolution every change means the same for every film, and a
-        detector-sized film costs no more to check than a small one.
-        """
-        return self.apply(shrink_longest_side(np.asarray(film, dtype=np.float32), max_side=FILM_MAX_SIDE))
-
 
 PERTURBATIONS = (
     Perturbation("jpeg_q90", "re-encoded as JPEG, quality 90", jpeg_reencoded),
     Perturbation("half_resolution", "half the width and height", half_resolution),
     Perturbation("gamma_0.8", "mid-tones brightened (gamma 0.8)", gamma_adjusted),
 )
+
+
+def changed_films(film: np.ndarray) -> Iterator[tuple[Perturbation, np.ndarray]]:
+    """Each of PERTURBATIONS applied to the film, made at training resolution (longest side FILM_MAX_SIDE).
+
+    The model only ever sees a frame of a few hundred pixels, so "half the
+    resolution" of a 3000-pixel film would change nothing it sees; at training
+    resolution every change means the same for every film, and a detector-sized
+    film costs no more to check than a small one. The film is shrunk once; the
+    changes come one at a time, so a caller can stop at the first that matters.
+    """
+    frame = shrink_longest_side(np.asarray(film, dtype=np.float32), max_side=FILM_MAX_SIDE)
+    for perturbation in PERTURBATIONS:
+        yield perturbation, perturbation.apply(frame)
 
 
 # Warning code for a result whose class or COVID-19 alert moves under one of the PERTURBATIONS.
@@ -150,6 +154,7 @@ def summarize_stability(
     descriptions = {p.name: p.description for p in PERTURBATIONS}
     per_perturbation = {}
     flagged = np.zeros(n, dtype=bool)
+    alerts = probabilities[:, positive_index] >= threshold if n else np.zeros(0, dtype=bool)
     for name, changed in perturbed.items():
         changed = np.asarray(changed, dtype=np.float64)
         if n == 0:
@@ -158,7 +163,6 @@ def summarize_stability(
         flagged |= answer_moves(probabilities=probabilities, changed=changed, positive_index=positive_index,
                                 threshold=threshold)
         change = probability_changes(probabilities, changed)
-        alerts = probabilities[:, positive_index] >= threshold
         alerts_changed = changed[:, positive_index] >= threshold
         per_perturbation[name] = asdict(PerturbationStability(
             name=name,
@@ -173,7 +177,7 @@ def summarize_stability(
             accuracy_original=float(np.mean(probabilities.argmax(axis=1) == y_true)),
         ))
     correct = probabilities.argmax(axis=1) == y_true if n else np.zeros(0, dtype=bool)
-    alert_correct = (probabilities[:, positive_index] >= threshold) == (y_true == positive_index) if n else correct
+    alert_correct = alerts == (y_true == positive_index)
     unstable = UnstableFlag(
         rule="any of the changes moves the predicted class or the COVID-19 alert",
         n=n,

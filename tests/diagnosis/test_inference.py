@@ -49,13 +49,14 @@ def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study,
 @pytest.mark.django_db
 def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(queued_study, active_model, monkeypatch):
     import ml.inference
+    import ml.stability
     from ml.preprocess import LUNGS_NOT_FOUND, preprocess_checked
 
     def lungs_not_found(pixels, config):
         return preprocess_checked(pixels, config)[0], [LUNGS_NOT_FOUND]
 
     monkeypatch.setattr(ml.inference, "preprocess_checked", lungs_not_found)
-    monkeypatch.setattr(ml.inference, "PERTURBATIONS", ())  # only the preprocessing warning is under test
+    monkeypatch.setattr(ml.stability, "PERTURBATIONS", ())  # only the preprocessing warning is under test
     assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
     prediction = Prediction.objects.get(study=queued_study)
     assert prediction.warnings == [LUNGS_NOT_FOUND]
@@ -66,7 +67,7 @@ def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(
 @pytest.mark.django_db
 def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queued_study, active_model, tiny_model_dir,
                                                                           monkeypatch):
-    import ml.inference
+    import ml.stability
     from ml.inference import Predictor
     from ml.stability import UNSTABLE, Perturbation
     from tests.conftest import synthetic_training_set
@@ -77,7 +78,7 @@ def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queu
     films, _labels = synthetic_training_set()
     other = next(film for film in [*films, *(1.0 - films)]
                  if (result := predictor.predict_one(film)).label != own.label or result.covid_alert != own.covid_alert)
-    monkeypatch.setattr(ml.inference, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
+    monkeypatch.setattr(ml.stability, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
 
     assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
     prediction = Prediction.objects.get(study=queued_study)

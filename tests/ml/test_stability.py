@@ -6,6 +6,7 @@ import pytest
 from ml.stability import (
     PERTURBATIONS,
     answer_moves,
+    changed_films,
     gamma_adjusted,
     half_resolution,
     jpeg_reencoded,
@@ -30,11 +31,14 @@ def test_perturbations_keep_a_film_a_film():
 
 
 def test_changes_are_made_at_training_resolution_whatever_the_film_size():
-    half = next(p for p in PERTURBATIONS if p.name == "half_resolution")
+    def half(film):
+        return next(changed for perturbation, changed in changed_films(film) if perturbation.name == "half_resolution")
+
     detector = images.gradient(1600, 2000)  # width 1600, height 2000
-    assert half.changed(detector).shape == (256, 205)  # half of the 512-pixel training frame
+    assert half(detector).shape == (256, 205)  # half of the 512-pixel training frame
     small = images.gradient(96, 80)
-    assert half.changed(small).shape == (40, 48)  # films under 512 pixels are not enlarged first
+    assert half(small).shape == (40, 48)  # films under 512 pixels are not enlarged first
+    assert [p.name for p, _ in changed_films(small)] == [p.name for p in PERTURBATIONS]
 
 
 def test_counts_class_changes_alert_flips_and_probability_changes():

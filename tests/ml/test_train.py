@@ -64,7 +64,7 @@ def test_predictor_returns_calibrated_probabilities_and_heatmap(tiny_artifact):
 
 
 def test_predictor_warns_when_a_change_that_should_not_matter_moves_the_answer(tiny_artifact, monkeypatch):
-    import ml.inference
+    import ml.stability
     from ml.inference import Predictor
     from ml.stability import UNSTABLE, Perturbation
 
@@ -81,10 +81,10 @@ def test_predictor_warns_when_a_change_that_should_not_matter_moves_the_answer(t
     assert checked.probabilities == plain.probabilities  # the check adds a warning at most, never changes the answer
     assert UNSTABLE not in plain.warnings
 
-    monkeypatch.setattr(ml.inference, "PERTURBATIONS", (Perturbation("same", "unchanged", lambda film: film),))
+    monkeypatch.setattr(ml.stability, "PERTURBATIONS", (Perturbation("same", "unchanged", lambda film: film),))
     assert UNSTABLE not in predictor.predict_one(first, check_stability=True).warnings
     # A "change" that swaps in a film of another class is the extreme case of a moved answer.
-    monkeypatch.setattr(ml.inference, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
+    monkeypatch.setattr(ml.stability, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
     assert predictor.predict_one(first, check_stability=True).warnings == [UNSTABLE]
     assert predictor.predict_one(first).warnings == []
 
