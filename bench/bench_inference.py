@@ -237,8 +237,11 @@ def main() -> int:
             pinput = np.random.default_rng(1).uniform(0, 1, (size, size, 1)).astype(np.float32)
             _print(f"production TFLite invoke ({predictor.metadata.architecture} {size}px)",
                    _timings(lambda: run_interpreter(predictor._interpreter, pinput), n=args.n))
+            if predictor.metadata.familiarity:
+                _print("production familiarity check (features.tflite + distance)",
+                       _timings(lambda: predictor.familiarity_score(pinput), n=args.n))
             film = _chest(512, 440)
-            _print("production Predictor.predict_one (preprocess+model)", _timings(lambda: predictor.predict_one(film), n=args.n))
+            _print("production Predictor.predict_one (preprocess+model+familiarity)", _timings(lambda: predictor.predict_one(film), n=args.n))
             _print("  ... with the heatmap",
                    _timings(lambda: predictor.predict_one(film, with_heatmap=True), n=args.n))
             moved = "unstable" in predictor.predict_one(film, check_stability=True).warnings

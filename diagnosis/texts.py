@@ -36,6 +36,11 @@ RESULT_WARNINGS = {
         "The lung fields could not be found on this image (not a frontal chest film, an unusual view, or a very "
         "abnormal film). The model looked at a standard chest region instead: treat this result as unreliable."
     ),
+    "unfamiliar": gettext_lazy(
+        "This film looks unlike the films the model was trained on (another hospital, detector, view or "
+        "processing?). Its accuracy and calibration were never measured on films like this one: treat this "
+        "result as unreliable."
+    ),
     "unstable": gettext_lazy(
         "This result is borderline: the model's answer changed when the image was altered in ways that should "
         "not matter (re-encoded, at lower resolution or with another brightness curve). Give it less weight "
@@ -47,6 +52,7 @@ RESULT_WARNINGS = {
 # The same warnings in a word, for lists (the full message is the badge's tooltip).
 RESULT_WARNING_LABELS = {
     "lungs_not_found": gettext_lazy("unreliable"),
+    "unfamiliar": gettext_lazy("unfamiliar film"),
     "unstable": gettext_lazy("borderline"),
 }
 

@@ -42,6 +42,8 @@ class ArtifactMetadata:
     # Class-activation-map model (ml.export.add_cam): heatmaps without TensorFlow at serving time.
     cam_file: str | None = None
     cam_sha256: str | None = None
+    # Familiarity check (ml.familiarity.add_familiarity): features model, fitted statistics and threshold.
+    familiarity: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

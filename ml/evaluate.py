@@ -206,6 +206,16 @@ def _training_overlap(*, artifact_dir: Path, samples) -> int | None:
     return sum(1 for s in samples if s.key in used and s.source != left_out)
 
 
+def _left_out_source(artifact_dir: Path) -> str | None:
+    """The source a leave-one-source-out artifact never saw (None: not such an artifact)."""
+    path = artifact_dir / "split.json"
+    if not path.is_file():
+        return None
+    from ml.datasets import load_split
+
+    return load_split(path).notes.get("leave_out_source")
+
+
 def evaluate_artifact(
     *,
     artifact_dir: Path | str,
@@ -225,11 +235,13 @@ def evaluate_artifact(
     from tqdm import tqdm
 
     from ml.calibration import apply_temperature
+    from ml.familiarity import summarize_familiarity
     from ml.imaging import ImageDecodeError, decode_path
     from ml.inference import Predictor
     from ml.lungs import lung_region_for_config
     from ml.plots import (
         plot_confusion_matrix,
+        plot_familiarity,
         plot_reliability_diagram,
         plot_roc_curves,
         plot_stability,
@@ -252,7 +264,7 @@ def evaluate_artifact(
     lung_region = lung_region_for_config(predictor.config, use_segmenter=use_segmenter)
 
     kept, skipped = [], []
-    probabilities, raw_probabilities, model_inputs, lung_masks = [], [], [], []
+    probabilities, raw_probabilities, model_inputs, lung_masks, familiarity_scores = [], [], [], [], []
     perturbed_probabilities = {perturbation.name: [] for perturbation in PERTURBATIONS}
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc=f"evaluating {metadata.name}", unit="batch", disable=not progress):
@@ -269,6 +281,7 @@ def evaluate_artifact(
             probabilities.append([result.probabilities[name] for name in class_names])
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
+            familiarity_scores.append(result.familiarity_score)
         for film in pixels:
             for perturbation, changed_film in changed_films(film):
                 changed = predictor.predict_one(changed_film)
@@ -353,6 +366,19 @@ def evaluate_artifact(
         threshold=threshold,
     )
 
+    familiarity = None
+    if metadata.familiarity:
+        familiarity = {
+            "quantile": metadata.familiarity["quantile"],
+            **summarize_familiarity(
+                scores=np.asarray(familiarity_scores, dtype=np.float64),
+                threshold=metadata.familiarity["threshold"],
+                correct=probabilities.argmax(axis=1) == y_true,
+                sources=source_names,
+                left_out_source=_left_out_source(artifact_dir),
+            ),
+        }
+
     overlap = _training_overlap(artifact_dir=artifact_dir, samples=kept)
     notes = list(summary.pop("notes"))
     if overlap:
@@ -403,6 +429,7 @@ def evaluate_artifact(
         "per_source": per_source,
         "shortcut_audit": audit.to_dict(),
         "stability": stability,
+        "familiarity": familiarity,
         "skipped": skipped,
         "notes": notes,
     }
@@ -437,6 +464,17 @@ def evaluate_artifact(
             title=f"Stability under harmless changes, {title}",
         )
     )
+    if familiarity is not None:
+        files.append(
+            plot_familiarity(
+                scores_by_source={source: [score for score, s in zip(familiarity_scores, source_names) if s == source]
+                                  for source in sorted(set(source_names))},
+                threshold=familiarity["threshold"],
+                left_out_source=familiarity["left_out_source"],
+                path=out_dir / "familiarity.png",
+                title=f"Familiarity of the films, {title}",
+            )
+        )
     files.append(write_report(metrics=result, path=out_dir / "report.md"))
     return EvaluationOutput(out_dir=out_dir, metrics=result, files=files)
 
@@ -513,6 +551,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"shortcut audit: lungs hidden {fmt(audit['lungs_hidden']['accuracy'])}, "
         f"lungs only {fmt(audit['lungs_only']['accuracy'])}, suspected={audit['shortcut_suspected']}"
     )
+    familiarity = m["familiarity"]
+    if familiarity:
+        line = f"familiarity: {familiarity['n_flagged']} of {familiarity['n']} films flagged unfamiliar"
+        if familiarity["left_out_auc"] is not None:
+            line += f"; left-out source {familiarity['left_out_source']} found with AUC {fmt(familiarity['left_out_auc'])}"
+        print(line)
     for note in m["notes"]:
         print(f"note: {note}")
     if m["skipped"]:

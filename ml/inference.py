@@ -11,6 +11,7 @@ import numpy as np
 from ml.artifact import ArtifactMetadata, file_sha256, load_metadata
 from ml.calibration import apply_temperature
 from ml.export import make_interpreter, run_interpreter
+from ml.familiarity import UNFAMILIAR, FamiliarityModel
 from ml.labels import POSITIVE_CLASS
 from ml.preprocess import PreprocessConfig, preprocess_checked
 from ml.stability import UNSTABLE, answer_moves, changed_films
@@ -27,8 +28,17 @@ class PredictionResult:
     inference_ms: float
     heatmap: np.ndarray | None
     model_input: np.ndarray
-    # Codes from ml.preprocess ("lungs_not_found") and ml.stability ("unstable"): the result is less reliable.
+    # Codes from ml.preprocess ("lungs_not_found"), ml.familiarity ("unfamiliar") and ml.stability
+    # ("unstable"): the result is less reliable.
     warnings: list[str] = field(default_factory=list)
+    # ml.familiarity score (None: the artifact has no familiarity check); above its threshold: unfamiliar.
+    familiarity_score: float | None = None
+
+
+def _verified(path: Path, sha256: str | None) -> Path:
+    if file_sha256(path) != sha256:
+        raise ValueError(f"{path} does not match the SHA-256 recorded in its metadata")
+    return path
 
 
 class Predictor:
@@ -40,7 +50,10 @@ class Predictor:
     Keras is loaded when a heatmap is first requested.
     """
 
-    def __init__(self, *, artifact_dir: Path, metadata: ArtifactMetadata, interpreter, cam_interpreter=None) -> None:
+    def __init__(
+        self, *, artifact_dir: Path, metadata: ArtifactMetadata, interpreter, cam_interpreter=None,
+        features_interpreter=None, familiarity: FamiliarityModel | None = None,
+    ) -> None:
         self.artifact_dir = artifact_dir
         self.metadata = metadata
         self.class_names = list(metadata.class_names)
@@ -49,6 +62,8 @@ class Predictor:
         self._keras_model = None
         self._cam_interpreter = cam_interpreter
         self._positive_index = self.class_names.index(POSITIVE_CLASS)
+        self._features_interpreter = features_interpreter
+        self._familiarity = familiarity
 
     @classmethod
     def load(cls, artifact_dir: Path | str, *, threads: int = 1) -> "Predictor":
@@ -58,11 +73,19 @@ class Predictor:
         cam_interpreter = None
         if metadata.cam_file:
             cam_path = artifact_dir / metadata.cam_file
-            if file_sha256(cam_path) != metadata.cam_sha256:
-                raise ValueError(f"{cam_path} does not match the SHA-256 recorded in its metadata")
+            _verified(cam_path, metadata.cam_sha256)
             cam_interpreter = make_interpreter(cam_path, threads=threads)
+        features_interpreter = familiarity = None
+        if metadata.familiarity:
+            features_path = _verified(artifact_dir / metadata.familiarity["features_file"],
+                                      metadata.familiarity["features_sha256"])
+            stats_path = _verified(artifact_dir / metadata.familiarity["stats_file"],
+                                   metadata.familiarity["stats_sha256"])
+            features_interpreter = make_interpreter(features_path, threads=threads)
+            familiarity = FamiliarityModel.load(stats_path)
         return cls(artifact_dir=artifact_dir, metadata=metadata, interpreter=interpreter,
-                   cam_interpreter=cam_interpreter)
+                   cam_interpreter=cam_interpreter, features_interpreter=features_interpreter,
+                   familiarity=familiarity)
 
     @property
     def keras_model(self):
@@ -90,6 +113,9 @@ class Predictor:
         raw, calibrated = self._run(model_input)
         inference_ms = (time.perf_counter() - started) * 1000.0
         label_index = int(np.argmax(calibrated))
+        familiarity_score = self.familiarity_score(model_input)
+        if familiarity_score is not None and self._familiarity.is_unfamiliar(familiarity_score):
+            warnings = [*warnings, UNFAMILIAR]
         if check_stability and self._answer_moves(pixels, calibrated):
             warnings = [*warnings, UNSTABLE]
         heatmap = None
@@ -107,12 +133,20 @@ class Predictor:
             heatmap=heatmap,
             model_input=model_input[..., 0],
             warnings=warnings,
+            familiarity_score=familiarity_score,
         )
 
     def _run(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw and calibrated probabilities for one model input (S, S, 1)."""
         raw = run_interpreter(self._interpreter, model_input)
         return raw, apply_temperature(raw[None], self.metadata.temperature)[0]
+
+    def familiarity_score(self, model_input: np.ndarray) -> float | None:
+        """ml.familiarity score of one model input (S, S, 1); None when the artifact has no such check."""
+        if self._familiarity is None:
+            return None
+        features = run_interpreter(self._features_interpreter, model_input)
+        return float(self._familiarity.scores(features[None])[0])
 
     def _answer_moves(self, pixels: np.ndarray, calibrated: np.ndarray) -> bool:
         for _perturbation, changed_film in changed_films(pixels):

@@ -124,3 +124,32 @@ def plot_stability(*, changes: dict[str, np.ndarray], path: Path, title: str = "
     axes.set_title(title)
     axes.legend(loc="upper right", fontsize=8)
     return _save(figure, path)
+
+
+def plot_familiarity(
+    *, scores_by_source: dict[str, list[float]], threshold: float, path: Path,
+    left_out_source: str | None = None, title: str = "Familiarity",
+) -> Path:
+    """Distribution of familiarity scores per source, on a log axis, with the threshold above which films are flagged."""
+    figure = Figure(figsize=(5.6, 4.2))
+    axes = figure.subplots()
+    everything = np.concatenate([np.asarray(v, dtype=np.float64) for v in scores_by_source.values() if len(v)])
+    low = max(float(everything.min()), 1e-6)
+    high = max(float(everything.max()), threshold) * 1.05
+    edges = np.geomspace(low, high, 41)
+    for source, values in scores_by_source.items():
+        values = np.asarray(values, dtype=np.float64)
+        if values.size == 0:
+            continue
+        label = f"{source} (never seen in training)" if source == left_out_source else source
+        flagged = float((values > threshold).mean())
+        axes.hist(values, bins=edges, histtype="step", linewidth=1.5, density=True,
+                  label=f"{label}: {flagged:.0%} flagged, n={values.size}")
+    axes.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.0f}")
+    axes.set_xscale("log")
+    axes.set_xlabel("distance to the training films (squared Mahalanobis)")
+    axes.set_ylabel("density")
+    axes.grid(alpha=0.3)
+    axes.set_title(title)
+    axes.legend(loc="upper right", fontsize=7)
+    return _save(figure, path)

@@ -165,6 +165,42 @@ def stability_lines(stability: dict) -> list[str]:
     return lines + [""]
 
 
+def familiarity_lines(familiarity: dict | None) -> list[str]:
+    """The familiarity check; models without it (and older reports) have none."""
+    if not familiarity:
+        return []
+    f = familiarity
+    lines = [
+        "## Familiarity: films unlike the training films",
+        "",
+        f"A film whose features lie further from the training films than {fmt(f['quantile'], percent=True)} of the "
+        f"validation films (score above {f['threshold']:.1f}) is flagged **unfamiliar**: the model's probabilities "
+        "were never validated on films like it. Here that flags "
+        f"{f['n_flagged']} of {f['n']} films ({fmt(f['flagged_share'], percent=True)}). Accuracy on flagged films "
+        f"{fmt(f['accuracy_flagged'])}, on the others {fmt(f['accuracy_familiar'])}.",
+        "",
+    ]
+    rows = [
+        [
+            source + (" (never seen in training)" if source == f.get("left_out_source") else ""),
+            str(s["n"]),
+            fmt(s["flagged_share"], percent=True),
+            fmt(s["median_score"]),
+            fmt(s["accuracy_flagged"]),
+            fmt(s["accuracy_familiar"]),
+        ]
+        for source, s in f["per_source"].items()
+    ]
+    lines += _table(["source", "images", "flagged", "median score", "accuracy flagged", "accuracy others"], rows)
+    if f.get("left_out_auc") is not None:
+        lines += [
+            "",
+            f"The score tells the never-seen collection {f['left_out_source']} from the familiar sources' films "
+            f"with AUC {fmt(f['left_out_auc'])}.",
+        ]
+    return lines + ["", "![familiarity](familiarity.png)", ""]
+
+
 def write_report(*, metrics: dict, path: Path) -> Path:
     m = metrics
     model = m["model"]
@@ -230,6 +266,7 @@ def write_report(*, metrics: dict, path: Path) -> Path:
     lines += ["## Shortcut audit", ""]
     lines += audit_lines(m["shortcut_audit"])
     lines += stability_lines(m.get("stability"))
+    lines += familiarity_lines(m.get("familiarity"))
     if m["notes"]:
         lines += ["## Notes", ""] + [f"- {note}" for note in m["notes"]] + [""]
     path.write_text("\n".join(lines) + "\n")

@@ -151,8 +151,13 @@ def train_model(
     test_labels: np.ndarray | None = None,
     threads: int = 2,
     verbose: int = 1,
+    familiarity: bool = False,
 ) -> TrainResult:
-    """Fit, calibrate on validation, export TFLite and write the artifact folder."""
+    """Fit, calibrate on validation, export TFLite and write the artifact folder.
+
+    ``familiarity`` also fits ``ml.familiarity`` (the ``unfamiliar`` warning) on
+    the training films and thresholds it on the validation films.
+    """
     configure_tensorflow(threads=threads, seed=seed)
     import keras
 
@@ -210,6 +215,16 @@ def train_model(
         test_inputs=None if test_films is None or not len(test_films) else preprocess_batch(test_films, config),
         test_labels=test_labels,
     )
+    if familiarity:
+        from ml.familiarity import add_familiarity
+
+        add_familiarity(
+            out_dir,
+            train_inputs=train_inputs if train_inputs is not None else preprocess_batch(train_films, config),
+            train_labels=train_labels,
+            val_inputs=val_inputs,
+            keras_model=model,
+        )
     return TrainResult(artifact_dir=out_dir, val_metrics=val_metrics, test_metrics=test_metrics, epochs_run=epochs_run)
 
 
@@ -343,6 +358,7 @@ def train_from_arrays(
     version: str,
     config: PreprocessConfig | None = None,
     augment: AugmentConfig | None = None,
+    familiarity: bool = False,
 ) -> Path:
     """Train on in-memory images (N, H, W) in [0, 1]; 20 % (stratified) is held out for validation.
 
@@ -373,6 +389,7 @@ def train_from_arrays(
         training_info={"data_root": None, "source": "arrays"},
         split_data={"seed": seed, "train": train_index.tolist(), "val": val_index.tolist(), "test": []},
         verbose=0,
+        familiarity=familiarity,
     )
     return result.artifact_dir
 
@@ -587,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
             "test_sources": sorted({s.source for s in test_samples}),
         },
         split_data=asdict(split),
+        familiarity=True,
     )
     print(json.dumps({"val": result.val_metrics, "test": result.test_metrics}, indent=1))
     return 0

@@ -150,6 +150,26 @@ def tiny_model_dir(tmp_path_factory):
     )
 
 
+@pytest.fixture(scope="session")
+def familiar_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny artifact plus a familiarity check (ml.familiarity) fitted on films of its own kind."""
+    import shutil
+
+    import numpy as np
+
+    from ml.artifact import load_metadata
+    from ml.familiarity import add_familiarity
+    from ml.preprocess import PreprocessConfig, preprocess
+
+    path = tmp_path_factory.mktemp("familiar") / "tiny"
+    shutil.copytree(tiny_model_dir, path)
+    config = PreprocessConfig.from_dict(load_metadata(path).preprocessing)
+    films, labels = synthetic_training_set(count_per_class=30, seed=11)
+    inputs = np.stack([preprocess(film, config) for film in films])
+    add_familiarity(path, train_inputs=inputs[::2], train_labels=labels[::2], val_inputs=inputs[1::2])
+    return path
+
+
 @pytest.fixture
 def active_model(db, tiny_model_dir):
     from diagnosis.services.model_registry import model_version_register

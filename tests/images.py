@@ -16,6 +16,11 @@ def gradient(width: int = 96, height: int = 80, *, seed: int = 0) -> np.ndarray:
     return np.clip(base + rng.normal(0, 0.03, size=base.shape), 0, 1).astype(np.float32)
 
 
+def checkerboard(size: int = 64, *, square: int = 4) -> np.ndarray:
+    """Nothing like a radiograph (nor like the test models' training films): for the familiarity check."""
+    return (np.indices((size, size)).sum(axis=0) // square % 2).astype(np.float32)
+
+
 def png_bytes(pixels: np.ndarray | None = None, *, bits: int = 8) -> bytes:
     pixels = gradient() if pixels is None else pixels
     buffer = io.BytesIO()

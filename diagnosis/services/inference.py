@@ -36,21 +36,24 @@ class InferenceOutcome:
     detail: str = ""
 
 
-# One loaded model per worker process, keyed by the model file's SHA-256.
-_predictors: dict[str, object] = {}
+# One loaded model per worker process, keyed by the model file's SHA-256 and its artifact folder: two
+# folders can hold the same model.tflite with different companions (one with a familiarity check).
+_predictors: dict[tuple[str, str], object] = {}
 _predictors_lock = threading.Lock()
 
 
 def predictor_for(model_version: ModelVersion):
+    artifact_dir = artifact_dir_for(model_version)
+    key = (model_version.file_sha256, str(artifact_dir))
     with _predictors_lock:
-        predictor = _predictors.get(model_version.file_sha256)
+        predictor = _predictors.get(key)
         if predictor is None:
             from ml.inference import Predictor
 
-            predictor = Predictor.load(artifact_dir_for(model_version))
+            predictor = Predictor.load(artifact_dir)
             if predictor.metadata.sha256 != model_version.file_sha256:
                 raise RuntimeError(f"Model file of {model_version} changed since it was registered.")
-            _predictors[model_version.file_sha256] = predictor
+            _predictors[key] = predictor
         return predictor
 
 
@@ -173,6 +176,8 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
                     "probabilities": prediction.probabilities,
                     "covid_threshold": prediction.covid_threshold,
                     "warnings": prediction.warnings,
+                    # How far the film lies from the training films (ml.familiarity; None: the model has no check).
+                    "familiarity_score": result.familiarity_score,
                 },
             )
             # Same transaction: the prediction and its alert commit together; delivery is queued after commit.

@@ -89,6 +89,30 @@ def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queu
 
 
 @pytest.mark.django_db
+def test_a_film_unlike_the_training_films_is_stored_as_unfamiliar_and_its_score_audited(
+    clinician, patient, familiar_model_dir, monkeypatch, django_capture_on_commit_callbacks
+):
+    import ml.stability
+    from diagnosis.services.model_registry import model_version_register
+    from ml.artifact import load_metadata
+    from ml.familiarity import UNFAMILIAR
+
+    model_version_register(artifact_dir=familiar_model_dir, activate=True)
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    monkeypatch.setattr(ml.stability, "PERTURBATIONS", ())  # only the familiarity warning is under test
+    with django_capture_on_commit_callbacks(execute=True):
+        study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.checkerboard()))
+
+    assert inference.study_run_inference(study_id=study.id).status == "completed"
+    prediction = Prediction.objects.get(study=study)
+    assert prediction.warnings == [UNFAMILIAR]
+    assert set(prediction.probabilities) == set(CLASS_NAMES)  # flagged, still answered
+    event = AuditEvent.objects.get(action="prediction.create", study_identifier=study.accession_number)
+    assert event.details["warnings"] == [UNFAMILIAR]
+    assert event.details["familiarity_score"] > load_metadata(familiar_model_dir).familiarity["threshold"]
+
+
+@pytest.mark.django_db
 def test_running_the_same_task_twice_makes_one_prediction(queued_study, active_model):
     from diagnosis.tasks import run_inference
 

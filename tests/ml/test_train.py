@@ -19,7 +19,8 @@ def tiny_artifact(tmp_path_factory):
     for index, label in enumerate(labels):
         images[index, 8 + 16 * label:24 + 16 * label, 8:56] += 0.6  # class = band position
     out = tmp_path_factory.mktemp("artifact") / "tiny"
-    path = train_from_arrays(images, labels, architecture="tiny", out_dir=out, epochs=3, seed=1, name="tiny", version="0")
+    path = train_from_arrays(images, labels, architecture="tiny", out_dir=out, epochs=3, seed=1, name="tiny", version="0",
+                             familiarity=True)
     return path, images
 
 
@@ -31,8 +32,9 @@ def test_artifact_folder_is_complete(tiny_artifact):
     assert 0 < metadata.temperature and 0 <= metadata.covid_threshold <= 1
     assert metadata.sha256 == file_sha256(path / "model.tflite")
     assert verify_artifact(path)
-    for name in ("model.keras", "history.json", "split.json"):
+    for name in ("model.keras", "history.json", "split.json", "features.tflite", "familiarity.npz"):
         assert (path / name).is_file()
+    assert metadata.familiarity["n_train"] + metadata.familiarity["n_val"] == 60
     assert set(json.loads((path / "split.json").read_text())) >= {"train", "val"}
     assert metadata.training["tflite_max_abs_difference"] <= 1e-4
 
