@@ -37,9 +37,9 @@ RESULT_WARNINGS = {
         "abnormal film). The model looked at a standard chest region instead: treat this result as unreliable."
     ),
     "unfamiliar": gettext_lazy(
-        "This film looks unlike the films the model was trained on (another hospital, detector, view or "
-        "processing?). Its accuracy and calibration were never measured on films like this one: treat this "
-        "result as unreliable."
+        "This film looks unlike the films the model was trained on (rotated, upside down, inverted grey "
+        "scale, or an unusual view or detector?). Its accuracy was never measured on films like this one: "
+        "check the image and treat this result as unreliable."
     ),
     "unstable": gettext_lazy(
         "This result is borderline: the model's answer changed when the image was altered in ways that should "

@@ -27,6 +27,13 @@ how well the score tells the left-out collection from the familiar ones.
 adds ``features.tflite`` (the features, for serving) and ``familiarity.npz``
 (the fitted statistics) to an artifact, fitted on its split.json's training
 films and thresholded on its validation films; model.tflite is untouched.
+
+    python -m ml.familiarity --model ARTIFACT --shifts [--subset test] --out FILE.json
+
+measures what the check does under ``SHIFTS``: the harmless changes of
+``ml.stability`` (which it should rarely flag) and changes that make a film
+unlike the development pool (a wrong orientation, inverted grey scale, heavy
+compression, noise or blur), on the artifact's test films.
 """
 
 from __future__ import annotations
@@ -268,6 +275,64 @@ def add_familiarity(
     return familiarity
 
 
+def _blurred(film: np.ndarray, *, radius: float = 3.0) -> np.ndarray:
+    from PIL import Image, ImageFilter
+
+    # Pillow blurs 8-bit images only; the development films are 8-bit anyway.
+    levels = Image.fromarray(np.round(np.clip(film, 0.0, 1.0) * 255.0).astype(np.uint8))
+    return np.asarray(levels.filter(ImageFilter.GaussianBlur(radius)), dtype=np.float32) / 255.0
+
+
+def _noisy(film: np.ndarray, *, sd: float = 0.08) -> np.ndarray:
+    # Seeded by the film's size: the same film always gets the same noise.
+    rng = np.random.default_rng(film.size)
+    return np.clip(film + rng.normal(0.0, sd, film.shape), 0.0, 1.0).astype(np.float32)
+
+
+def shifts():
+    """Changes to a film, each made at training resolution: first the harmless ones, then real shifts."""
+    from functools import partial
+
+    from ml.stability import PERTURBATIONS, Perturbation, jpeg_reencoded
+
+    return (
+        Perturbation("none", "as stored", lambda film: film),
+        *PERTURBATIONS,
+        Perturbation("jpeg_q20", "re-encoded as JPEG, quality 20", partial(jpeg_reencoded, quality=20)),
+        Perturbation("noise", "Gaussian noise, sd 0.08", _noisy),
+        Perturbation("blur", "Gaussian blur, radius 3 px at 512 px", _blurred),
+        Perturbation("rotated_90", "rotated a quarter turn", lambda film: np.ascontiguousarray(np.rot90(film))),
+        Perturbation("upside_down", "upside down", lambda film: np.ascontiguousarray(film[::-1])),
+        Perturbation("inverted", "grey scale inverted (bones dark)", lambda film: (1.0 - film).astype(np.float32)),
+    )
+
+
+def shift_table(*, predictor, films: Sequence[np.ndarray], labels: Sequence[int], progress: bool = True) -> dict:
+    """For each of ``shifts()``: share of films flagged unfamiliar (and lungs_not_found), accuracy, class kept."""
+    from tqdm import tqdm
+
+    from ml.preprocess import FILM_MAX_SIDE, LUNGS_NOT_FOUND, shrink_longest_side
+
+    labels = np.asarray(labels)
+    frames = [shrink_longest_side(np.asarray(film, dtype=np.float32), max_side=FILM_MAX_SIDE) for film in films]
+    table, original = {}, None
+    for shift in tqdm(shifts(), desc="shifts", unit="shift", disable=not progress):
+        results = [predictor.predict_one(shift.apply(frame)) for frame in frames]
+        predicted = np.array([predictor.class_names.index(result.label) for result in results])
+        if original is None:
+            original = predicted
+        table[shift.name] = {
+            "description": shift.description,
+            "n": len(results),
+            "unfamiliar": float(np.mean([UNFAMILIAR in result.warnings for result in results])),
+            "lungs_not_found": float(np.mean([LUNGS_NOT_FOUND in result.warnings for result in results])),
+            "median_score": float(np.median([result.familiarity_score for result in results])),
+            "accuracy": float(np.mean(predicted == labels)),
+            "same_class": float(np.mean(predicted == original)),
+        }
+    return table
+
+
 def _model_inputs(samples, config, *, progress: bool, desc: str) -> np.ndarray:
     from tqdm import tqdm
 
@@ -281,6 +346,8 @@ def _model_inputs(samples, config, *, progress: bool, desc: str) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import json
+
     from ml.artifact import load_metadata
     from ml.datasets import default_data_dir
     from ml.evaluate import EvaluationError, select_samples
@@ -291,23 +358,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="the data root its split.json was made from")
     parser.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
                         help="share of validation films to leave unflagged")
+    parser.add_argument("--shifts", action="store_true",
+                        help="no fit: measure the artifact's check under SHIFTS on --subset of its split")
+    parser.add_argument("--subset", default="test", choices=("val", "test", "loso"))
+    parser.add_argument("--out", type=Path, default=None, help="with --shifts: write the table here (JSON)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     data = args.data or default_data_dir()
     split_file = args.model / "split.json"
     if not split_file.is_file():
-        print(f"error: {split_file} not found: the fit needs the artifact's own training and validation films",
+        print(f"error: {split_file} not found: the check needs the artifact's own training and validation films",
               file=sys.stderr)
         return 2
     metadata = load_metadata(args.model)
     config = PreprocessConfig.from_dict(metadata.preprocessing)
+    progress = not args.quiet
     try:
+        if args.shifts:
+            return _print_shifts(args=args, data=data, split_file=split_file, progress=progress, dump=json.dumps)
         train = select_samples(data=data, manifest=None, split_file=split_file, subset="train")
         val = select_samples(data=data, manifest=None, split_file=split_file, subset="val")
     except EvaluationError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    progress = not args.quiet
     familiarity = add_familiarity(
         args.model,
         train_inputs=_model_inputs(train, config, progress=progress, desc="training films"),
@@ -319,6 +392,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.model}: fitted on {len(train)} training films, threshold {familiarity.threshold:.1f} "
         f"(the {args.quantile:.0%} quantile of {len(val)} validation films), shrinkage {familiarity.shrinkage:.3f}"
     )
+    return 0
+
+
+def _print_shifts(*, args, data: Path, split_file: Path, progress: bool, dump) -> int:
+    from ml.evaluate import select_samples
+    from ml.imaging import decode_path
+    from ml.inference import Predictor
+
+    predictor = Predictor.load(args.model)
+    if predictor.metadata.familiarity is None:
+        print(f"error: {args.model} has no familiarity check (run python -m ml.familiarity --model it first)",
+              file=sys.stderr)
+        return 2
+    samples = select_samples(data=data, manifest=None, split_file=split_file, subset=args.subset)
+    table = shift_table(
+        predictor=predictor,
+        films=[decode_path(sample.path).pixels for sample in samples],
+        labels=[predictor.class_names.index(sample.label) for sample in samples],
+        progress=progress,
+    )
+    print(f"{predictor.metadata.name} {predictor.metadata.version}, {args.subset} films: {len(samples)}")
+    print("| change | flagged unfamiliar | lungs not found | median score | accuracy | same class |")
+    print("|---|---|---|---|---|---|")
+    for row in table.values():
+        print(f"| {row['description']} | {row['unfamiliar']:.1%} | {row['lungs_not_found']:.1%} | "
+              f"{row['median_score']:.0f} | {row['accuracy']:.3f} | {row['same_class']:.1%} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(dump({"model": f"{predictor.metadata.name} {predictor.metadata.version}",
+                                  "subset": args.subset, "shifts": table}, indent=2) + "\n")
     return 0
 
 

@@ -160,7 +160,7 @@ def test_completed_study_page_shows_probabilities_and_model_version(client, clin
 @pytest.mark.parametrize(("code", "shown", "api_text"), [
     ("lungs_not_found", "lung fields could not be found", "treat this result as unreliable"),
     ("unstable", "This result is borderline", "should not matter"),
-    ("unfamiliar", "looks unlike the films the model was trained on", "never measured on films like this one"),
+    ("unfamiliar", "looks unlike the films the model was trained on", "check the image and treat this result as unreliable"),
 ])
 def test_result_with_a_warning_says_so_on_page_api_and_pdf(client, clinician, patient, monkeypatch, code, shown,
                                                              api_text):

@@ -153,3 +153,24 @@ def test_evaluation_reports_familiarity_with_a_picture(familiar_model_dir, tmp_p
     assert familiarity["left_out_source"] is None and familiarity["left_out_auc"] is None
     assert (out / "familiarity.png").read_bytes().startswith(b"\x89PNG")
     assert "Familiarity: films unlike the training films" in (out / "report.md").read_text()
+
+
+def test_shift_table_measures_every_shift_against_the_films_as_stored(familiar_model_dir):
+    from ml.familiarity import shift_table, shifts
+    from ml.inference import Predictor
+    from tests.conftest import synthetic_training_set
+
+    predictor = Predictor.load(familiar_model_dir)
+    films, labels = synthetic_training_set(count_per_class=4, seed=14)
+
+    table = shift_table(predictor=predictor, films=films, labels=labels, progress=False)
+
+    assert list(table) == [shift.name for shift in shifts()]
+    assert {"jpeg_q90", "half_resolution", "gamma_0.8", "rotated_90", "inverted"} <= set(table)
+    as_stored = [predictor.predict_one(film) for film in films]
+    assert table["none"]["same_class"] == 1.0
+    assert table["none"]["accuracy"] == pytest.approx(
+        np.mean([predictor.class_names.index(r.label) == k for r, k in zip(as_stored, labels)]))
+    assert table["none"]["unfamiliar"] == pytest.approx(np.mean([UNFAMILIAR in r.warnings for r in as_stored]))
+    for row in table.values():
+        assert row["n"] == 12 and 0.0 <= row["unfamiliar"] <= 1.0 and 0.0 <= row["same_class"] <= 1.0
