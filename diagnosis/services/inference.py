@@ -20,7 +20,7 @@ from ml.imaging import ImageDecodeError, decode_image
 
 from . import storage
 from .alerts import alert_raise_for_prediction
-from .model_registry import artifact_dir_for, model_version_active
+from .model_registry import artifact_dir_for, model_version_active, same_operating_point
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,13 @@ def predictor_for(model_version: ModelVersion):
             predictor = Predictor.load(artifact_dir)
             if predictor.metadata.sha256 != model_version.file_sha256:
                 raise RuntimeError(f"Model file of {model_version} changed since it was registered.")
+            if not same_operating_point(model_version, predictor.metadata):
+                # ml.recalibrate rewrites metadata.json in place: serving it would store another temperature and
+                # threshold under this version's name.
+                raise RuntimeError(
+                    f"The artifact folder of {model_version} now holds another temperature or COVID-19 threshold "
+                    f"(version {predictor.metadata.version}): register that version and activate it."
+                )
             _predictors[key] = predictor
         return predictor
 

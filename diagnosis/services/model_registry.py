@@ -31,7 +31,7 @@ def artifact_dir_for(model_version: ModelVersion) -> Path:
 
 
 @transaction.atomic
-def _same_operating_point(model_version: ModelVersion, metadata) -> bool:
+def same_operating_point(model_version: ModelVersion, metadata) -> bool:
     def same(a, b) -> bool:
         return (a is None and b is None) or (a is not None and b is not None and abs(float(a) - float(b)) <= 1e-9)
 
@@ -60,7 +60,7 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
         if existing.file_sha256 != actual_sha:
             raise ValidationError(_("%(name)s %(version)s is already registered with a different file.") % {
                 "name": metadata.name, "version": metadata.version})
-        if not _same_operating_point(existing, metadata):
+        if not same_operating_point(existing, metadata):
             # ml.recalibrate keeps the file: without this, the old temperature and threshold would stay in force.
             raise ValidationError(_(
                 "%(name)s %(version)s is already registered with a different temperature or COVID-19 threshold "

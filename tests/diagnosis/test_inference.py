@@ -113,6 +113,30 @@ def test_a_film_unlike_the_training_films_is_stored_as_unfamiliar_and_its_score_
 
 
 @pytest.mark.django_db
+def test_a_folder_recalibrated_after_registration_is_not_served_under_the_old_version(
+    queued_study, tiny_model_dir, tmp_path
+):
+    import json
+    import shutil
+
+    from diagnosis.services.model_registry import model_version_register
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(tiny_model_dir, folder)
+    model_version_register(artifact_dir=folder, activate=True)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata.update(version="1.1", temperature=metadata["temperature"] * 1.5)  # as ml.recalibrate does in place
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+
+    outcome = inference.study_run_inference(study_id=queued_study.id)
+
+    queued_study.refresh_from_db()
+    assert outcome.status == "retry"
+    assert "(version 1.1): register that version" in queued_study.error_message
+    assert not Prediction.objects.filter(study=queued_study).exists()
+
+
+@pytest.mark.django_db
 def test_running_the_same_task_twice_makes_one_prediction(queued_study, active_model):
     from diagnosis.tasks import run_inference
 
