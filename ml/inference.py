@@ -47,7 +47,9 @@ class Predictor:
     The TFLite interpreter is loaded once (single-threaded: one worker process
     per core). Heatmaps come from the artifact's cam.tflite when it has one
     (pooling + Dense heads: the class activation map equals Grad-CAM); otherwise
-    Keras is loaded when a heatmap is first requested.
+    Keras is loaded when a heatmap is first requested. An artifact with a
+    familiarity check (features.tflite, familiarity.npz) scores every film and
+    warns ``unfamiliar`` above its threshold.
     """
 
     def __init__(
