@@ -54,15 +54,33 @@ DEFAULT_QUANTILE = 0.95
 
 
 def features_model(keras_model):
-    """A Keras model giving the spatial mean of ``gradcam_features``: what the classifier head reads."""
+    """A Keras model giving the spatial mean of ``gradcam_features`` (what the classifier head reads).
+
+    For a pooling + Dense head it also gives every class's activation map
+    (``ml.gradcam.cam_model``), so that one pass of the backbone serves both
+    the familiarity check and the heatmap.
+    """
     import keras
 
     from ml.architectures import GRADCAM_LAYER
+    from ml.gradcam import cam_model
 
     pooled = keras.layers.GlobalAveragePooling2D(name="familiarity_features")(
         keras_model.get_layer(GRADCAM_LAYER).output
     )
-    return keras.Model(keras_model.inputs, pooled, name="features")
+    cam = cam_model(keras_model)
+    outputs = pooled if cam is None else [pooled, cam.output]
+    return keras.Model(keras_model.inputs, outputs, name="features")
+
+
+def split_outputs(outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The pooled features (C,) and the class maps (h, w, classes) or None, from features.tflite's outputs.
+
+    Told apart by rank: TFLite does not promise to keep Keras's output order.
+    """
+    pooled = next(output for output in outputs if output.ndim == 1)
+    class_maps = next((output for output in outputs if output.ndim == 3), None)
+    return pooled, class_maps
 
 
 def ledoit_wolf_covariance(centered: np.ndarray) -> tuple[np.ndarray, float]:
@@ -233,7 +251,7 @@ def add_familiarity(
     import keras
 
     from ml.artifact import file_sha256, load_metadata, save_metadata
-    from ml.export import export_tflite, make_interpreter, run_interpreter
+    from ml.export import check_class_maps, export_tflite, make_interpreter, run_interpreter_outputs
 
     artifact_dir = Path(artifact_dir)
     metadata = load_metadata(artifact_dir)
@@ -244,14 +262,24 @@ def add_familiarity(
     interpreter = make_interpreter(path)
 
     def features_of(inputs: np.ndarray) -> np.ndarray:
-        return np.stack([run_interpreter(interpreter, image) for image in inputs])
+        return np.stack([split_outputs(run_interpreter_outputs(interpreter, image))[0] for image in inputs])
 
     check = np.asarray(val_inputs[:4], dtype=np.float32)
     expected = model.predict(check, verbose=0)
+    expected = expected[0] if isinstance(expected, list) else expected
     difference = float(np.max(np.abs(features_of(check) - expected)))
     if not difference <= 1e-4 * max(1.0, float(np.max(np.abs(expected)))):
         path.unlink()
         raise RuntimeError(f"features.tflite differs from Keras by {difference:.2e}")
+    class_maps = split_outputs(run_interpreter_outputs(interpreter, check[0]))[1] is not None
+    if class_maps:
+        difference = check_class_maps(
+            class_maps_of=lambda image: split_outputs(run_interpreter_outputs(interpreter, image))[1],
+            keras_model=keras_model, inputs=check[:3], n_classes=len(metadata.class_names),
+        )
+        if not difference <= 1e-4:
+            path.unlink()
+            raise RuntimeError(f"features.tflite heatmap differs from Grad-CAM by {difference:.2e}")
     familiarity = fit_familiarity(
         train_features=features_of(train_inputs),
         train_labels=train_labels,
@@ -267,6 +295,8 @@ def add_familiarity(
         "stats_sha256": file_sha256(stats_path),
         "threshold": familiarity.threshold,
         "quantile": quantile,
+        # features.tflite also gives the class activation maps: the heatmap needs no pass of its own.
+        "class_maps": class_maps,
         "shrinkage": familiarity.shrinkage,
         "n_train": int(len(train_inputs)),
         "n_val": int(len(val_inputs)),

@@ -10,8 +10,9 @@ import numpy as np
 
 from ml.artifact import ArtifactMetadata, file_sha256, load_metadata
 from ml.calibration import apply_temperature
-from ml.export import make_interpreter, run_interpreter
-from ml.familiarity import UNFAMILIAR, FamiliarityModel
+from ml.export import make_interpreter, run_interpreter, run_interpreter_outputs
+from ml.familiarity import UNFAMILIAR, FamiliarityModel, split_outputs
+from ml.gradcam import heatmap_from_class_maps
 from ml.labels import POSITIVE_CLASS
 from ml.preprocess import PreprocessConfig, preprocess_checked
 from ml.stability import UNSTABLE, answer_moves, changed_films
@@ -115,13 +116,15 @@ class Predictor:
         raw, calibrated = self._run(model_input)
         inference_ms = (time.perf_counter() - started) * 1000.0
         label_index = int(np.argmax(calibrated))
-        familiarity_score = self.familiarity_score(model_input)
+        familiarity_score, class_maps = self._familiarity_pass(model_input)
         if familiarity_score is not None and self._familiarity.is_unfamiliar(familiarity_score):
             warnings = [*warnings, UNFAMILIAR]
         if check_stability and self._answer_moves(pixels, calibrated):
             warnings = [*warnings, UNSTABLE]
         heatmap = None
-        if with_heatmap:
+        if with_heatmap and class_maps is not None:  # the familiarity pass gave the class maps already
+            heatmap = heatmap_from_class_maps(class_maps, label_index, model_input.shape[0])
+        elif with_heatmap:
             heatmap = self.heatmap(model_input, label_index)
         covid_probability = float(calibrated[self._positive_index])
         return PredictionResult(
@@ -145,10 +148,14 @@ class Predictor:
 
     def familiarity_score(self, model_input: np.ndarray) -> float | None:
         """ml.familiarity score of one model input (S, S, 1); None when the artifact has no such check."""
+        return self._familiarity_pass(model_input)[0]
+
+    def _familiarity_pass(self, model_input: np.ndarray) -> tuple[float | None, np.ndarray | None]:
+        """The familiarity score and, when features.tflite gives them, the class activation maps."""
         if self._familiarity is None:
-            return None
-        features = run_interpreter(self._features_interpreter, model_input)
-        return float(self._familiarity.scores(features[None])[0])
+            return None, None
+        features, class_maps = split_outputs(run_interpreter_outputs(self._features_interpreter, model_input))
+        return float(self._familiarity.scores(features[None])[0]), class_maps
 
     def _answer_moves(self, pixels: np.ndarray, calibrated: np.ndarray) -> bool:
         for _perturbation, changed_film in changed_films(pixels):

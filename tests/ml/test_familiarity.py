@@ -174,3 +174,17 @@ def test_shift_table_measures_every_shift_against_the_films_as_stored(familiar_m
     assert table["none"]["unfamiliar"] == pytest.approx(np.mean([UNFAMILIAR in r.warnings for r in as_stored]))
     for row in table.values():
         assert row["n"] == 12 and 0.0 <= row["unfamiliar"] <= 1.0 and 0.0 <= row["same_class"] <= 1.0
+
+
+def test_the_familiarity_pass_gives_the_same_heatmap_as_the_heatmap_model(familiar_model_dir):
+    from ml.artifact import load_metadata
+    from ml.inference import Predictor
+    from tests.conftest import synthetic_training_set
+
+    assert load_metadata(familiar_model_dir).familiarity["class_maps"] is True  # pooling + Dense head
+    predictor = Predictor.load(familiar_model_dir)
+    for film in synthetic_training_set(count_per_class=2, seed=15)[0]:
+        result = predictor.predict_one(film, with_heatmap=True)
+        from_cam = predictor.heatmap(result.model_input[..., None], predictor.class_names.index(result.label))
+        np.testing.assert_allclose(result.heatmap, from_cam, atol=1e-5)
+        assert result.heatmap.max() == pytest.approx(1.0) or result.heatmap.max() == 0.0
