@@ -24,9 +24,11 @@ how well the score tells the left-out collection from the familiar ones.
 
     python -m ml.familiarity --model ARTIFACT [--data ROOT] [--quantile 0.95]
 
-adds ``features.tflite`` (the features, for serving) and ``familiarity.npz``
-(the fitted statistics) to an artifact, fitted on its split.json's training
-films and thresholded on its validation films; model.tflite is untouched.
+adds ``features.tflite`` (the features for serving and, for a pooling + Dense
+head, the class activation maps, so the heatmap needs no pass of its own) and
+``familiarity.npz`` (the fitted statistics) to an artifact, fitted on its
+split.json's training films and thresholded on its validation films;
+model.tflite is untouched.
 
     python -m ml.familiarity --model ARTIFACT --shifts [--subset test] --out FILE.json
 
