@@ -188,32 +188,28 @@ def select_samples(*, data: Path, manifest: Path | None, split_file: Path | None
     return samples
 
 
-def _training_overlap(*, artifact_dir: Path, samples) -> int | None:
+def _artifact_split(artifact_dir: Path):
+    """The artifact's own split.json (None: it has none)."""
+    path = artifact_dir / "split.json"
+    if not path.is_file():
+        return None
+    from ml.datasets import load_split
+
+    return load_split(path)
+
+
+def _training_overlap(*, split, samples) -> int | None:
     """How many evaluated images the artifact was trained or calibrated on (None: no split.json).
 
     A leave-one-source-out artifact stores the shared split with the left-out
     source in its notes: that source's images were never used, whatever part
     of the split they sit in.
     """
-    path = artifact_dir / "split.json"
-    if not path.is_file():
+    if split is None:
         return None
-    from ml.datasets import load_split
-
-    split = load_split(path)
     used = set(split.train) | set(split.val)
     left_out = split.notes.get("leave_out_source")
     return sum(1 for s in samples if s.key in used and s.source != left_out)
-
-
-def _left_out_source(artifact_dir: Path) -> str | None:
-    """The source a leave-one-source-out artifact never saw (None: not such an artifact)."""
-    path = artifact_dir / "split.json"
-    if not path.is_file():
-        return None
-    from ml.datasets import load_split
-
-    return load_split(path).notes.get("leave_out_source")
 
 
 def evaluate_artifact(
@@ -284,8 +280,8 @@ def evaluate_artifact(
             familiarity_scores.append(result.familiarity_score)
         for film in pixels:
             for perturbation, changed_film in changed_films(film):
-                changed = predictor.predict_one(changed_film)
-                perturbed_probabilities[perturbation.name].append([changed.probabilities[name] for name in class_names])
+                changed = predictor.calibrated_probabilities(changed_film)
+                perturbed_probabilities[perturbation.name].append([float(p) for p in changed])
     if not kept:
         reasons = "; ".join(f"{item['file']}: {item['reason']}" for item in skipped[:5])
         raise EvaluationError(f"None of the {len(skipped)} images could be decoded ({reasons}).")
@@ -366,6 +362,7 @@ def evaluate_artifact(
         threshold=threshold,
     )
 
+    artifact_split = _artifact_split(artifact_dir)
     familiarity = None
     if metadata.familiarity:
         familiarity = {
@@ -375,11 +372,12 @@ def evaluate_artifact(
                 threshold=metadata.familiarity["threshold"],
                 correct=probabilities.argmax(axis=1) == y_true,
                 sources=source_names,
-                left_out_source=_left_out_source(artifact_dir),
+                # A leave-one-source-out artifact's split names the source it never saw.
+                left_out_source=artifact_split.notes.get("leave_out_source") if artifact_split else None,
             ),
         }
 
-    overlap = _training_overlap(artifact_dir=artifact_dir, samples=kept)
+    overlap = _training_overlap(split=artifact_split, samples=kept)
     notes = list(summary.pop("notes"))
     if overlap:
         notes.append(

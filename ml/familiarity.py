@@ -273,7 +273,7 @@ def add_familiarity(
     if not difference <= 1e-4 * max(1.0, float(np.max(np.abs(expected)))):
         path.unlink()
         raise RuntimeError(f"features.tflite differs from Keras by {difference:.2e}")
-    class_maps = split_outputs(run_interpreter_outputs(interpreter, check[0]))[1] is not None
+    class_maps = len(model.outputs) == 2  # features_model adds the class maps for a pooling + Dense head
     if class_maps:
         difference = check_class_maps(
             class_maps_of=lambda image: split_outputs(run_interpreter_outputs(interpreter, image))[1],
@@ -378,8 +378,6 @@ def _model_inputs(samples, config, *, progress: bool, desc: str) -> np.ndarray:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import json
-
     from ml.artifact import load_metadata
     from ml.datasets import default_data_dir
     from ml.evaluate import EvaluationError, select_samples
@@ -407,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = not args.quiet
     try:
         if args.shifts:
-            return _print_shifts(args=args, data=data, split_file=split_file, progress=progress, dump=json.dumps)
+            return _print_shifts(args=args, data=data, split_file=split_file, progress=progress)
         train = select_samples(data=data, manifest=None, split_file=split_file, subset="train")
         val = select_samples(data=data, manifest=None, split_file=split_file, subset="val")
     except EvaluationError as error:
@@ -427,7 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _print_shifts(*, args, data: Path, split_file: Path, progress: bool, dump) -> int:
+def _print_shifts(*, args, data: Path, split_file: Path, progress: bool) -> int:
+    import json
+
     from ml.evaluate import select_samples
     from ml.imaging import decode_path
     from ml.inference import Predictor
@@ -452,7 +452,7 @@ def _print_shifts(*, args, data: Path, split_file: Path, progress: bool, dump) -
               f"{row['median_score']:.0f} | {row['accuracy']:.3f} | {row['same_class']:.1%} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(dump({"model": f"{predictor.metadata.name} {predictor.metadata.version}",
+        args.out.write_text(json.dumps({"model": f"{predictor.metadata.name} {predictor.metadata.version}",
                                   "subset": args.subset, "shifts": table}, indent=2) + "\n")
     return 0
 

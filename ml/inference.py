@@ -157,10 +157,13 @@ class Predictor:
         features, class_maps = split_outputs(run_interpreter_outputs(self._features_interpreter, model_input))
         return float(self._familiarity.scores(features[None])[0]), class_maps
 
+    def calibrated_probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities of one decoded film, nothing else (no warnings, heatmap or checks)."""
+        return self._run(preprocess_checked(pixels, self.config)[0])[1]
+
     def _answer_moves(self, pixels: np.ndarray, calibrated: np.ndarray) -> bool:
         for _perturbation, changed_film in changed_films(pixels):
-            changed_input, _warnings = preprocess_checked(changed_film, self.config)
-            _raw, changed = self._run(changed_input)
+            changed = self.calibrated_probabilities(changed_film)
             if answer_moves(probabilities=calibrated, changed=changed, positive_index=self._positive_index,
                             threshold=float(self.metadata.covid_threshold))[0]:
                 return True  # one change that moves the answer is enough

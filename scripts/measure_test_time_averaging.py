@@ -41,8 +41,9 @@ def single_and_averaged(predictor: Predictor, samples) -> tuple[np.ndarray, np.n
         views = [film, *(changed for _perturbation, changed in changed_films(film))]
         raw = predictor.predict_model_inputs(np.stack([preprocess(view, predictor.config) for view in views]))
         log_mean = np.log(np.clip(raw.astype(np.float64), 1e-7, 1.0)).mean(axis=0)
+        geometric = np.exp(log_mean - log_mean.max())
         single.append(raw[0])
-        averaged.append(np.exp(log_mean - log_mean.max()) / np.exp(log_mean - log_mean.max()).sum())
+        averaged.append(geometric / geometric.sum())
     labels = np.array([predictor.class_names.index(sample.label) for sample in samples])
     return np.asarray(single, dtype=np.float64), np.asarray(averaged, dtype=np.float64), labels
 

@@ -189,7 +189,8 @@ def alert_payload(alert: Alert) -> dict:
         "covid_probability": round(alert.covid_probability, 4),
         "covid_threshold": round(alert.covid_threshold, 4),
         "model_version": str(alert.prediction.model_version),
-        # Codes of what makes the result less reliable ("unstable", "lungs_not_found"): a receiver may triage on them.
+        # Codes of what makes the result less reliable ("unstable", "unfamiliar", "lungs_not_found"): a receiver may
+        # triage on them.
         "warnings": list(alert.prediction.warnings or []),
         "raised_at": alert.created_at.isoformat(),
         "url": settings.CXR_PUBLIC_BASE_URL.rstrip("/") + reverse("diagnosis:study_detail", args=[alert.study_id]),

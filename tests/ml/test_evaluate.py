@@ -167,8 +167,8 @@ def test_training_overlap_ignores_the_left_out_source(tmp_path):
         for key, source in (("a", "x"), ("b", "y"), ("c", "y"), ("d", "y"))
     ]
     # a was in the shared train split but its source was left out; b and c were used; d is test.
-    assert evaluate._training_overlap(artifact_dir=tmp_path, samples=samples) == 2
-    assert evaluate._training_overlap(artifact_dir=tmp_path / "none", samples=samples) is None
+    assert evaluate._training_overlap(split=evaluate._artifact_split(tmp_path), samples=samples) == 2
+    assert evaluate._training_overlap(split=evaluate._artifact_split(tmp_path / "none"), samples=samples) is None
 
 
 def test_cli_explains_an_empty_or_unreadable_folder(artifact, tmp_path, capsys):
