@@ -44,6 +44,8 @@ class ArtifactMetadata:
     cam_sha256: str | None = None
     # Familiarity check (ml.familiarity.add_familiarity): features model, fitted statistics and threshold.
     familiarity: dict | None = None
+    # Site monitor's reference (ml.monitoring): what the model did on its validation films.
+    monitoring: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

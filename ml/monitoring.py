@@ -1,0 +1,451 @@
+"""Is the model still doing at this site what it did on validation?
+
+The familiarity check looks at one film at a time and cannot tell a new
+hospital's films from the development pool's (the leave-one-source-out runs
+show it). A new site shows itself in the results it produces instead: the
+leave-one-source-out run that never saw the NIH collection raised a COVID-19
+alert on 93% of NIH films, none of them COVID-19. This monitor compares what
+a model version does at a site with what it did on its own validation films,
+where the truth was known, and raises an alarm when the difference is too
+large to be chance.
+
+Two kinds of evidence, each tested one-sided with Fisher's exact test
+(the reference is a sample too, so its size counts):
+
+- **Clinician feedback**, the site's truth. Judged only on films whose
+  feedback names one of the model's classes, so the checks do not depend on
+  how common each disease is at the site:
+
+  - ``sensitivity``: the share of films confirmed COVID-19 that raised the
+    alert, lower than on validation;
+  - ``false_alerts``: the share of films confirmed not COVID-19 that raised
+    the alert, higher than on validation;
+  - ``recall:<class>``: the share of films confirmed as a class that the
+    model called that class, lower than on validation.
+
+  Clinicians choose which films to give feedback on; if they mostly correct
+  the wrong ones, these checks alarm early. That is the safe direction.
+
+- **Warnings** on every result, no feedback needed: the share of results
+  carrying ``lungs_not_found``, ``unfamiliar`` or ``unstable``, higher than on
+  validation.
+
+A check with fewer than ``min_films`` films at the site says "too few" rather
+than guess. Each check alarms at ``alpha`` (default 0.001, so that running the
+monitor after every film on a site like the validation films rarely alarms;
+``--simulate`` measures how rarely).
+
+    python -m ml.monitoring --model ARTIFACT [--data ROOT]
+
+stores the reference (the validation films' confusion matrix, alerts and
+warnings, found exactly as the worker finds them) in metadata.json
+under ``monitoring``; model.tflite is untouched.
+
+    python -m ml.monitoring --model ARTIFACT --simulate --subset test|loso --out FILE.json
+
+replays the subset's films as a site's stream, in many random orders and with
+feedback on some of the films, running the monitor after every film: on the
+test split (a site like the development pool) it measures how often the
+monitor alarms falsely, on a leave-one-source-out artifact's left-out
+collection (a new hospital) how soon it alarms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ml.labels import CLASS_NAMES, POSITIVE_CLASS
+
+REFERENCE_KEY = "monitoring"
+MONITORED_WARNINGS = ("lungs_not_found", "unfamiliar", "unstable")
+DEFAULT_ALPHA = 0.001
+DEFAULT_MIN_FILMS = 10
+
+OK = "ok"
+ALARM = "alarm"
+TOO_FEW = "too_few"
+
+
+@dataclass(frozen=True)
+class Film:
+    """One result as the monitor sees it: what the model said and, when a clinician said, the truth."""
+
+    predicted: str
+    alert: bool
+    warnings: tuple[str, ...] = ()
+    confirmed: str | None = None  # a class name from clinician feedback (or the dataset label); None: unknown
+
+
+@dataclass
+class Reference:
+    """What the model did on its validation films, where every label was known."""
+
+    class_names: list[str]
+    confusion: list[list[int]]  # [true][predicted] film counts
+    alerts: dict[str, int]  # films of each true class that raised the COVID-19 alert
+    warnings: dict[str, int]  # films carrying each monitored warning
+    n: int
+    subset: str = "val"
+
+    def class_count(self, name: str) -> int:
+        return int(sum(self.confusion[self.class_names.index(name)]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Reference":
+        return cls(
+            class_names=list(data["class_names"]), confusion=[[int(v) for v in row] for row in data["confusion"]],
+            alerts={k: int(v) for k, v in data["alerts"].items()},
+            warnings={k: int(v) for k, v in data["warnings"].items()}, n=int(data["n"]),
+            subset=data.get("subset", "val"),
+        )
+
+
+def reference_from_films(films: Sequence[Film], *, class_names: Sequence[str] = CLASS_NAMES,
+                         subset: str = "val") -> Reference:
+    """The reference from labelled films (every film needs ``confirmed``)."""
+    names = list(class_names)
+    confusion = [[0] * len(names) for _ in names]
+    alerts = {name: 0 for name in names}
+    warnings = {code: 0 for code in MONITORED_WARNINGS}
+    for film in films:
+        if film.confirmed not in names:
+            raise ValueError("every reference film needs its true class")
+        confusion[names.index(film.confirmed)][names.index(film.predicted)] += 1
+        alerts[film.confirmed] += int(film.alert)
+        for code in MONITORED_WARNINGS:
+            warnings[code] += int(code in film.warnings)
+    return Reference(class_names=names, confusion=confusion, alerts=alerts, warnings=warnings, n=len(films),
+                     subset=subset)
+
+
+_log_factorial_table = np.zeros(1)
+
+
+def _log_factorial(values: np.ndarray) -> np.ndarray:
+    global _log_factorial_table
+    values = np.asarray(values, dtype=np.int64)
+    needed = int(values.max(initial=0)) + 1
+    if len(_log_factorial_table) < needed:
+        size = max(needed, 2 * len(_log_factorial_table))
+        _log_factorial_table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, size, dtype=np.float64)))])
+    return _log_factorial_table[values]
+
+
+def _log_choose(n, k) -> np.ndarray:
+    n, k = np.asarray(n), np.asarray(k)
+    return _log_factorial(n) - _log_factorial(k) - _log_factorial(n - k)
+
+
+def fisher_one_sided(*, site_hits: int, site_n: int, reference_hits: int, reference_n: int, site_higher: bool) -> float:
+    """One-sided p-value of Fisher's exact test that the site's rate is higher (or lower) than the reference's.
+
+    Conditional on the total hits, the site's hits are hypergeometric; the
+    p-value is the probability of a split at least as extreme as the one seen.
+    """
+    total_n = site_n + reference_n
+    total_hits = site_hits + reference_hits
+    low, high = max(0, total_hits - reference_n), min(total_hits, site_n)
+    outcomes = np.arange(site_hits, high + 1) if site_higher else np.arange(low, site_hits + 1)
+    if len(outcomes) == 0:
+        return 1.0
+    logs = (_log_choose(total_hits, outcomes) + _log_choose(total_n - total_hits, site_n - outcomes)
+            - _log_choose(total_n, site_n))
+    top = logs.max()
+    return float(min(1.0, np.exp(top) * np.exp(logs - top).sum()))
+
+
+def critical_hits(*, site_n: int, reference_hits: int, reference_n: int, site_higher: bool, alpha: float) -> int:
+    """The fewest hits among ``site_n`` that alarm (site_higher), or the most that alarm (lower).
+
+    site_n + 1 (or -1) when no count alarms. The p-value moves monotonically
+    with the site's hits, so a bisection finds the boundary.
+    """
+    def alarms(hits: int) -> bool:
+        return fisher_one_sided(site_hits=hits, site_n=site_n, reference_hits=reference_hits,
+                                reference_n=reference_n, site_higher=site_higher) < alpha
+
+    if site_higher:
+        if not alarms(site_n):
+            return site_n + 1
+        low, high = -1, site_n  # alarms(high) holds; alarms(low) does not (low = -1 stands for "none")
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if alarms(middle) else (middle, high)
+        return high
+    if not alarms(0):
+        return -1
+    low, high = 0, site_n + 1  # alarms(low) holds; alarms(high) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if alarms(middle) else (low, middle)
+    return low
+
+
+@dataclass
+class Check:
+    code: str
+    description: str
+    site_hits: int
+    site_n: int
+    reference_hits: int
+    reference_n: int
+    alarm_if_higher: bool
+    p_value: float | None
+    status: str
+
+    @property
+    def site_rate(self) -> float | None:
+        return self.site_hits / self.site_n if self.site_n else None
+
+    @property
+    def reference_rate(self) -> float | None:
+        return self.reference_hits / self.reference_n if self.reference_n else None
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "site_rate": self.site_rate, "reference_rate": self.reference_rate}
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """One check: which site films it counts (member), which of those are hits, and the reference's rate."""
+
+    code: str
+    description: str
+    reference_hits: int
+    reference_n: int
+    alarm_if_higher: bool
+    member: Callable[[Film], bool]
+    hit: Callable[[Film], bool]
+
+
+def _rules(reference: Reference) -> list[_Rule]:
+    names = reference.class_names
+    not_covid = [name for name in names if name != POSITIVE_CLASS]
+    rules = [
+        _Rule("sensitivity", "Films confirmed COVID-19 that raised the alert",
+              reference.alerts[POSITIVE_CLASS], reference.class_count(POSITIVE_CLASS), False,
+              member=lambda film: film.confirmed == POSITIVE_CLASS, hit=lambda film: film.alert),
+        _Rule("false_alerts", "Films confirmed not COVID-19 that raised the alert",
+              sum(reference.alerts[name] for name in not_covid), sum(reference.class_count(n) for n in not_covid),
+              True, member=lambda film: film.confirmed in not_covid, hit=lambda film: film.alert),
+    ]
+    for index, name in enumerate(names):
+        rules.append(_Rule(
+            f"recall:{name}", f"Films confirmed {name} that the model called {name}",
+            reference.confusion[index][index], reference.class_count(name), False,
+            member=lambda film, name=name: film.confirmed == name, hit=lambda film, name=name: film.predicted == name,
+        ))
+    for code in MONITORED_WARNINGS:
+        rules.append(_Rule(
+            f"warning:{code}", f"Results carrying the warning {code}", reference.warnings.get(code, 0), reference.n,
+            True, member=lambda film: True, hit=lambda film, code=code: code in film.warnings,
+        ))
+    return rules
+
+
+def run_checks(reference: Reference, films: Iterable[Film], *, alpha: float = DEFAULT_ALPHA,
+               min_films: int = DEFAULT_MIN_FILMS) -> list[Check]:
+    """Every check of the module docstring, for the films seen at a site."""
+    films = list(films)
+    checks = []
+    for rule in _rules(reference):
+        members = [film for film in films if rule.member(film)]
+        hits = sum(bool(rule.hit(film)) for film in members)
+        if len(members) < min_films or rule.reference_n == 0:
+            p_value, status = None, TOO_FEW
+        else:
+            p_value = fisher_one_sided(site_hits=hits, site_n=len(members), reference_hits=rule.reference_hits,
+                                       reference_n=rule.reference_n, site_higher=rule.alarm_if_higher)
+            status = ALARM if p_value < alpha else OK
+        checks.append(Check(code=rule.code, description=rule.description, site_hits=hits, site_n=len(members),
+                            reference_hits=rule.reference_hits, reference_n=rule.reference_n,
+                            alarm_if_higher=rule.alarm_if_higher, p_value=p_value, status=status))
+    return checks
+
+
+def overall_status(checks: Sequence[Check]) -> str:
+    statuses = {check.status for check in checks}
+    if ALARM in statuses:
+        return ALARM
+    return OK if OK in statuses else TOO_FEW
+
+
+# --- measuring the monitor: replaying a labelled collection as a site's stream -------------------------------
+
+
+@dataclass
+class SimulationResult:
+    feedback_share: float
+    streams: int
+    films_per_stream: int
+    alarmed: float  # share of streams with an alarm at some point
+    median_films_to_alarm: float | None  # over the streams that alarmed
+    first_checks: dict[str, int] = field(default_factory=dict)  # which check alarmed first, how often
+
+
+def simulate(reference: Reference, films: Sequence[Film], *, feedback_share: float, streams: int = 200,
+             alpha: float = DEFAULT_ALPHA, min_films: int = DEFAULT_MIN_FILMS, seed: int = 0,
+             length: int | None = None) -> SimulationResult:
+    """Replay ``films`` (with their true labels) in random orders, running the monitor after every film.
+
+    Feedback, with the true label, arrives on ``feedback_share`` of the films.
+    With ``length``, each stream draws that many films with replacement (a
+    longer stream than the collection, as a site sees over months) instead of
+    a permutation.
+    Equivalent to calling ``run_checks`` on every prefix of every stream, but
+    with each rule's alarm boundary worked out once per count of films.
+    """
+    rules = _rules(reference)
+    blind = [Film(film.predicted, film.alert, film.warnings) for film in films]
+    member = {seen: np.array([[rule.member(f) for rule in rules] for f in pool], dtype=bool)
+              for seen, pool in ((True, films), (False, blind))}
+    hit = {seen: np.array([[bool(rule.hit(f)) for rule in rules] for f in pool], dtype=bool) & member[seen]
+           for seen, pool in ((True, films), (False, blind))}
+    length = len(films) if length is None else length
+    boundaries = np.array([
+        [critical_hits(site_n=n, reference_hits=rule.reference_hits, reference_n=rule.reference_n,
+                       site_higher=rule.alarm_if_higher, alpha=alpha) if rule.reference_n else -2
+         for rule in rules]
+        for n in range(length + 1)
+    ])
+    higher = np.array([rule.alarm_if_higher for rule in rules])
+    usable = np.array([rule.reference_n > 0 for rule in rules])
+    rng = np.random.default_rng(seed)
+    alarm_at: list[int] = []
+    first_checks: dict[str, int] = {}
+    for _ in range(streams):
+        order = rng.permutation(len(films)) if length == len(films) else rng.integers(0, len(films), length)
+        with_feedback = rng.random(length) < feedback_share
+        members = np.where(with_feedback[:, None], member[True][order], member[False][order]).cumsum(axis=0)
+        hits = np.where(with_feedback[:, None], hit[True][order], hit[False][order]).cumsum(axis=0)
+        boundary = np.take_along_axis(boundaries, members, axis=0)
+        alarms = usable & (members >= min_films) & np.where(higher, hits >= boundary, hits <= boundary)
+        fired = np.flatnonzero(alarms.any(axis=1))
+        if len(fired):
+            alarm_at.append(int(fired[0]) + 1)
+            for index in np.flatnonzero(alarms[fired[0]]):
+                first_checks[rules[index].code] = first_checks.get(rules[index].code, 0) + 1
+    return SimulationResult(
+        feedback_share=feedback_share, streams=streams, films_per_stream=length,
+        alarmed=len(alarm_at) / streams, median_films_to_alarm=float(np.median(alarm_at)) if alarm_at else None,
+        first_checks=dict(sorted(first_checks.items())),
+    )
+
+
+def films_from_samples(predictor, samples, *, progress: bool = True, desc: str = "films") -> list[Film]:
+    """Each labelled sample classified exactly as the worker classifies it (stability check included)."""
+    from tqdm import tqdm
+
+    from ml.imaging import decode_path
+
+    films = []
+    for sample in tqdm(samples, desc=desc, unit="image", disable=not progress):
+        result = predictor.predict_one(decode_path(sample.path).pixels, check_stability=True)
+        films.append(Film(predicted=result.label, alert=result.covid_alert, warnings=tuple(result.warnings),
+                          confirmed=sample.label))
+    return films
+
+
+def add_reference(artifact_dir: Path, reference: Reference) -> None:
+    from ml.artifact import load_metadata, save_metadata
+
+    metadata = load_metadata(artifact_dir)
+    metadata.monitoring = reference.to_dict()
+    save_metadata(artifact_dir=artifact_dir, metadata=metadata)
+
+
+def load_reference(metadata) -> Reference | None:
+    """The reference stored with an artifact (None: ``python -m ml.monitoring`` has not been run on it)."""
+    data = getattr(metadata, REFERENCE_KEY, None)
+    return Reference.from_dict(data) if data else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ml.datasets import default_data_dir
+    from ml.evaluate import EvaluationError, select_samples
+    from ml.inference import Predictor
+
+    parser = argparse.ArgumentParser(prog="python -m ml.monitoring", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, type=Path, help="artifact folder with split.json")
+    parser.add_argument("--data", type=Path, default=None, help="the data root its split.json was made from")
+    parser.add_argument("--simulate", action="store_true",
+                        help="no change to the artifact: replay --subset as a site's stream and measure the monitor")
+    parser.add_argument("--subset", default="test", choices=("test", "loso"))
+    parser.add_argument("--feedback", type=float, nargs="+", default=[1.0, 0.25, 0.1],
+                        help="with --simulate: shares of films that get clinician feedback")
+    parser.add_argument("--streams", type=int, default=200, help="with --simulate: random orders per feedback share")
+    parser.add_argument("--length", type=int, default=None,
+                        help="with --simulate: films per stream, drawn with replacement (default: each film once)")
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
+    parser.add_argument("--out", type=Path, default=None, help="with --simulate: write the results here (JSON)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    data = args.data or default_data_dir()
+    split_file = args.model / "split.json"
+    if not split_file.is_file():
+        print(f"error: {split_file} not found: the reference needs the artifact's own validation films",
+              file=sys.stderr)
+        return 2
+    predictor = Predictor.load(args.model)
+    progress = not args.quiet
+    try:
+        if not args.simulate:
+            val = select_samples(data=data, manifest=None, split_file=split_file, subset="val")
+            reference = reference_from_films(films_from_samples(predictor, val, progress=progress, desc="validation"),
+                                             class_names=predictor.class_names)
+            add_reference(args.model, reference)
+            print(f"{args.model}: reference from {reference.n} validation films stored in metadata.json")
+            print(json.dumps(reference.to_dict(), indent=2))
+            return 0
+        reference = load_reference(predictor.metadata)
+        if reference is None:
+            print(f"error: {args.model} has no reference (run python -m ml.monitoring --model it first)",
+                  file=sys.stderr)
+            return 2
+        samples = select_samples(data=data, manifest=None, split_file=split_file, subset=args.subset)
+    except EvaluationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    films = films_from_samples(predictor, samples, progress=progress, desc=args.subset)
+    site = {check.code: check.to_dict() for check in run_checks(reference, films, alpha=args.alpha)}
+    results = [simulate(reference, films, feedback_share=share, streams=args.streams, alpha=args.alpha,
+                        length=args.length) for share in args.feedback]
+    name = f"{predictor.metadata.name} {predictor.metadata.version}"
+    print(f"{name}, {args.subset} films: {len(films)}, all with feedback:")
+    print("| check | site | validation | p | status |")
+    print("|---|---|---|---|---|")
+    for check in site.values():
+        p_value = "—" if check["p_value"] is None else f"{check['p_value']:.2g}"
+        print(f"| {check['code']} | {check['site_hits']}/{check['site_n']} | "
+              f"{check['reference_hits']}/{check['reference_n']} | {p_value} | {check['status']} |")
+    length = args.length or len(films)
+    print(f"\nStreams of {length} films, monitor after every film, alpha {args.alpha}:")
+    print("| feedback on | streams alarmed | median films to alarm | first alarms |")
+    print("|---|---|---|---|")
+    for result in results:
+        median = "—" if result.median_films_to_alarm is None else f"{result.median_films_to_alarm:.0f}"
+        firsts = ", ".join(f"{code} {count}" for code, count in result.first_checks.items()) or "—"
+        print(f"| {result.feedback_share:.0%} | {result.alarmed:.1%} | {median} | {firsts} |")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "model": name, "subset": args.subset, "n": len(films), "alpha": args.alpha, "stream_length": length,
+            "reference": reference.to_dict(), "all_films_with_feedback": site,
+            "simulations": [asdict(result) for result in results],
+        }, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

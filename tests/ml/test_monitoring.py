@@ -1,0 +1,150 @@
+"""The site monitor: Fisher's exact test, the checks, the alarm boundaries and the stream simulation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ml.monitoring import (
+    ALARM,
+    OK,
+    TOO_FEW,
+    Film,
+    Reference,
+    critical_hits,
+    fisher_one_sided,
+    overall_status,
+    reference_from_films,
+    run_checks,
+    simulate,
+)
+
+
+def _films(rng, n: int, *, accuracy: float, alert_if_not_covid: float, unfamiliar: float = 0.05,
+           classes=("covid", "normal", "pneumonia"), confirmed: bool = True) -> list[Film]:
+    films = []
+    for _ in range(n):
+        truth = str(rng.choice(classes))
+        predicted = truth if rng.random() < accuracy else str(rng.choice([c for c in classes if c != truth]
+                                                                          or ["covid"]))
+        alert = rng.random() < (0.97 if truth == "covid" else alert_if_not_covid)
+        warnings = ("unfamiliar",) if rng.random() < unfamiliar else ()
+        films.append(Film(predicted=predicted, alert=alert, warnings=warnings, confirmed=truth if confirmed else None))
+    return films
+
+
+@pytest.fixture
+def reference() -> Reference:
+    return reference_from_films(_films(np.random.default_rng(0), 300, accuracy=0.8, alert_if_not_covid=0.3))
+
+
+def _hypergeometric_tail(site_hits, site_n, reference_hits, reference_n, higher):
+    total_n, total_hits = site_n + reference_n, site_hits + reference_hits
+    outcomes = range(site_hits, min(total_hits, site_n) + 1) if higher else range(max(0, total_hits - reference_n),
+                                                                                    site_hits + 1)
+    return sum(math.comb(total_hits, k) * math.comb(total_n - total_hits, site_n - k) for k in outcomes) / math.comb(
+        total_n, site_n)
+
+
+def test_fisher_matches_the_lady_tasting_tea():
+    # Fisher's own example: 3 of 4 cups right against 1 of 4 gives p = 17/70 one-sided.
+    assert fisher_one_sided(site_hits=3, site_n=4, reference_hits=1, reference_n=4, site_higher=True) == \
+        pytest.approx(17 / 70)
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_fisher_matches_exact_integer_arithmetic(higher):
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        site_n, reference_n = int(rng.integers(1, 80)), int(rng.integers(1, 300))
+        site_hits, reference_hits = int(rng.integers(0, site_n + 1)), int(rng.integers(0, reference_n + 1))
+        expected = _hypergeometric_tail(site_hits, site_n, reference_hits, reference_n, higher)
+        assert fisher_one_sided(site_hits=site_hits, site_n=site_n, reference_hits=reference_hits,
+                                reference_n=reference_n, site_higher=higher) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_alarm_boundary_is_where_the_p_value_crosses_alpha(higher):
+    for site_n in (0, 1, 10, 37, 120):
+        boundary = critical_hits(site_n=site_n, reference_hits=30, reference_n=100, site_higher=higher, alpha=0.01)
+        alarming = [k for k in range(site_n + 1)
+                    if fisher_one_sided(site_hits=k, site_n=site_n, reference_hits=30, reference_n=100,
+                                        site_higher=higher) < 0.01]
+        if higher:
+            assert boundary == (min(alarming) if alarming else site_n + 1)
+            assert alarming == list(range(boundary, site_n + 1))
+        else:
+            assert boundary == (max(alarming) if alarming else -1)
+            assert alarming == list(range(0, boundary + 1))
+
+
+def test_reference_counts_confusion_alerts_and_warnings():
+    films = [Film("covid", True, (), "covid"), Film("normal", True, ("unfamiliar",), "normal"),
+             Film("pneumonia", False, ("unstable",), "normal")]
+    reference = reference_from_films(films)
+    assert reference.confusion == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
+    assert reference.alerts == {"covid": 1, "normal": 1, "pneumonia": 0}
+    assert reference.warnings == {"lungs_not_found": 0, "unfamiliar": 1, "unstable": 1}
+    assert Reference.from_dict(reference.to_dict()) == reference
+
+
+def test_reference_refuses_films_without_truth():
+    with pytest.raises(ValueError, match="true class"):
+        reference_from_films([Film("covid", True)])
+
+
+def test_a_site_like_validation_raises_no_alarm(reference):
+    site = _films(np.random.default_rng(1), 400, accuracy=0.8, alert_if_not_covid=0.3)
+    checks = run_checks(reference, site)
+    assert overall_status(checks) == OK
+    assert all(check.status == OK for check in checks)
+
+
+def test_a_new_hospital_that_alerts_on_everything_alarms(reference):
+    # The NIH failure: normal and pneumonia films, most of them raising the COVID-19 alert.
+    site = _films(np.random.default_rng(2), 60, accuracy=0.2, alert_if_not_covid=0.9, classes=("normal", "pneumonia"))
+    checks = {check.code: check for check in run_checks(reference, site)}
+    assert checks["false_alerts"].status == ALARM
+    assert checks["false_alerts"].site_rate > 0.8
+    assert checks["recall:normal"].status == ALARM
+    assert checks["sensitivity"].status == TOO_FEW  # no confirmed COVID-19 film at this site
+    assert checks["warning:unfamiliar"].status == OK
+
+
+def test_without_feedback_only_the_warnings_are_judged(reference):
+    site = _films(np.random.default_rng(4), 100, accuracy=0.2, alert_if_not_covid=0.9, unfamiliar=0.4,
+                  confirmed=False)
+    checks = {check.code: check for check in run_checks(reference, site)}
+    assert checks["false_alerts"].status == TOO_FEW
+    assert checks["warning:unfamiliar"].status == ALARM
+    assert checks["warning:unfamiliar"].site_n == 100
+
+
+def test_too_few_films_never_alarm(reference):
+    site = _films(np.random.default_rng(5), 5, accuracy=0.0, alert_if_not_covid=1.0, unfamiliar=1.0)
+    assert overall_status(run_checks(reference, site)) == TOO_FEW
+
+
+def test_simulation_equals_running_the_checks_after_every_film(reference):
+    films = _films(np.random.default_rng(6), 40, accuracy=0.5, alert_if_not_covid=0.6, unfamiliar=0.2)
+    result = simulate(reference, films, feedback_share=0.5, streams=5, alpha=0.01, seed=7)
+    # The same streams, replayed the slow way.
+    rng = np.random.default_rng(7)
+    alarmed_at = []
+    for _ in range(5):
+        order = rng.permutation(len(films))
+        with_feedback = rng.random(len(films)) < 0.5
+        stream = [films[i] if with_feedback[j] else Film(films[i].predicted, films[i].alert, films[i].warnings)
+                  for j, i in enumerate(order)]
+        first = next((seen for seen in range(1, len(stream) + 1)
+                      if overall_status(run_checks(reference, stream[:seen], alpha=0.01)) == ALARM), None)
+        if first is not None:
+            alarmed_at.append(first)
+    assert result.alarmed == len(alarmed_at) / 5
+    assert result.median_films_to_alarm == (float(np.median(alarmed_at)) if alarmed_at else None)
+
+
+def test_long_streams_draw_with_replacement(reference):
+    films = _films(np.random.default_rng(8), 30, accuracy=0.8, alert_if_not_covid=0.3)
+    result = simulate(reference, films, feedback_share=1.0, streams=3, length=500)
+    assert result.films_per_stream == 500
