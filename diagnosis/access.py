@@ -26,6 +26,13 @@ def require_capability(*, user, capability: Capability, action: str, target=None
     raise PermissionDenied(_("Your role does not allow this."))
 
 
+def require_model_oversight(*, user, action: str) -> None:
+    """Model versions and how they perform here: administrators manage them, auditors review them."""
+    if user_can(user, Capability.MANAGE_MODELS) or user_can(user, Capability.VIEW_AUDIT):
+        return
+    require_capability(user=user, capability=Capability.MANAGE_MODELS, action=action)
+
+
 def patients_for_user(*, user) -> QuerySet[Patient]:
     require_capability(user=user, capability=Capability.VIEW_CLINICAL, action="patient.list")
     return Patient.objects.all()

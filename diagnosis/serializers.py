@@ -17,9 +17,12 @@ class PatientSerializer(serializers.ModelSerializer):
 class ModelVersionSerializer(serializers.ModelSerializer):
     class Meta:
         model = ModelVersion
+        # monitor_status is the site monitor's last verdict (diagnosis.services.monitoring); "alarm": this
+        # version's results here differ from its validation.
         fields = [
             "id", "name", "version", "architecture", "status", "file_sha256", "input_size",
             "class_names", "temperature", "covid_threshold", "metrics", "created_at", "activated_at",
+            "monitor_status", "monitor_checked_at",
         ]
         read_only_fields = fields
 

@@ -6,6 +6,7 @@ from django.conf import settings
 from diagnosis.models import Study
 from diagnosis.services.alerts import alert_deliver, alert_retry_delay, alerts_redeliver_undelivered
 from diagnosis.services.inference import retry_delay, studies_requeue_stale, study_run_inference
+from diagnosis.services.monitoring import monitor_active_model as run_site_monitor
 
 
 @shared_task(
@@ -52,3 +53,8 @@ def deliver_alert(self, *, alert_id: int, channel: str) -> str:
 @shared_task(name="diagnosis.redeliver_alerts", time_limit=120, soft_time_limit=100)
 def redeliver_alerts() -> int:
     return alerts_redeliver_undelivered()
+
+
+@shared_task(name="diagnosis.monitor_active_model", time_limit=300, soft_time_limit=240)
+def monitor_active_model() -> str:
+    return run_site_monitor()

@@ -63,3 +63,21 @@ def result_warning_message(code: str) -> str:
 
 def result_warning_label(code: str) -> str:
     return str(RESULT_WARNING_LABELS.get(code, code))
+
+
+# The site monitor's checks (ml.monitoring) in the reader's language.
+MONITOR_CHECKS = {
+    "sensitivity": gettext_lazy("Films confirmed COVID-19 that raised the alert (lower than validation alarms)"),
+    "false_alerts": gettext_lazy("Films confirmed not COVID-19 that raised the alert (higher than validation alarms)"),
+}
+
+
+def monitor_check_description(code: str) -> str:
+    kind, _separator, name = code.partition(":")
+    if kind == "recall":
+        return gettext("Films confirmed %(class)s that the model called %(class)s (lower than validation alarms)") % {
+            "class": class_display_name(name)}
+    if kind == "warning":
+        return gettext("Results marked “%(warning)s” (higher than validation alarms)") % {
+            "warning": result_warning_label(name)}
+    return str(MONITOR_CHECKS.get(code, code))

@@ -22,4 +22,5 @@ urlpatterns = [
     path("alerts/<int:alert_id>/acknowledge/", views.alert_acknowledge_view, name="alert_acknowledge"),
     path("alerts/deliveries/", views.alert_deliveries, name="alert_deliveries"),
     path("models/", views.model_versions, name="model_versions"),
+    path("models/<int:version_id>/monitoring/", views.model_version_monitoring, name="model_version_monitoring"),
 ]

@@ -3,6 +3,7 @@
 import csv
 from dataclasses import asdict
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -27,8 +28,10 @@ from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
 from .services.ingest import study_create
 from .services.model_registry import model_version_active
+from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
 from .services.reports import study_report_pdf
+from .texts import monitor_check_description
 from .upload_messages import upload_message_translated
 
 WORKLIST_PAGE_SIZE = 25
@@ -321,8 +324,35 @@ def study_report(request, study_id: int):
 @login_required
 @require_GET
 def model_versions(request):
-    if not (user_can(request.user, Capability.MANAGE_MODELS) or user_can(request.user, Capability.VIEW_AUDIT)):
-        access.require_capability(user=request.user, capability=Capability.MANAGE_MODELS, action="model_version.list")
+    access.require_model_oversight(user=request.user, action="model_version.list")
     return render(request, "diagnosis/model_versions.html", {
         "versions": ModelVersion.objects.all(), "agreement": selectors.agreement_by_model_version(),
+    })
+
+
+MONITOR_WINDOWS_DAYS = (30, 90, 365, 0)  # 0: every result of the version
+
+
+@login_required
+@require_GET
+def model_version_monitoring(request, version_id: int):
+    access.require_model_oversight(user=request.user, action="model_version.monitoring_view")
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if version is None:
+        raise Http404(_("No such model version."))
+    try:
+        days = int(request.GET.get("days", settings.CXR_MONITOR_WINDOW_DAYS))
+    except ValueError:
+        days = settings.CXR_MONITOR_WINDOW_DAYS
+    if days not in MONITOR_WINDOWS_DAYS:
+        days = settings.CXR_MONITOR_WINDOW_DAYS
+    report = model_version_monitoring_report(model_version=version, days=days or None)
+    from ml.plots import monitoring_chart_svg  # matplotlib only for this page, not in every web process
+
+    audit_record(actor=request.user, action="model_version.monitoring_view", target=version,
+                 details={"days": days, "status": report.status})
+    return render(request, "diagnosis/model_monitoring.html", {
+        "report": report, "version": version, "days": days, "windows": MONITOR_WINDOWS_DAYS,
+        "rows": [{"check": check, "description": monitor_check_description(check.code)} for check in report.checks],
+        "chart": monitoring_chart_svg(report.checks) if report.checks else "",
     })

@@ -192,6 +192,16 @@ def critical_hits(*, site_n: int, reference_hits: int, reference_n: int, site_hi
     return low
 
 
+def wilson_interval(hits: int, n: int, *, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval (95% by default) for a share of hits/n; None without films."""
+    if n <= 0:
+        return None
+    share = hits / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass
 class Check:
     code: str
@@ -211,6 +221,10 @@ class Check:
     @property
     def reference_rate(self) -> float | None:
         return self.reference_hits / self.reference_n if self.reference_n else None
+
+    @property
+    def site_interval(self) -> tuple[float, float] | None:
+        return wilson_interval(self.site_hits, self.site_n)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "site_rate": self.site_rate, "reference_rate": self.reference_rate}

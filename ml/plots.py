@@ -153,3 +153,34 @@ def plot_familiarity(
     axes.set_title(title)
     axes.legend(loc="upper right", fontsize=7)
     return _save(figure, path)
+
+
+def monitoring_chart_svg(checks: Sequence) -> str:
+    """The site monitor's checks (ml.monitoring.Check) as an inline SVG: each site rate with its 95%
+    interval against the validation rate; alarming checks in red."""
+    import io
+
+    rows = [check for check in checks if check.site_n and check.reference_n]
+    figure = Figure(figsize=(7.0, 0.45 * max(len(rows), 1) + 1.0))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for position, check in enumerate(rows):
+        low, high = check.site_interval
+        colour = "#b02a37" if check.status == "alarm" else "#0d6efd"
+        axes.plot([low, high], [position, position], color=colour, linewidth=2)
+        axes.plot(check.site_rate, position, "o", color=colour, label="this site (95% interval)" if position == 0 else None)
+        axes.plot(check.reference_rate, position, "|", color="black", markersize=14,
+                  label="validation" if position == 0 else None)
+    axes.set_yticks(range(len(rows)), [check.code for check in rows])
+    axes.invert_yaxis()
+    axes.set_xlim(0.0, 1.0)
+    axes.set_xlabel("share of films")
+    if rows:
+        axes.legend(loc="lower right", fontsize="small")
+    else:
+        axes.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=axes.transAxes)
+    figure.tight_layout()
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    svg = buffer.getvalue()
+    return svg[svg.index("<svg"):]

@@ -216,6 +216,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "diagnosis.redeliver_alerts",
         "schedule": timedelta(minutes=5),
     },
+    "monitor-active-model": {
+        "task": "diagnosis.monitor_active_model",
+        "schedule": timedelta(minutes=env.int("CXR_MONITOR_EVERY_MINUTES", default=60)),
+    },
 }
 if CELERY_BROKER_URL.startswith("redis"):
     # Longer than the slowest task, so a late-acked task is not redelivered while it still runs.
@@ -249,6 +253,13 @@ CLINICAL_DISCLAIMER = (
 
 # COVID-19 alerts: delivered by the "default" queue's workers, in-app always, e-mail and webhook when configured.
 CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])
+# Site monitor (ml.monitoring, diagnosis.services.monitoring): the active version's results of the last
+# CXR_MONITOR_WINDOW_DAYS days (0: all) against its validation films; each check alarms at CXR_MONITOR_ALPHA
+# once it has CXR_MONITOR_MIN_FILMS films. Alarms e-mail the administrators and these addresses.
+CXR_MONITOR_WINDOW_DAYS = env.int("CXR_MONITOR_WINDOW_DAYS", default=90)
+CXR_MONITOR_ALPHA = env.float("CXR_MONITOR_ALPHA", default=0.001)
+CXR_MONITOR_MIN_FILMS = env.int("CXR_MONITOR_MIN_FILMS", default=10)
+CXR_MONITOR_EMAIL_RECIPIENTS = env.list("CXR_MONITOR_EMAIL_RECIPIENTS", default=[])
 CXR_ALERT_WEBHOOK_URL = env("CXR_ALERT_WEBHOOK_URL", default="")
 CXR_ALERT_WEBHOOK_SECRET = env("CXR_ALERT_WEBHOOK_SECRET", default="")
 CXR_ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("CXR_ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10.0)

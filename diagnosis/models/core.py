@@ -116,6 +116,10 @@ class ModelVersion(models.Model):
     registered_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # The site monitor's last verdict (diagnosis.services.monitoring): "ok", "alarm", "too_few" or "" (never run).
+    monitor_status = models.CharField(max_length=16, blank=True, default="")
+    monitor_checked_at = models.DateTimeField(null=True, blank=True)
+    monitor_alarms = models.JSONField(default=list, blank=True, help_text="The checks that alarmed, with their counts")
 
     class Meta:
         ordering = ["-created_at"]
@@ -128,6 +132,10 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} {self.version}"
+
+    @property
+    def monitor_alarming(self) -> bool:
+        return self.monitor_status == "alarm"
 
 
 class Prediction(models.Model):

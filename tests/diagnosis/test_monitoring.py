@@ -1,0 +1,174 @@
+"""The site monitor in the portal: this site's results and feedback against the version's validation films."""
+
+import shutil
+
+import pytest
+from django.core import mail
+from django.urls import reverse
+
+from audit.models import AuditEvent
+from diagnosis.models import ModelVersion
+from diagnosis.services import monitoring
+from diagnosis.services.feedback import feedback_record
+from diagnosis.services.model_registry import model_version_register
+from ml.monitoring import ALARM, OK, TOO_FEW, Film, add_reference, reference_from_films
+from tests.diagnosis import factories
+from tests.factories import UserFactory
+
+# Validation: 60 films per class, right 4 times in 5; COVID-19 alerts on 57 of 60 COVID-19 films and on
+# 12 of 120 others; 3 of 180 films unfamiliar.
+VALIDATION = (
+    [Film("covid", True, (), "covid")] * 48 + [Film("pneumonia", True, (), "covid")] * 9
+    + [Film("pneumonia", False, (), "covid")] * 3
+    + [Film("normal", False, (), "normal")] * 48 + [Film("pneumonia", True, (), "normal")] * 6
+    + [Film("pneumonia", False, ("unfamiliar",), "normal")] * 3 + [Film("pneumonia", False, (), "normal")] * 3
+    + [Film("pneumonia", False, (), "pneumonia")] * 48 + [Film("covid", True, (), "pneumonia")] * 6
+    + [Film("normal", False, (), "pneumonia")] * 6
+)
+
+
+@pytest.fixture
+def monitored_model(db, tiny_model_dir, tmp_path):
+    path = tmp_path / "monitored"
+    shutil.copytree(tiny_model_dir, path)
+    add_reference(path, reference_from_films(VALIDATION))
+    return model_version_register(artifact_dir=path, activate=True)
+
+
+def _results(*, model, patient, clinician, monkeypatch, count: int, label: str, covid: float, confirmed: str = "",
+             warnings=None):
+    """``count`` stored results of ``model``; with ``confirmed``, each gets a clinician's feedback naming it."""
+    for _ in range(count):
+        study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
+        prediction = factories.completed_prediction(study=study, model=model, covid=covid, label=label,
+                                                    warnings=warnings)
+        if confirmed:
+            feedback_record(author=clinician, prediction=prediction, agrees=confirmed == label,
+                            correct_label="" if confirmed == label else confirmed)
+
+
+@pytest.mark.django_db
+def test_results_like_validation_do_not_alarm(monitored_model, patient, clinician, monkeypatch):
+    threshold = monitored_model.covid_threshold
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="normal", covid=threshold / 2, confirmed="normal")
+    report = monitoring.model_version_monitoring_report(model_version=monitored_model)
+    assert report.status == OK
+    assert report.results == report.confirmed == 12
+    checks = {check.code: check for check in report.checks}
+    assert (checks["false_alerts"].site_hits, checks["false_alerts"].site_n) == (0, 12)
+    assert (checks["false_alerts"].reference_hits, checks["false_alerts"].reference_n) == (12, 120)
+    assert checks["sensitivity"].status == TOO_FEW
+
+
+@pytest.mark.django_db
+def test_a_site_where_the_model_alerts_on_normal_films_alarms(monitored_model, patient, clinician, monkeypatch):
+    # The NIH failure of the leave-one-source-out run: normal films, COVID-19 alerts, clinicians correcting them.
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="covid", covid=0.99, confirmed="normal")
+    report = monitoring.model_version_monitoring_report(model_version=monitored_model)
+    assert report.status == ALARM
+    assert {check.code for check in report.alarms} == {"false_alerts", "recall:normal"}
+
+
+@pytest.mark.django_db
+def test_unfamiliar_films_alarm_without_any_feedback(monitored_model, patient, clinician, monkeypatch):
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=10,
+             label="normal", covid=0.01, warnings=["unfamiliar"])
+    report = monitoring.model_version_monitoring_report(model_version=monitored_model)
+    assert report.confirmed == 0
+    assert [check.code for check in report.alarms] == ["warning:unfamiliar"]
+
+
+@pytest.mark.django_db
+def test_the_latest_feedback_counts_and_other_is_not_a_truth(monitored_model, patient, clinician, monkeypatch):
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=2,
+             label="covid", covid=0.99, confirmed="normal")
+    predictions = list(monitored_model.predictions.order_by("id"))
+    feedback_record(author=clinician, prediction=predictions[0], agrees=True)  # changed their mind
+    feedback_record(author=clinician, prediction=predictions[1], agrees=False, correct_label="other")
+    films = monitoring.site_films(model_version=monitored_model)
+    assert sorted((film.confirmed or "") for film in films) == ["", "covid"]
+
+
+@pytest.mark.django_db
+def test_a_version_without_reference_says_how_to_make_one(active_model):
+    report = monitoring.model_version_monitoring_report(model_version=active_model)
+    assert report.status == monitoring.NO_REFERENCE
+    assert "python -m ml.monitoring --model" in report.problem
+
+
+@pytest.mark.django_db
+def test_scheduled_run_records_an_alarm_once_mails_administrators_and_clears(
+    monitored_model, patient, clinician, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    settings.CXR_MONITOR_EMAIL_RECIPIENTS = ["quality@hospital.example"]
+    UserFactory(administrator=True, email="admin@hospital.example")
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="covid", covid=0.99, confirmed="normal")
+    with django_capture_on_commit_callbacks(execute=True):
+        assert monitoring.monitor_active_model() == ALARM
+    with django_capture_on_commit_callbacks(execute=True):
+        assert monitoring.monitor_active_model() == ALARM  # nothing new: no second event, no second mail
+    version = ModelVersion.objects.get(pk=monitored_model.pk)
+    assert version.monitor_alarming
+    assert {alarm["code"] for alarm in version.monitor_alarms} == {"false_alerts", "recall:normal"}
+    events = AuditEvent.objects.filter(action="model_version.monitor_alarm", object_id=str(version.pk))
+    assert events.count() == 1
+    assert events.get().actor_username == monitoring.MONITOR_ACTOR
+    assert len(mail.outbox) == 1
+    assert set(mail.outbox[0].to) == {"quality@hospital.example", "admin@hospital.example"}
+    assert "false_alerts: 12/12 here against 12/120 on validation" in mail.outbox[0].body
+
+    # Results of another period only: the window no longer holds the bad ones.
+    settings.CXR_MONITOR_WINDOW_DAYS = 0
+    monkeypatch.setattr(monitoring, "site_films", lambda **kwargs: [])
+    assert monitoring.monitor_active_model() == TOO_FEW
+    assert AuditEvent.objects.filter(action="model_version.monitor_clear").count() == 1
+    assert not ModelVersion.objects.get(pk=monitored_model.pk).monitor_alarming
+
+
+@pytest.mark.django_db
+def test_result_page_warns_while_the_version_alarms(monitored_model, patient, clinician, monkeypatch):
+    from tests.conftest import logged_in_client
+
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch)
+    factories.completed_prediction(study=study, model=monitored_model, covid=0.01, label="normal")
+    client = logged_in_client(clinician)
+    url = reverse("diagnosis:study_detail", kwargs={"study_id": study.id})
+    assert 'data-testid="monitor-warning"' not in client.get(url).content.decode()
+    ModelVersion.objects.filter(pk=monitored_model.pk).update(monitor_status=ALARM)
+    page = client.get(url).content.decode()
+    assert 'data-testid="monitor-warning"' in page
+    assert 'data-testid="disclaimer"' in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role, status", [("anonymous", 302), ("clinician", 403), ("auditor", 200),
+                                          ("administrator", 200)])
+def test_monitor_page_by_role(role, status, role_clients, monitored_model):
+    response = role_clients[role].get(reverse("diagnosis:model_version_monitoring",
+                                              kwargs={"version_id": monitored_model.pk}))
+    assert response.status_code == status
+
+
+@pytest.mark.django_db
+def test_monitor_page_shows_the_checks_and_a_chart_and_is_audited(
+    monitored_model, patient, clinician, administrator, monkeypatch
+):
+    from tests.conftest import logged_in_client
+
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="covid", covid=0.99, confirmed="normal")
+    client = logged_in_client(administrator)
+    url = reverse("diagnosis:model_version_monitoring", kwargs={"version_id": monitored_model.pk})
+    page = client.get(url, {"days": "30"}).content.decode()
+    assert 'data-testid="monitor-chart"' in page and "<svg" in page
+    assert "12/12" in page and "12/120" in page
+    assert "Alarm: this version behaves unlike its validation here" in page
+    event = AuditEvent.objects.filter(action="model_version.monitoring_view").first()
+    assert event.details == {"days": 30, "status": ALARM}
+    # A window the page does not offer falls back to the default instead of failing.
+    assert client.get(url, {"days": "abc"}).status_code == 200
+    assert client.get(url, {"days": "7"}).status_code == 200
+    assert client.get(reverse("diagnosis:model_version_monitoring", kwargs={"version_id": 999999})).status_code == 404
