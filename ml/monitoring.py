@@ -357,18 +357,24 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_share: flo
     )
 
 
-def films_from_samples(predictor, samples, *, progress: bool = True, desc: str = "films") -> list[Film]:
-    """Each labelled sample classified exactly as the worker classifies it (stability check included)."""
+def films_from_pixels(predictor, films: Sequence[np.ndarray], labels: Sequence[str], *, progress: bool = False,
+                      desc: str = "films") -> list[Film]:
+    """Each decoded, labelled film classified exactly as the worker classifies it (stability check included)."""
     from tqdm import tqdm
 
+    results = []
+    for pixels, label in tqdm(zip(films, labels), total=len(films), desc=desc, unit="image", disable=not progress):
+        result = predictor.predict_one(pixels, check_stability=True)
+        results.append(Film(predicted=result.label, alert=result.covid_alert, warnings=tuple(result.warnings),
+                            confirmed=label))
+    return results
+
+
+def films_from_samples(predictor, samples, *, progress: bool = True, desc: str = "films") -> list[Film]:
     from ml.imaging import decode_path
 
-    films = []
-    for sample in tqdm(samples, desc=desc, unit="image", disable=not progress):
-        result = predictor.predict_one(decode_path(sample.path).pixels, check_stability=True)
-        films.append(Film(predicted=result.label, alert=result.covid_alert, warnings=tuple(result.warnings),
-                          confirmed=sample.label))
-    return films
+    return films_from_pixels(predictor, (decode_path(sample.path).pixels for sample in samples),
+                             [sample.label for sample in samples], progress=progress, desc=desc)
 
 
 def add_reference(artifact_dir: Path, reference: Reference) -> None:

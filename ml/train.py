@@ -152,11 +152,14 @@ def train_model(
     threads: int = 2,
     verbose: int = 1,
     familiarity: bool = False,
+    monitoring: bool = False,
 ) -> TrainResult:
     """Fit, calibrate on validation, export TFLite and write the artifact folder.
 
     ``familiarity`` also fits ``ml.familiarity`` (the ``unfamiliar`` warning) on
     the training films and thresholds it on the validation films.
+    ``monitoring`` then stores the site monitor's reference (``ml.monitoring``):
+    what the served model does on the validation films.
     """
     configure_tensorflow(threads=threads, seed=seed)
     import keras
@@ -225,6 +228,15 @@ def train_model(
             val_inputs=val_inputs,
             keras_model=model,
         )
+    if monitoring:
+        from ml.inference import Predictor
+        from ml.monitoring import add_reference, films_from_pixels, reference_from_films
+
+        predictor = Predictor.load(out_dir)
+        add_reference(out_dir, reference_from_films(
+            films_from_pixels(predictor, val_films, [predictor.class_names[label] for label in val_labels]),
+            class_names=predictor.class_names,
+        ))
     return TrainResult(artifact_dir=out_dir, val_metrics=val_metrics, test_metrics=test_metrics, epochs_run=epochs_run)
 
 
@@ -359,6 +371,7 @@ def train_from_arrays(
     config: PreprocessConfig | None = None,
     augment: AugmentConfig | None = None,
     familiarity: bool = False,
+    monitoring: bool = False,
 ) -> Path:
     """Train on in-memory images (N, H, W) in [0, 1]; 20 % (stratified) is held out for validation.
 
@@ -390,6 +403,7 @@ def train_from_arrays(
         split_data={"seed": seed, "train": train_index.tolist(), "val": val_index.tolist(), "test": []},
         verbose=0,
         familiarity=familiarity,
+        monitoring=monitoring,
     )
     return result.artifact_dir
 
@@ -605,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         split_data=asdict(split),
         familiarity=True,
+        monitoring=True,
     )
     print(json.dumps({"val": result.val_metrics, "test": result.test_metrics}, indent=1))
     return 0

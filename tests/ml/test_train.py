@@ -20,7 +20,7 @@ def tiny_artifact(tmp_path_factory):
         images[index, 8 + 16 * label:24 + 16 * label, 8:56] += 0.6  # class = band position
     out = tmp_path_factory.mktemp("artifact") / "tiny"
     path = train_from_arrays(images, labels, architecture="tiny", out_dir=out, epochs=3, seed=1, name="tiny", version="0",
-                             familiarity=True)
+                             familiarity=True, monitoring=True)
     return path, images
 
 
@@ -35,6 +35,10 @@ def test_artifact_folder_is_complete(tiny_artifact):
     for name in ("model.keras", "history.json", "split.json", "features.tflite", "familiarity.npz"):
         assert (path / name).is_file()
     assert metadata.familiarity["n_train"] + metadata.familiarity["n_val"] == 60
+    # The site monitor's reference: the served model on the 12 validation films, exactly as the worker runs it.
+    reference = metadata.monitoring
+    assert reference["n"] == 12 and sum(map(sum, reference["confusion"])) == 12
+    assert [sum(row) for row in reference["confusion"]] == [4, 4, 4]
     assert set(json.loads((path / "split.json").read_text())) >= {"train", "val"}
     assert metadata.training["tflite_max_abs_difference"] <= 1e-4
 
