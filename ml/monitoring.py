@@ -408,7 +408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=None,
                         help="with --simulate: films per stream, drawn with replacement (default: each film once)")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
-    parser.add_argument("--out", type=Path, default=None, help="with --simulate: write the results here (JSON)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="with --simulate: write the results here (JSON) and the checks beside it (PNG)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     data = args.data or default_data_dir()
@@ -438,7 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     films = films_from_samples(predictor, samples, progress=progress, desc=args.subset)
-    site = {check.code: check.to_dict() for check in run_checks(reference, films, alpha=args.alpha)}
+    checks = run_checks(reference, films, alpha=args.alpha)
+    site = {check.code: check.to_dict() for check in checks}
     results = [simulate(reference, films, feedback_share=share, streams=args.streams, alpha=args.alpha,
                         length=args.length) for share in args.feedback]
     name = f"{predictor.metadata.name} {predictor.metadata.version}"
@@ -464,6 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reference": reference.to_dict(), "all_films_with_feedback": site,
             "simulations": [asdict(result) for result in results],
         }, indent=2) + "\n")
+        from ml.plots import plot_monitoring
+
+        plot_monitoring(checks, args.out.with_suffix(".png"))
     return 0
 
 

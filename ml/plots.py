@@ -155,11 +155,8 @@ def plot_familiarity(
     return _save(figure, path)
 
 
-def monitoring_chart_svg(checks: Sequence) -> str:
-    """The site monitor's checks (ml.monitoring.Check) as an inline SVG: each site rate with its 95%
-    interval against the validation rate; alarming checks in red."""
-    import io
-
+def _monitoring_figure(checks: Sequence) -> Figure:
+    """Each site rate (ml.monitoring.Check) with its 95% interval against the validation rate; alarms in red."""
     rows = [check for check in checks if check.site_n and check.reference_n]
     figure = Figure(figsize=(7.0, 0.45 * max(len(rows), 1) + 1.0))
     FigureCanvasAgg(figure)
@@ -168,7 +165,8 @@ def monitoring_chart_svg(checks: Sequence) -> str:
         low, high = check.site_interval
         colour = "#b02a37" if check.status == "alarm" else "#0d6efd"
         axes.plot([low, high], [position, position], color=colour, linewidth=2)
-        axes.plot(check.site_rate, position, "o", color=colour, label="this site (95% interval)" if position == 0 else None)
+        axes.plot(check.site_rate, position, "o", color=colour,
+                  label="this site (95% interval)" if position == 0 else None)
         axes.plot(check.reference_rate, position, "|", color="black", markersize=14,
                   label="validation" if position == 0 else None)
     axes.set_yticks(range(len(rows)), [check.code for check in rows])
@@ -180,7 +178,19 @@ def monitoring_chart_svg(checks: Sequence) -> str:
     else:
         axes.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
+    return figure
+
+
+def monitoring_chart_svg(checks: Sequence) -> str:
+    """The site monitor's checks as an inline SVG (the portal's monitor page)."""
+    import io
+
     buffer = io.StringIO()
-    figure.savefig(buffer, format="svg")
+    _monitoring_figure(checks).savefig(buffer, format="svg")
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]
+
+
+def plot_monitoring(checks: Sequence, path: Path) -> Path:
+    """The site monitor's checks as a PNG (``ml.monitoring --simulate``: the whole collection, all confirmed)."""
+    return _save(_monitoring_figure(checks), path)
