@@ -69,6 +69,10 @@ def result_warning_label(code: str) -> str:
 MONITOR_CHECKS = {
     "sensitivity": gettext_lazy("Films confirmed COVID-19 that raised the alert (lower than validation alarms)"),
     "false_alerts": gettext_lazy("Films confirmed not COVID-19 that raised the alert (higher than validation alarms)"),
+    "sensitivity_target": gettext_lazy(
+        "Films confirmed COVID-19 that raised the alert (below the sensitivity the version promises alarms)"),
+    "false_alert_limit": gettext_lazy(
+        "Films confirmed not COVID-19 that raised the alert (above the site's limit alarms)"),
 }
 
 

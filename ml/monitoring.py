@@ -21,7 +21,13 @@ Two kinds of evidence, each tested one-sided with Fisher's exact test
   - ``false_alerts``: the share of films confirmed not COVID-19 that raised
     the alert, higher than on validation;
   - ``recall:<class>``: the share of films confirmed as a class that the
-    model called that class, lower than on validation.
+    model called that class, lower than on validation;
+  - ``sensitivity_target`` and ``false_alert_limit`` (exact binomial tests
+    against fixed rates, ``Limits``): the sensitivity the version promises,
+    and a false-alert share no site should accept (default 0.8). Validation
+    cannot show what it never held: the leave-one-source-out run without NIH
+    had only 20 non-COVID-19 validation films and alerted on all of them, so
+    at NIH it did no worse than on validation, and only the limit alarms.
 
   Clinicians choose which films to give feedback on; if they mostly correct
   the wrong ones, these checks alarm early. That is the safe direction.
@@ -68,6 +74,7 @@ REFERENCE_KEY = "monitoring"
 MONITORED_WARNINGS = ("lungs_not_found", "unfamiliar", "unstable")
 DEFAULT_ALPHA = 0.001
 DEFAULT_MIN_FILMS = 10
+DEFAULT_MAX_FALSE_ALERTS = 0.8
 
 OK = "ok"
 ALARM = "alarm"
@@ -165,15 +172,28 @@ def fisher_one_sided(*, site_hits: int, site_n: int, reference_hits: int, refere
     return float(min(1.0, np.exp(top) * np.exp(logs - top).sum()))
 
 
-def critical_hits(*, site_n: int, reference_hits: int, reference_n: int, site_higher: bool, alpha: float) -> int:
+def binomial_one_sided(*, site_hits: int, site_n: int, rate: float, site_higher: bool) -> float:
+    """One-sided exact binomial p-value that the site's rate is higher (or lower) than a fixed ``rate``."""
+    outcomes = np.arange(site_hits, site_n + 1) if site_higher else np.arange(0, site_hits + 1)
+    if len(outcomes) == 0:
+        return 1.0
+    if rate <= 0.0 or rate >= 1.0:
+        certain = 0 if rate <= 0.0 else site_n  # every outcome but this one has probability 0
+        return float(certain in outcomes)
+    logs = _log_choose(site_n, outcomes) + outcomes * math.log(rate) + (site_n - outcomes) * math.log1p(-rate)
+    top = logs.max()
+    return float(min(1.0, np.exp(top) * np.exp(logs - top).sum()))
+
+
+def critical_hits(*, site_n: int, p_value: Callable[[int], float], site_higher: bool, alpha: float) -> int:
     """The fewest hits among ``site_n`` that alarm (site_higher), or the most that alarm (lower).
 
-    site_n + 1 (or -1) when no count alarms. The p-value moves monotonically
-    with the site's hits, so a bisection finds the boundary.
+    ``p_value(hits)`` is the check's test; site_n + 1 (or -1) when no count
+    alarms. The p-value moves monotonically with the site's hits, so a
+    bisection finds the boundary.
     """
     def alarms(hits: int) -> bool:
-        return fisher_one_sided(site_hits=hits, site_n=site_n, reference_hits=reference_hits,
-                                reference_n=reference_n, site_higher=site_higher) < alpha
+        return p_value(hits) < alpha
 
     if site_higher:
         if not alarms(site_n):
@@ -213,6 +233,7 @@ class Check:
     alarm_if_higher: bool
     p_value: float | None
     status: str
+    limit: float | None = None  # a fixed rate the site is held to, instead of the validation films' rate
 
     @property
     def site_rate(self) -> float | None:
@@ -220,6 +241,8 @@ class Check:
 
     @property
     def reference_rate(self) -> float | None:
+        if self.limit is not None:
+            return self.limit
         return self.reference_hits / self.reference_n if self.reference_n else None
 
     @property
@@ -231,8 +254,20 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Fixed rates a site holds the model to, whatever its validation films showed."""
+
+    # The sensitivity the version promises (its target_sensitivity): alarms when confirmed COVID-19 films
+    # raise the alert less often than this.
+    min_sensitivity: float | None = None
+    # A false-alert share no site should accept: validation cannot show what it never held (a model that
+    # alerted on every non-COVID-19 validation film passes the relative check wherever it goes).
+    max_false_alerts: float | None = None
+
+
+@dataclass(frozen=True)
 class _Rule:
-    """One check: which site films it counts (member), which of those are hits, and the reference's rate."""
+    """One check: which site films it counts (member), which of those are hits, and what they are held to."""
 
     code: str
     description: str
@@ -241,19 +276,48 @@ class _Rule:
     alarm_if_higher: bool
     member: Callable[[Film], bool]
     hit: Callable[[Film], bool]
+    limit: float | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.limit is not None or self.reference_n > 0
+
+    def p_value(self, hits: int, n: int) -> float:
+        if self.limit is not None:
+            return binomial_one_sided(site_hits=hits, site_n=n, rate=self.limit, site_higher=self.alarm_if_higher)
+        return fisher_one_sided(site_hits=hits, site_n=n, reference_hits=self.reference_hits,
+                                reference_n=self.reference_n, site_higher=self.alarm_if_higher)
 
 
-def _rules(reference: Reference) -> list[_Rule]:
+def _rules(reference: Reference, limits: Limits) -> list[_Rule]:
     names = reference.class_names
     not_covid = [name for name in names if name != POSITIVE_CLASS]
+
+    def is_covid(film: Film) -> bool:
+        return film.confirmed == POSITIVE_CLASS
+
+    def is_not_covid(film: Film) -> bool:
+        return film.confirmed in not_covid
+
+    def alerted(film: Film) -> bool:
+        return film.alert
+
+    covid_alerts = (reference.alerts[POSITIVE_CLASS], reference.class_count(POSITIVE_CLASS))
+    false_alerts = (sum(reference.alerts[name] for name in not_covid), sum(reference.class_count(n) for n in not_covid))
     rules = [
-        _Rule("sensitivity", "Films confirmed COVID-19 that raised the alert",
-              reference.alerts[POSITIVE_CLASS], reference.class_count(POSITIVE_CLASS), False,
-              member=lambda film: film.confirmed == POSITIVE_CLASS, hit=lambda film: film.alert),
-        _Rule("false_alerts", "Films confirmed not COVID-19 that raised the alert",
-              sum(reference.alerts[name] for name in not_covid), sum(reference.class_count(n) for n in not_covid),
-              True, member=lambda film: film.confirmed in not_covid, hit=lambda film: film.alert),
+        _Rule("sensitivity", "Films confirmed COVID-19 that raised the alert", *covid_alerts, False,
+              member=is_covid, hit=alerted),
+        _Rule("false_alerts", "Films confirmed not COVID-19 that raised the alert", *false_alerts, True,
+              member=is_not_covid, hit=alerted),
     ]
+    if limits.min_sensitivity is not None:
+        rules.append(_Rule("sensitivity_target", "Films confirmed COVID-19 that raised the alert, against the "
+                           "sensitivity the version promises", *covid_alerts, False, member=is_covid, hit=alerted,
+                           limit=limits.min_sensitivity))
+    if limits.max_false_alerts is not None:
+        rules.append(_Rule("false_alert_limit", "Films confirmed not COVID-19 that raised the alert, against the "
+                           "site's limit", *false_alerts, True, member=is_not_covid, hit=alerted,
+                           limit=limits.max_false_alerts))
     for index, name in enumerate(names):
         rules.append(_Rule(
             f"recall:{name}", f"Films confirmed {name} that the model called {name}",
@@ -268,23 +332,22 @@ def _rules(reference: Reference) -> list[_Rule]:
     return rules
 
 
-def run_checks(reference: Reference, films: Iterable[Film], *, alpha: float = DEFAULT_ALPHA,
-               min_films: int = DEFAULT_MIN_FILMS) -> list[Check]:
+def run_checks(reference: Reference, films: Iterable[Film], *, limits: Limits = Limits(),
+               alpha: float = DEFAULT_ALPHA, min_films: int = DEFAULT_MIN_FILMS) -> list[Check]:
     """Every check of the module docstring, for the films seen at a site."""
     films = list(films)
     checks = []
-    for rule in _rules(reference):
+    for rule in _rules(reference, limits):
         members = [film for film in films if rule.member(film)]
         hits = sum(bool(rule.hit(film)) for film in members)
-        if len(members) < min_films or rule.reference_n == 0:
+        if len(members) < min_films or not rule.usable:
             p_value, status = None, TOO_FEW
         else:
-            p_value = fisher_one_sided(site_hits=hits, site_n=len(members), reference_hits=rule.reference_hits,
-                                       reference_n=rule.reference_n, site_higher=rule.alarm_if_higher)
+            p_value = rule.p_value(hits, len(members))
             status = ALARM if p_value < alpha else OK
         checks.append(Check(code=rule.code, description=rule.description, site_hits=hits, site_n=len(members),
                             reference_hits=rule.reference_hits, reference_n=rule.reference_n,
-                            alarm_if_higher=rule.alarm_if_higher, p_value=p_value, status=status))
+                            alarm_if_higher=rule.alarm_if_higher, p_value=p_value, status=status, limit=rule.limit))
     return checks
 
 
@@ -309,7 +372,7 @@ class SimulationResult:
 
 
 def simulate(reference: Reference, films: Sequence[Film], *, feedback_share: float, streams: int = 200,
-             alpha: float = DEFAULT_ALPHA, min_films: int = DEFAULT_MIN_FILMS, seed: int = 0,
+             limits: Limits = Limits(), alpha: float = DEFAULT_ALPHA, min_films: int = DEFAULT_MIN_FILMS, seed: int = 0,
              length: int | None = None) -> SimulationResult:
     """Replay ``films`` (with their true labels) in random orders, running the monitor after every film.
 
@@ -320,7 +383,7 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_share: flo
     Equivalent to calling ``run_checks`` on every prefix of every stream, but
     with each rule's alarm boundary worked out once per count of films.
     """
-    rules = _rules(reference)
+    rules = _rules(reference, limits)
     blind = [Film(film.predicted, film.alert, film.warnings) for film in films]
     member = {seen: np.array([[rule.member(f) for rule in rules] for f in pool], dtype=bool)
               for seen, pool in ((True, films), (False, blind))}
@@ -328,13 +391,13 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_share: flo
            for seen, pool in ((True, films), (False, blind))}
     length = len(films) if length is None else length
     boundaries = np.array([
-        [critical_hits(site_n=n, reference_hits=rule.reference_hits, reference_n=rule.reference_n,
-                       site_higher=rule.alarm_if_higher, alpha=alpha) if rule.reference_n else -2
+        [critical_hits(site_n=n, p_value=lambda hits, rule=rule, n=n: rule.p_value(hits, n),
+                       site_higher=rule.alarm_if_higher, alpha=alpha) if rule.usable else -2
          for rule in rules]
         for n in range(length + 1)
     ])
     higher = np.array([rule.alarm_if_higher for rule in rules])
-    usable = np.array([rule.reference_n > 0 for rule in rules])
+    usable = np.array([rule.usable for rule in rules])
     rng = np.random.default_rng(seed)
     alarm_at: list[int] = []
     first_checks: dict[str, int] = {}
@@ -357,13 +420,13 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_share: flo
     )
 
 
-def films_from_pixels(predictor, films: Sequence[np.ndarray], labels: Sequence[str], *, progress: bool = False,
+def films_from_pixels(predictor, films: Iterable[np.ndarray], labels: Sequence[str], *, progress: bool = False,
                       desc: str = "films") -> list[Film]:
     """Each decoded, labelled film classified exactly as the worker classifies it (stability check included)."""
     from tqdm import tqdm
 
     results = []
-    for pixels, label in tqdm(zip(films, labels), total=len(films), desc=desc, unit="image", disable=not progress):
+    for pixels, label in tqdm(zip(films, labels), total=len(labels), desc=desc, unit="image", disable=not progress):
         result = predictor.predict_one(pixels, check_stability=True)
         results.append(Film(predicted=result.label, alert=result.covid_alert, warnings=tuple(result.warnings),
                             confirmed=label))
@@ -408,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=None,
                         help="with --simulate: films per stream, drawn with replacement (default: each film once)")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
+    parser.add_argument("--max-false-alerts", type=float, default=DEFAULT_MAX_FALSE_ALERTS,
+                        help="with --simulate: the site's limit on the false-alert share")
     parser.add_argument("--out", type=Path, default=None,
                         help="with --simulate: write the results here (JSON) and the checks beside it (PNG)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -439,9 +504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     films = films_from_samples(predictor, samples, progress=progress, desc=args.subset)
-    checks = run_checks(reference, films, alpha=args.alpha)
+    limits = Limits(min_sensitivity=predictor.metadata.target_sensitivity, max_false_alerts=args.max_false_alerts)
+    checks = run_checks(reference, films, limits=limits, alpha=args.alpha)
     site = {check.code: check.to_dict() for check in checks}
-    results = [simulate(reference, films, feedback_share=share, streams=args.streams, alpha=args.alpha,
+    results = [simulate(reference, films, feedback_share=share, streams=args.streams, limits=limits, alpha=args.alpha,
                         length=args.length) for share in args.feedback]
     name = f"{predictor.metadata.name} {predictor.metadata.version}"
     print(f"{name}, {args.subset} films: {len(films)}, all with feedback:")
@@ -449,8 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for check in site.values():
         p_value = "—" if check["p_value"] is None else f"{check['p_value']:.2g}"
-        print(f"| {check['code']} | {check['site_hits']}/{check['site_n']} | "
-              f"{check['reference_hits']}/{check['reference_n']} | {p_value} | {check['status']} |")
+        held_to = (f"limit {check['limit']:.0%}" if check["limit"] is not None
+                   else f"{check['reference_hits']}/{check['reference_n']}")
+        print(f"| {check['code']} | {check['site_hits']}/{check['site_n']} | {held_to} | {p_value} | "
+              f"{check['status']} |")
     length = args.length or len(films)
     print(f"\nStreams of {length} films, monitor after every film, alpha {args.alpha}:")
     print("| feedback on | streams alarmed | median films to alarm | first alarms |")
@@ -463,6 +531,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             "model": name, "subset": args.subset, "n": len(films), "alpha": args.alpha, "stream_length": length,
+            "limits": asdict(limits),
             "reference": reference.to_dict(), "all_films_with_feedback": site,
             "simulations": [asdict(result) for result in results],
         }, indent=2) + "\n")

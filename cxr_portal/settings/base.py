@@ -259,6 +259,9 @@ CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])
 CXR_MONITOR_WINDOW_DAYS = env.int("CXR_MONITOR_WINDOW_DAYS", default=90)
 CXR_MONITOR_ALPHA = env.float("CXR_MONITOR_ALPHA", default=0.001)
 CXR_MONITOR_MIN_FILMS = env.int("CXR_MONITOR_MIN_FILMS", default=10)
+# Beside the validation comparison: a false-alert share no site should accept (0: no limit); the sensitivity
+# limit is the version's own target sensitivity.
+CXR_MONITOR_MAX_FALSE_ALERTS = env.float("CXR_MONITOR_MAX_FALSE_ALERTS", default=0.8)
 CXR_MONITOR_EMAIL_RECIPIENTS = env.list("CXR_MONITOR_EMAIL_RECIPIENTS", default=[])
 CXR_ALERT_WEBHOOK_URL = env("CXR_ALERT_WEBHOOK_URL", default="")
 CXR_ALERT_WEBHOOK_SECRET = env("CXR_ALERT_WEBHOOK_SECRET", default="")

@@ -24,7 +24,7 @@ from accounts.roles import RoleName
 from audit.services import audit_record
 from diagnosis.models import Feedback, ModelVersion, Prediction
 from ml.labels import CLASS_NAMES
-from ml.monitoring import ALARM, Check, Film, Reference, load_reference, overall_status, run_checks
+from ml.monitoring import ALARM, Check, Film, Limits, Reference, load_reference, overall_status, run_checks
 
 from .model_registry import artifact_dir_for, model_version_active
 
@@ -66,8 +66,12 @@ def site_films(*, model_version: ModelVersion, since: datetime | None = None) ->
     ]
 
 
-def reference_for(model_version: ModelVersion) -> tuple[Reference | None, str]:
-    """The version's validation reference, or None and the reason in words."""
+def reference_for(model_version: ModelVersion) -> tuple[Reference | None, Limits, str]:
+    """The version's validation reference and the limits it is held to, or None and the reason in words.
+
+    The sensitivity limit is the one the version promises (its target sensitivity); the
+    false-alert limit is the site's (CXR_MONITOR_MAX_FALSE_ALERTS, 0: none).
+    """
     from ml.artifact import load_metadata
 
     artifact_dir = artifact_dir_for(model_version)
@@ -76,32 +80,36 @@ def reference_for(model_version: ModelVersion) -> tuple[Reference | None, str]:
         reference = load_reference(metadata)
     except (OSError, ValueError, KeyError, TypeError) as error:
         logger.warning("No monitoring reference for %s: %s", model_version, error)
-        return None, _("The model's artifact folder could not be read.")
+        return None, Limits(), _("The model's artifact folder could not be read.")
     if metadata.sha256 != model_version.file_sha256:
-        return None, _("The artifact folder now holds another model than this version.")
+        return None, Limits(), _("The artifact folder now holds another model than this version.")
     if reference is None:
-        return None, _("This model version has no validation reference: run python -m ml.monitoring --model %(path)s."
-                       ) % {"path": model_version.artifact_path}
-    return reference, ""
+        return None, Limits(), _(
+            "This model version has no validation reference: run python -m ml.monitoring --model %(path)s."
+        ) % {"path": model_version.artifact_path}
+    limits = Limits(min_sensitivity=metadata.target_sensitivity,
+                    max_false_alerts=settings.CXR_MONITOR_MAX_FALSE_ALERTS or None)
+    return reference, limits, ""
 
 
 def model_version_monitoring_report(*, model_version: ModelVersion, days: int | None = None) -> MonitoringReport:
     """The monitor's checks on the version's results of the last ``days`` days (None: all of them)."""
     since = timezone.now() - timedelta(days=days) if days else None
-    reference, problem = reference_for(model_version)
+    reference, limits, problem = reference_for(model_version)
     films = site_films(model_version=model_version, since=since)
     confirmed = sum(film.confirmed is not None for film in films)
     if reference is None:
         return MonitoringReport(model_version=model_version, since=since, status=NO_REFERENCE, results=len(films),
                                 confirmed=confirmed, problem=problem)
-    checks = run_checks(reference, films, alpha=settings.CXR_MONITOR_ALPHA, min_films=settings.CXR_MONITOR_MIN_FILMS)
+    checks = run_checks(reference, films, limits=limits, alpha=settings.CXR_MONITOR_ALPHA,
+                        min_films=settings.CXR_MONITOR_MIN_FILMS)
     return MonitoringReport(model_version=model_version, since=since, status=overall_status(checks), checks=checks,
                             results=len(films), confirmed=confirmed)
 
 
 def _alarm_summary(report: MonitoringReport) -> list[dict]:
     return [{"code": check.code, "site": [check.site_hits, check.site_n],
-             "validation": [check.reference_hits, check.reference_n], "p_value": check.p_value}
+             "validation": [check.reference_hits, check.reference_n], "limit": check.limit, "p_value": check.p_value}
             for check in report.alarms]
 
 
@@ -143,9 +151,13 @@ def _mail_administrators(*, version_id: int, alarms: list[dict]) -> None:
     if not recipients:
         logger.warning("Site monitor alarm on %s, but no administrator has an e-mail address.", version)
         return
-    lines = [f"- {alarm['code']}: {alarm['site'][0]}/{alarm['site'][1]} here against "
-             f"{alarm['validation'][0]}/{alarm['validation'][1]} on validation (p = {alarm['p_value']:.2g})"
-             for alarm in alarms]
+    def held_to(alarm: dict) -> str:
+        if alarm.get("limit") is not None:
+            return f"a limit of {alarm['limit']:.0%}"
+        return f"{alarm['validation'][0]}/{alarm['validation'][1]} on validation"
+
+    lines = [f"- {alarm['code']}: {alarm['site'][0]}/{alarm['site'][1]} here against {held_to(alarm)} "
+             f"(p = {alarm['p_value']:.2g})" for alarm in alarms]
     body = "\n".join([
         f"The site monitor found {version} behaving unlike its validation at this site:", "", *lines, "",
         "Result pages of this version now carry a warning. Review the model versions page in CXR Portal; "

@@ -172,3 +172,24 @@ def test_monitor_page_shows_the_checks_and_a_chart_and_is_audited(
     assert client.get(url, {"days": "abc"}).status_code == 200
     assert client.get(url, {"days": "7"}).status_code == 200
     assert client.get(reverse("diagnosis:model_version_monitoring", kwargs={"version_id": 999999})).status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_sites_false_alert_limit_alarms_and_shows_on_the_page(
+    monitored_model, patient, clinician, administrator, monkeypatch, settings
+):
+    from tests.conftest import logged_in_client
+
+    settings.CXR_MONITOR_MAX_FALSE_ALERTS = 0.5
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="normal", covid=0.99, confirmed="normal")  # right class, but every one raised the alert
+    checks = {check.code: check for check in
+              monitoring.model_version_monitoring_report(model_version=monitored_model).checks}
+    assert checks["false_alert_limit"].status == ALARM and checks["false_alert_limit"].limit == 0.5
+    assert checks["sensitivity_target"].limit == pytest.approx(0.95)
+    page = logged_in_client(administrator).get(
+        reverse("diagnosis:model_version_monitoring", kwargs={"version_id": monitored_model.pk})).content.decode()
+    assert "limit 0.50" in page
+    settings.CXR_MONITOR_MAX_FALSE_ALERTS = 0
+    codes = {check.code for check in monitoring.model_version_monitoring_report(model_version=monitored_model).checks}
+    assert "false_alert_limit" not in codes

@@ -10,7 +10,9 @@ from ml.monitoring import (
     OK,
     TOO_FEW,
     Film,
+    Limits,
     Reference,
+    binomial_one_sided,
     critical_hits,
     fisher_one_sided,
     overall_status,
@@ -64,12 +66,23 @@ def test_fisher_matches_exact_integer_arithmetic(higher):
 
 
 @pytest.mark.parametrize("higher", [True, False])
+def test_binomial_matches_exact_integer_arithmetic(higher):
+    for site_n, site_hits, rate in [(10, 9, 0.8), (20, 3, 0.95), (50, 50, 0.8), (7, 0, 0.3), (30, 12, 0.5)]:
+        outcomes = range(site_hits, site_n + 1) if higher else range(0, site_hits + 1)
+        expected = sum(math.comb(site_n, k) * rate**k * (1 - rate) ** (site_n - k) for k in outcomes)
+        assert binomial_one_sided(site_hits=site_hits, site_n=site_n, rate=rate, site_higher=higher) == \
+            pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("higher", [True, False])
 def test_alarm_boundary_is_where_the_p_value_crosses_alpha(higher):
     for site_n in (0, 1, 10, 37, 120):
-        boundary = critical_hits(site_n=site_n, reference_hits=30, reference_n=100, site_higher=higher, alpha=0.01)
-        alarming = [k for k in range(site_n + 1)
-                    if fisher_one_sided(site_hits=k, site_n=site_n, reference_hits=30, reference_n=100,
-                                        site_higher=higher) < 0.01]
+        def p_value(hits, site_n=site_n):
+            return fisher_one_sided(site_hits=hits, site_n=site_n, reference_hits=30, reference_n=100,
+                                    site_higher=higher)
+
+        boundary = critical_hits(site_n=site_n, p_value=p_value, site_higher=higher, alpha=0.01)
+        alarming = [k for k in range(site_n + 1) if p_value(k) < 0.01]
         if higher:
             assert boundary == (min(alarming) if alarming else site_n + 1)
             assert alarming == list(range(boundary, site_n + 1))
@@ -148,3 +161,43 @@ def test_long_streams_draw_with_replacement(reference):
     films = _films(np.random.default_rng(8), 30, accuracy=0.8, alert_if_not_covid=0.3)
     result = simulate(reference, films, feedback_share=1.0, streams=3, length=500)
     assert result.films_per_stream == 500
+
+
+def test_a_model_that_was_already_bad_on_validation_alarms_only_against_the_limit():
+    # The LOSO run without NIH: every non-COVID-19 validation film raised the alert, so a site where
+    # 9 in 10 do is no worse than validation. Only the site's limit catches it.
+    validation = [Film("covid", True, (), "covid")] * 100 + [Film("covid", True, (), "pneumonia")] * 20
+    reference = reference_from_films(validation)
+    site = _films(np.random.default_rng(9), 150, accuracy=0.2, alert_if_not_covid=0.95, classes=("normal", "pneumonia"))
+    relative_only = {check.code: check for check in run_checks(reference, site)}
+    assert relative_only["false_alerts"].status == OK
+    assert "false_alert_limit" not in relative_only
+    checks = {check.code: check for check in run_checks(reference, site, limits=Limits(max_false_alerts=0.8))}
+    assert checks["false_alert_limit"].status == ALARM
+    assert checks["false_alert_limit"].reference_rate == 0.8
+
+
+def test_sensitivity_below_the_promised_target_alarms(reference):
+    covid_films = [Film("covid", index % 4 != 0, (), "covid") for index in range(80)]  # 75% sensitivity
+    checks = {check.code: check for check in run_checks(reference, covid_films, limits=Limits(min_sensitivity=0.95))}
+    assert checks["sensitivity_target"].status == ALARM
+    assert checks["sensitivity_target"].site_rate == 0.75
+
+
+def test_simulation_with_limits_equals_the_slow_way(reference):
+    films = _films(np.random.default_rng(10), 40, accuracy=0.7, alert_if_not_covid=0.85)
+    limits = Limits(min_sensitivity=0.95, max_false_alerts=0.6)
+    result = simulate(reference, films, feedback_share=1.0, streams=4, limits=limits, alpha=0.01, seed=3)
+    rng = np.random.default_rng(3)
+    alarmed_at = []
+    for _ in range(4):
+        order = rng.permutation(len(films))
+        rng.random(len(films))  # the feedback draw: every film has feedback
+        stream = [films[i] for i in order]
+        first = next((seen for seen in range(1, len(stream) + 1)
+                      if overall_status(run_checks(reference, stream[:seen], limits=limits, alpha=0.01)) == ALARM),
+                     None)
+        if first is not None:
+            alarmed_at.append(first)
+    assert result.alarmed == len(alarmed_at) / 4
+    assert result.median_films_to_alarm == (float(np.median(alarmed_at)) if alarmed_at else None)
