@@ -371,12 +371,13 @@ class SimulationResult:
     first_checks: dict[str, int] = field(default_factory=dict)  # which check alarmed first, how often
 
 
-def simulate(reference: Reference, films: Sequence[Film], *, feedback_share: float, streams: int = 200,
+def simulate(reference: Reference, films: Sequence[Film], *, feedback_shares: Sequence[float], streams: int = 200,
              limits: Limits = Limits(), alpha: float = DEFAULT_ALPHA, min_films: int = DEFAULT_MIN_FILMS, seed: int = 0,
-             length: int | None = None) -> SimulationResult:
+             length: int | None = None) -> list[SimulationResult]:
     """Replay ``films`` (with their true labels) in random orders, running the monitor after every film.
 
-    Feedback, with the true label, arrives on ``feedback_share`` of the films.
+    For each of ``feedback_shares``: feedback, with the true label, arrives on
+    that share of the films (the same seed, so the same orders, for each).
     With ``length``, each stream draws that many films with replacement (a
     longer stream than the collection, as a site sees over months) instead of
     a permutation.
@@ -398,11 +399,18 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_share: flo
     ])
     higher = np.array([rule.alarm_if_higher for rule in rules])
     usable = np.array([rule.usable for rule in rules])
+    return [_replay(rules=rules, member=member, hit=hit, boundaries=boundaries, higher=higher, usable=usable,
+                    count=len(films), length=length, feedback_share=share, streams=streams, min_films=min_films,
+                    seed=seed) for share in feedback_shares]
+
+
+def _replay(*, rules, member, hit, boundaries, higher, usable, count: int, length: int, feedback_share: float,
+            streams: int, min_films: int, seed: int) -> SimulationResult:
     rng = np.random.default_rng(seed)
     alarm_at: list[int] = []
     first_checks: dict[str, int] = {}
     for _ in range(streams):
-        order = rng.permutation(len(films)) if length == len(films) else rng.integers(0, len(films), length)
+        order = rng.permutation(count) if length == count else rng.integers(0, count, length)
         with_feedback = rng.random(length) < feedback_share
         members = np.where(with_feedback[:, None], member[True][order], member[False][order]).cumsum(axis=0)
         hits = np.where(with_feedback[:, None], hit[True][order], hit[False][order]).cumsum(axis=0)
@@ -507,8 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     limits = Limits(min_sensitivity=predictor.metadata.target_sensitivity, max_false_alerts=args.max_false_alerts)
     checks = run_checks(reference, films, limits=limits, alpha=args.alpha)
     site = {check.code: check.to_dict() for check in checks}
-    results = [simulate(reference, films, feedback_share=share, streams=args.streams, limits=limits, alpha=args.alpha,
-                        length=args.length) for share in args.feedback]
+    results = simulate(reference, films, feedback_shares=args.feedback, streams=args.streams, limits=limits,
+                       alpha=args.alpha, length=args.length)
     name = f"{predictor.metadata.name} {predictor.metadata.version}"
     print(f"{name}, {args.subset} films: {len(films)}, all with feedback:")
     print("| check | site | validation | p | status |")

@@ -140,7 +140,7 @@ def test_too_few_films_never_alarm(reference):
 
 def test_simulation_equals_running_the_checks_after_every_film(reference):
     films = _films(np.random.default_rng(6), 40, accuracy=0.5, alert_if_not_covid=0.6, unfamiliar=0.2)
-    result = simulate(reference, films, feedback_share=0.5, streams=5, alpha=0.01, seed=7)
+    result, = simulate(reference, films, feedback_shares=[0.5], streams=5, alpha=0.01, seed=7)
     # The same streams, replayed the slow way.
     rng = np.random.default_rng(7)
     alarmed_at = []
@@ -159,7 +159,7 @@ def test_simulation_equals_running_the_checks_after_every_film(reference):
 
 def test_long_streams_draw_with_replacement(reference):
     films = _films(np.random.default_rng(8), 30, accuracy=0.8, alert_if_not_covid=0.3)
-    result = simulate(reference, films, feedback_share=1.0, streams=3, length=500)
+    result, = simulate(reference, films, feedback_shares=[1.0], streams=3, length=500)
     assert result.films_per_stream == 500
 
 
@@ -187,7 +187,7 @@ def test_sensitivity_below_the_promised_target_alarms(reference):
 def test_simulation_with_limits_equals_the_slow_way(reference):
     films = _films(np.random.default_rng(10), 40, accuracy=0.7, alert_if_not_covid=0.85)
     limits = Limits(min_sensitivity=0.95, max_false_alerts=0.6)
-    result = simulate(reference, films, feedback_share=1.0, streams=4, limits=limits, alpha=0.01, seed=3)
+    result, = simulate(reference, films, feedback_shares=[1.0], streams=4, limits=limits, alpha=0.01, seed=3)
     rng = np.random.default_rng(3)
     alarmed_at = []
     for _ in range(4):
@@ -201,3 +201,44 @@ def test_simulation_with_limits_equals_the_slow_way(reference):
             alarmed_at.append(first)
     assert result.alarmed == len(alarmed_at) / 4
     assert result.median_films_to_alarm == (float(np.median(alarmed_at)) if alarmed_at else None)
+
+
+def test_cli_stores_the_reference_then_replays_the_test_films(familiar_model_dir, tmp_path, capsys):
+    import json
+    import shutil
+
+    from PIL import Image
+
+    from ml import monitoring
+    from ml.artifact import file_sha256, load_metadata
+    from ml.datasets import load_dataset, make_patient_split, save_split
+    from tests.conftest import synthetic_training_set
+
+    data = tmp_path / "data"
+    films, labels = synthetic_training_set(count_per_class=10, seed=21)
+    for index, (film, label) in enumerate(zip(films, labels)):
+        folder = data / ("covid", "normal", "pneumonia")[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((film * 255).astype(np.uint8)).save(folder / f"film{index}.png")
+    model = tmp_path / "model"
+    shutil.copytree(familiar_model_dir, model)
+    save_split(make_patient_split(samples=load_dataset(data), seed=0), model / "split.json")
+    model_sha = file_sha256(model / "model.tflite")
+
+    assert monitoring.main(["--model", str(model), "--data", str(data), "--simulate", "--quiet"]) == 2
+    assert "has no reference" in capsys.readouterr().err
+    assert monitoring.main(["--model", str(model), "--data", str(data), "--quiet"]) == 0
+    reference = load_metadata(model).monitoring
+    assert reference["n"] == sum(map(sum, reference["confusion"])) > 0
+    assert file_sha256(model / "model.tflite") == model_sha
+
+    out = tmp_path / "sim" / "replay.json"
+    assert monitoring.main(["--model", str(model), "--data", str(data), "--simulate", "--subset", "test",
+                            "--streams", "5", "--feedback", "1.0", "0.5", "--out", str(out), "--quiet"]) == 0
+    written = json.loads(out.read_text())
+    assert [run["feedback_share"] for run in written["simulations"]] == [1.0, 0.5]
+    assert written["limits"] == {"min_sensitivity": 0.95, "max_false_alerts": 0.8}
+    assert written["all_films_with_feedback"]["sensitivity"]["reference_n"] == reference["confusion"][0][0] + \
+        sum(reference["confusion"][0][1:])
+    assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+    assert "| feedback on | streams alarmed |" in capsys.readouterr().out
