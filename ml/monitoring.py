@@ -538,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "model": name, "subset": args.subset, "n": len(films), "alpha": args.alpha, "stream_length": length,
+            "model": name, "sha256": predictor.metadata.sha256, "subset": args.subset, "n": len(films), "alpha": args.alpha, "stream_length": length,
             "limits": asdict(limits),
             "reference": reference.to_dict(), "all_films_with_feedback": site,
             "simulations": [asdict(result) for result in results],
