@@ -193,3 +193,39 @@ def test_the_sites_false_alert_limit_alarms_and_shows_on_the_page(
     settings.CXR_MONITOR_MAX_FALSE_ALERTS = 0
     codes = {check.code for check in monitoring.model_version_monitoring_report(model_version=monitored_model).checks}
     assert "false_alert_limit" not in codes
+
+
+@pytest.mark.django_db
+def test_command_prints_the_checks_and_records_on_request(monitored_model, patient, clinician, monkeypatch):
+    import io
+
+    from django.core.management import call_command
+
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="covid", covid=0.99, confirmed="normal")
+    out = io.StringIO()
+    call_command("monitor_model", "--days", "0", stdout=out)
+    text = out.getvalue()
+    assert "all time: 12 results, 12 confirmed by feedback" in text
+    assert "alarm    false_alerts" in text and "12/12 here, 12/120 on validation" in text
+    assert "Status: alarm" in text
+    assert not ModelVersion.objects.get(pk=monitored_model.pk).monitor_alarming  # printing records nothing
+    call_command("monitor_model", "--record", stdout=io.StringIO())
+    assert ModelVersion.objects.get(pk=monitored_model.pk).monitor_alarming
+
+
+@pytest.mark.django_db
+def test_command_refuses_an_unknown_version():
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="No such model version"):
+        call_command("monitor_model", "--version-id", "999999")
+
+
+def test_every_scheduled_task_is_a_registered_task(settings):
+    from cxr_portal.celery import app
+
+    app.loader.import_default_modules()
+    assert "diagnosis.monitor_active_model" in {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    for entry in settings.CELERY_BEAT_SCHEDULE.values():
+        assert entry["task"] in app.tasks, entry["task"]
