@@ -340,19 +340,21 @@ def model_version_monitoring(request, version_id: int):
     version = ModelVersion.objects.filter(pk=version_id).first()
     if version is None:
         raise Http404(_("No such model version."))
+    default = settings.CXR_MONITOR_WINDOW_DAYS
+    windows = [*sorted({*MONITOR_WINDOWS_DAYS, default} - {0}), 0]  # the scheduled run's window is always offered
     try:
-        days = int(request.GET.get("days", settings.CXR_MONITOR_WINDOW_DAYS))
+        days = int(request.GET.get("days", default))
     except ValueError:
-        days = settings.CXR_MONITOR_WINDOW_DAYS
-    if days not in MONITOR_WINDOWS_DAYS:
-        days = settings.CXR_MONITOR_WINDOW_DAYS
+        days = default
+    if days not in windows:
+        days = default
     report = model_version_monitoring_report(model_version=version, days=days or None)
     from ml.plots import monitoring_chart_svg  # matplotlib only for this page, not in every web process
 
     audit_record(actor=request.user, action="model_version.monitoring_view", target=version,
                  details={"days": days, "status": report.status})
     return render(request, "diagnosis/model_monitoring.html", {
-        "report": report, "version": version, "days": days, "windows": MONITOR_WINDOWS_DAYS,
+        "report": report, "version": version, "days": days, "windows": windows,
         "rows": [{"check": check, "description": monitor_check_description(check.code)} for check in report.checks],
         "chart": monitoring_chart_svg(report.checks) if report.checks else "",
     })

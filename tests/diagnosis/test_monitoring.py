@@ -229,3 +229,13 @@ def test_every_scheduled_task_is_a_registered_task(settings):
     assert "diagnosis.monitor_active_model" in {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     for entry in settings.CELERY_BEAT_SCHEDULE.values():
         assert entry["task"] in app.tasks, entry["task"]
+
+
+@pytest.mark.django_db
+def test_monitor_page_offers_the_scheduled_window(monitored_model, administrator, settings):
+    from tests.conftest import logged_in_client
+
+    settings.CXR_MONITOR_WINDOW_DAYS = 60
+    page = logged_in_client(administrator).get(
+        reverse("diagnosis:model_version_monitoring", kwargs={"version_id": monitored_model.pk})).content.decode()
+    assert '<option value="60" selected>' in page
