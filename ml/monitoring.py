@@ -9,8 +9,9 @@ a model version does at a site with what it did on its own validation films,
 where the truth was known, and raises an alarm when the difference is too
 large to be chance.
 
-Two kinds of evidence, each tested one-sided with Fisher's exact test
-(the reference is a sample too, so its size counts):
+Two kinds of evidence, each tested one-sided: with Fisher's exact test
+against the validation counts (the reference is a sample too, so its size
+counts), or with an exact binomial test against a fixed limit:
 
 - **Clinician feedback**, the site's truth. Judged only on films whose
   feedback names one of the model's classes, so the checks do not depend on
