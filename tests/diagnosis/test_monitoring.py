@@ -239,3 +239,13 @@ def test_monitor_page_offers_the_scheduled_window(monitored_model, administrator
     page = logged_in_client(administrator).get(
         reverse("diagnosis:model_version_monitoring", kwargs={"version_id": monitored_model.pk})).content.decode()
     assert '<option value="60" selected>' in page
+
+
+@pytest.mark.django_db
+def test_worklist_warns_while_the_active_version_alarms(monitored_model, clinician):
+    from tests.conftest import logged_in_client
+
+    client = logged_in_client(clinician)
+    assert 'data-testid="monitor-warning"' not in client.get(reverse("diagnosis:worklist")).content.decode()
+    ModelVersion.objects.filter(pk=monitored_model.pk).update(monitor_status=ALARM)
+    assert 'data-testid="monitor-warning"' in client.get(reverse("diagnosis:worklist")).content.decode()
