@@ -132,6 +132,21 @@ def synthetic_training_set(count_per_class: int = 20, size: int = 64, seed: int 
     return np.stack(images), np.array(labels)
 
 
+def write_synthetic_folder(root, *, count_per_class: int, seed: int):
+    """``synthetic_training_set`` as PNGs in the ``<root>/{covid,normal,pneumonia}/`` layout ml.evaluate reads."""
+    import numpy as np
+    from PIL import Image
+
+    from ml.labels import CLASS_NAMES
+
+    films, labels = synthetic_training_set(count_per_class=count_per_class, seed=seed)
+    for index, (film, label) in enumerate(zip(films, labels)):
+        folder = root / CLASS_NAMES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((film * 255).astype(np.uint8)).save(folder / f"film{index}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A real (tiny) model artifact trained once per test session on synthetic images."""

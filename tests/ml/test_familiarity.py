@@ -131,17 +131,10 @@ def test_a_tampered_statistics_file_is_refused(familiar_model_dir, tmp_path):
 
 
 def test_evaluation_reports_familiarity_with_a_picture(familiar_model_dir, tmp_path):
-    from PIL import Image
-
     from ml import evaluate
-    from tests.conftest import synthetic_training_set
+    from tests.conftest import write_synthetic_folder
 
-    data = tmp_path / "external"
-    films, labels = synthetic_training_set(count_per_class=4, seed=13)
-    for index, (film, label) in enumerate(zip(films, labels)):
-        folder = data / ("covid", "normal", "pneumonia")[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((film * 255).astype(np.uint8)).save(folder / f"film{index}.png")
+    data = write_synthetic_folder(tmp_path / "external", count_per_class=4, seed=13)
     out = tmp_path / "eval"
 
     assert evaluate.main(["--model", str(familiar_model_dir), "--data", str(data), "--out", str(out), "--quiet",

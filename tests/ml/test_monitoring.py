@@ -207,19 +207,12 @@ def test_cli_stores_the_reference_then_replays_the_test_films(familiar_model_dir
     import json
     import shutil
 
-    from PIL import Image
-
     from ml import monitoring
     from ml.artifact import file_sha256, load_metadata
     from ml.datasets import load_dataset, make_patient_split, save_split
-    from tests.conftest import synthetic_training_set
+    from tests.conftest import write_synthetic_folder
 
-    data = tmp_path / "data"
-    films, labels = synthetic_training_set(count_per_class=10, seed=21)
-    for index, (film, label) in enumerate(zip(films, labels)):
-        folder = data / ("covid", "normal", "pneumonia")[label]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((film * 255).astype(np.uint8)).save(folder / f"film{index}.png")
+    data = write_synthetic_folder(tmp_path / "data", count_per_class=10, seed=21)
     model = tmp_path / "model"
     shutil.copytree(familiar_model_dir, model)
     save_split(make_patient_split(samples=load_dataset(data), seed=0), model / "split.json")
