@@ -118,11 +118,15 @@ def model_version_monitor_record(*, report: MonitoringReport) -> bool:
 
     A change writes an audit event and, when checks alarm, e-mails the administrators
     after commit. Running it twice on the same results changes nothing the second time.
+    A report without a reference cannot judge anything, so it never clears an alarm.
     """
     alarms = _alarm_summary(report)
     with transaction.atomic():
         version = ModelVersion.objects.select_for_update().get(pk=report.model_version.pk)
         was_alarming = version.monitor_status == ALARM
+        if report.status == NO_REFERENCE and was_alarming:
+            logger.warning("Site monitor on %s cannot judge (%s); its alarm stands.", version, report.problem)
+            return False
         before = sorted(alarm["code"] for alarm in version.monitor_alarms or [])
         version.monitor_status = report.status
         version.monitor_checked_at = timezone.now()

@@ -249,3 +249,14 @@ def test_worklist_warns_while_the_active_version_alarms(monitored_model, clinici
     assert 'data-testid="monitor-warning"' not in client.get(reverse("diagnosis:worklist")).content.decode()
     ModelVersion.objects.filter(pk=monitored_model.pk).update(monitor_status=ALARM)
     assert 'data-testid="monitor-warning"' in client.get(reverse("diagnosis:worklist")).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_lost_reference_does_not_clear_an_alarm(monitored_model):
+    ModelVersion.objects.filter(pk=monitored_model.pk).update(monitor_status=ALARM, monitor_alarms=[{"code": "x"}])
+    monitored_model.refresh_from_db()
+    report = monitoring.MonitoringReport(model_version=monitored_model, since=None, status=monitoring.NO_REFERENCE,
+                                         problem="gone")
+    assert monitoring.model_version_monitor_record(report=report) is False
+    assert ModelVersion.objects.get(pk=monitored_model.pk).monitor_alarming
+    assert not AuditEvent.objects.filter(action="model_version.monitor_clear").exists()
