@@ -30,7 +30,6 @@ def artifact_dir_for(model_version: ModelVersion) -> Path:
     return path if path.is_absolute() else Path(settings.BASE_DIR) / path
 
 
-@transaction.atomic
 def same_operating_point(model_version: ModelVersion, metadata) -> bool:
     def same(a, b) -> bool:
         return (a is None and b is None) or (a is not None and b is not None and abs(float(a) - float(b)) <= 1e-9)
@@ -40,6 +39,7 @@ def same_operating_point(model_version: ModelVersion, metadata) -> bool:
     )
 
 
+@transaction.atomic
 def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = False) -> ModelVersion:
     from ml.artifact import file_sha256, load_metadata
 
