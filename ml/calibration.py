@@ -6,7 +6,6 @@ temperature scaling of the logits because softmax ignores a per-row shift.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,23 +41,6 @@ def fit_temperature(*, probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(fine[int(np.argmin(losses))])
 
 
-def _binomial_upper_tail(k: int, n: int, p: float) -> float:
-    """P(X >= k) for X ~ Binomial(n, p), summed in log space (stable for thousands of trials)."""
-    if k <= 0:
-        return 1.0
-    if p <= 0.0:
-        return 0.0
-    if p >= 1.0:
-        return 1.0
-    log_p, log_q = math.log(p), math.log1p(-p)
-    terms = [
-        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
-        for i in range(k, n + 1)
-    ]
-    top = max(terms)
-    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in terms))
-
-
 def sensitivity_lower_bound(detected: int, positives: int, *, confidence: float) -> float:
     """One-sided exact (Clopper-Pearson) lower confidence bound for a sensitivity of detected/positives.
 
@@ -71,7 +53,7 @@ def sensitivity_lower_bound(detected: int, positives: int, *, confidence: float)
     low, high = 0.0, 1.0
     for _ in range(60):  # bisection: the tail grows with p
         middle = (low + high) / 2
-        if _binomial_upper_tail(detected, positives, middle) < 1 - confidence:
+        if metrics.binomial_tail(hits=detected, n=positives, rate=middle, at_least=True) < 1 - confidence:
             low = middle
         else:
             high = middle

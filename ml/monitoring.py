@@ -70,6 +70,7 @@ from pathlib import Path
 import numpy as np
 
 from ml.labels import CLASS_NAMES, POSITIVE_CLASS
+from ml.metrics import binomial_tail, log_choose
 
 REFERENCE_KEY = "monitoring"
 MONITORED_WARNINGS = ("lungs_not_found", "unfamiliar", "unstable")
@@ -137,24 +138,6 @@ def reference_from_films(films: Sequence[Film], *, class_names: Sequence[str] = 
                      subset=subset)
 
 
-_log_factorial_table = np.zeros(1)
-
-
-def _log_factorial(values: np.ndarray) -> np.ndarray:
-    global _log_factorial_table
-    values = np.asarray(values, dtype=np.int64)
-    needed = int(values.max(initial=0)) + 1
-    if len(_log_factorial_table) < needed:
-        size = max(needed, 2 * len(_log_factorial_table))
-        _log_factorial_table = np.concatenate([[0.0], np.cumsum(np.log(np.arange(1, size, dtype=np.float64)))])
-    return _log_factorial_table[values]
-
-
-def _log_choose(n, k) -> np.ndarray:
-    n, k = np.asarray(n), np.asarray(k)
-    return _log_factorial(n) - _log_factorial(k) - _log_factorial(n - k)
-
-
 def fisher_one_sided(*, site_hits: int, site_n: int, reference_hits: int, reference_n: int, site_higher: bool) -> float:
     """One-sided p-value of Fisher's exact test that the site's rate is higher (or lower) than the reference's.
 
@@ -167,21 +150,8 @@ def fisher_one_sided(*, site_hits: int, site_n: int, reference_hits: int, refere
     outcomes = np.arange(site_hits, high + 1) if site_higher else np.arange(low, site_hits + 1)
     if len(outcomes) == 0:
         return 1.0
-    logs = (_log_choose(total_hits, outcomes) + _log_choose(total_n - total_hits, site_n - outcomes)
-            - _log_choose(total_n, site_n))
-    top = logs.max()
-    return float(min(1.0, np.exp(top) * np.exp(logs - top).sum()))
-
-
-def binomial_one_sided(*, site_hits: int, site_n: int, rate: float, site_higher: bool) -> float:
-    """One-sided exact binomial p-value that the site's rate is higher (or lower) than a fixed ``rate``."""
-    outcomes = np.arange(site_hits, site_n + 1) if site_higher else np.arange(0, site_hits + 1)
-    if len(outcomes) == 0:
-        return 1.0
-    if rate <= 0.0 or rate >= 1.0:
-        certain = 0 if rate <= 0.0 else site_n  # every outcome but this one has probability 0
-        return float(certain in outcomes)
-    logs = _log_choose(site_n, outcomes) + outcomes * math.log(rate) + (site_n - outcomes) * math.log1p(-rate)
+    logs = (log_choose(total_hits, outcomes) + log_choose(total_n - total_hits, site_n - outcomes)
+            - log_choose(total_n, site_n))
     top = logs.max()
     return float(min(1.0, np.exp(top) * np.exp(logs - top).sum()))
 
@@ -285,7 +255,7 @@ class _Rule:
 
     def p_value(self, hits: int, n: int) -> float:
         if self.limit is not None:
-            return binomial_one_sided(site_hits=hits, site_n=n, rate=self.limit, site_higher=self.alarm_if_higher)
+            return binomial_tail(hits=hits, n=n, rate=self.limit, at_least=self.alarm_if_higher)
         return fisher_one_sided(site_hits=hits, site_n=n, reference_hits=self.reference_hits,
                                 reference_n=self.reference_n, site_higher=self.alarm_if_higher)
 

@@ -12,7 +12,6 @@ from ml.monitoring import (
     Film,
     Limits,
     Reference,
-    binomial_one_sided,
     critical_hits,
     fisher_one_sided,
     overall_status,
@@ -63,15 +62,6 @@ def test_fisher_matches_exact_integer_arithmetic(higher):
         expected = _hypergeometric_tail(site_hits, site_n, reference_hits, reference_n, higher)
         assert fisher_one_sided(site_hits=site_hits, site_n=site_n, reference_hits=reference_hits,
                                 reference_n=reference_n, site_higher=higher) == pytest.approx(expected, rel=1e-9)
-
-
-@pytest.mark.parametrize("higher", [True, False])
-def test_binomial_matches_exact_integer_arithmetic(higher):
-    for site_n, site_hits, rate in [(10, 9, 0.8), (20, 3, 0.95), (50, 50, 0.8), (7, 0, 0.3), (30, 12, 0.5)]:
-        outcomes = range(site_hits, site_n + 1) if higher else range(0, site_hits + 1)
-        expected = sum(math.comb(site_n, k) * rate**k * (1 - rate) ** (site_n - k) for k in outcomes)
-        assert binomial_one_sided(site_hits=site_hits, site_n=site_n, rate=rate, site_higher=higher) == \
-            pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("higher", [True, False])
