@@ -143,7 +143,6 @@ def model_version_monitor_record(*, report: MonitoringReport) -> bool:
             )
             if alarming:
                 transaction.on_commit(lambda: _mail_administrators(version_id=version.pk, alarms=alarms))
-    report.model_version.refresh_from_db()
     return changed
 
 
