@@ -220,6 +220,11 @@ class Check:
     def site_interval(self) -> tuple[float, float] | None:
         return wilson_interval(self.site_hits, self.site_n)
 
+    @property
+    def reference_interval(self) -> tuple[float, float] | None:
+        """The validation rate's own 95% interval (the validation films are a sample too); None for a limit."""
+        return None if self.limit is not None else wilson_interval(self.reference_hits, self.reference_n)
+
     def to_dict(self) -> dict:
         return {**asdict(self), "site_rate": self.site_rate, "reference_rate": self.reference_rate}
 

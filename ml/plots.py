@@ -167,11 +167,8 @@ def _monitoring_figure(checks: Sequence) -> Figure:
         axes.plot([low, high], [position, position], color=colour, linewidth=2)
         axes.plot(check.site_rate, position, "o", color=colour,
                   label="this site (95% interval)" if position == 0 else None)
-        if check.limit is None:  # the validation films are a sample too: their interval, in grey
-            from ml.monitoring import wilson_interval
-
-            axes.plot(wilson_interval(check.reference_hits, check.reference_n), [position + 0.25] * 2,
-                      color="#adb5bd", linewidth=2)
+        if check.reference_interval is not None:
+            axes.plot(check.reference_interval, [position + 0.25] * 2, color="#adb5bd", linewidth=2)
         axes.plot(check.reference_rate, position, "|", color="black", markersize=14,
                   label="validation (grey: 95% interval) or limit" if position == 0 else None)
     axes.set_yticks(range(len(rows)), [check.code for check in rows])
