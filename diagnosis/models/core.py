@@ -4,6 +4,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from ml.labels import CLASS_NAMES, DISPLAY_NAMES
+from ml.monitoring import ALARM
 
 from ..texts import class_display_name, result_warning_label, result_warning_message
 
@@ -135,7 +136,7 @@ class ModelVersion(models.Model):
 
     @property
     def monitor_alarming(self) -> bool:
-        return self.monitor_status == "alarm"
+        return self.monitor_status == ALARM
 
 
 class Prediction(models.Model):
