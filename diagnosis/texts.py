@@ -73,6 +73,9 @@ MONITOR_CHECKS = {
         "Films confirmed COVID-19 that raised the alert (below the sensitivity the version promises alarms)"),
     "false_alert_limit": gettext_lazy(
         "Films confirmed not COVID-19 that raised the alert (above the site's limit alarms)"),
+    "alert_rate_limit": gettext_lazy(
+        "All results that raised the alert (above what the site's highest COVID-19 share and false-alert limit "
+        "allow alarms: more COVID-19 than expected, or too many false alerts)"),
 }
 
 

@@ -37,6 +37,16 @@ counts), or with an exact binomial test against a fixed limit:
   carrying ``lungs_not_found``, ``unfamiliar`` or ``unstable``, higher than on
   validation.
 
+- **Alerts** on every result, no feedback needed (``alert_rate_limit``, an
+  exact binomial test against a ceiling). If at most ``max_prevalence`` of the
+  site's films are COVID-19 and the alert fires on at most ``max_false_alerts``
+  of the others, then at most ``max_prevalence + (1 - max_prevalence) *
+  max_false_alerts`` of all results raise it, whatever the sensitivity. More
+  alerts than that mean one of the two does not hold here: the site sends more
+  COVID-19 than it expects, or the alert fires on too many other films. Both
+  need a look; the check cannot say which. The share of alerts is no use
+  against validation, whose COVID-19 share is not the site's.
+
 A check with fewer than ``min_films`` films at the site says "too few" rather
 than guess. Each check alarms at ``alpha`` (default 0.001, so that running the
 monitor after every film on a site like the validation films rarely alarms;
@@ -77,6 +87,7 @@ MONITORED_WARNINGS = ("lungs_not_found", "unfamiliar", "unstable")
 DEFAULT_ALPHA = 0.001
 DEFAULT_MIN_FILMS = 10
 DEFAULT_MAX_FALSE_ALERTS = 0.8
+DEFAULT_MAX_PREVALENCE = 0.3
 
 OK = "ok"
 ALARM = "alarm"
@@ -239,6 +250,16 @@ class Limits:
     # A false-alert share no site should accept: validation cannot show what it never held (a model that
     # alerted on every non-COVID-19 validation film passes the relative check wherever it goes).
     max_false_alerts: float | None = None
+    # The highest share of COVID-19 among the site's films. With max_false_alerts it caps the share of all
+    # results that may raise the alert, a check that needs no feedback.
+    max_prevalence: float | None = None
+
+    @property
+    def max_alert_rate(self) -> float | None:
+        """The most results that may raise the alert: every COVID-19 film, and the limit's share of the rest."""
+        if self.max_prevalence is None or self.max_false_alerts is None:
+            return None
+        return self.max_prevalence + (1.0 - self.max_prevalence) * self.max_false_alerts
 
 
 @dataclass(frozen=True)
@@ -294,6 +315,10 @@ def _rules(reference: Reference, limits: Limits) -> list[_Rule]:
         rules.append(_Rule("false_alert_limit", "Films confirmed not COVID-19 that raised the alert, against the "
                            "site's limit", *false_alerts, True, member=is_not_covid, hit=alerted,
                            limit=limits.max_false_alerts))
+    if limits.max_alert_rate is not None:
+        rules.append(_Rule("alert_rate_limit", "Results that raised the alert, against the most that the site's "
+                           "highest COVID-19 share and its false-alert limit allow", sum(reference.alerts.values()),
+                           reference.n, True, member=lambda film: True, hit=alerted, limit=limits.max_alert_rate))
     for index, name in enumerate(names):
         rules.append(_Rule(
             f"recall:{name}", f"Films confirmed {name} that the model called {name}",
@@ -449,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--simulate", action="store_true",
                         help="no change to the artifact: replay --subset as a site's stream and measure the monitor")
     parser.add_argument("--subset", default="test", choices=("test", "loso"))
-    parser.add_argument("--feedback", type=float, nargs="+", default=[1.0, 0.25, 0.1],
+    parser.add_argument("--feedback", type=float, nargs="+", default=[1.0, 0.25, 0.1, 0.0],
                         help="with --simulate: shares of films that get clinician feedback")
     parser.add_argument("--streams", type=int, default=200, help="with --simulate: random orders per feedback share")
     parser.add_argument("--length", type=int, default=None,
@@ -457,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
     parser.add_argument("--max-false-alerts", type=float, default=DEFAULT_MAX_FALSE_ALERTS,
                         help="with --simulate: the site's limit on the false-alert share")
+    parser.add_argument("--max-prevalence", type=float, default=DEFAULT_MAX_PREVALENCE,
+                        help="with --simulate: the site's highest share of COVID-19 films (0: no alert-rate check)")
     parser.add_argument("--out", type=Path, default=None,
                         help="with --simulate: write the results here (JSON) and the checks beside it (PNG)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -488,7 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     films = films_from_samples(predictor, samples, progress=progress, desc=args.subset)
-    limits = Limits(min_sensitivity=predictor.metadata.target_sensitivity, max_false_alerts=args.max_false_alerts)
+    limits = Limits(min_sensitivity=predictor.metadata.target_sensitivity, max_false_alerts=args.max_false_alerts,
+                    max_prevalence=args.max_prevalence or None)
     checks = run_checks(reference, films, limits=limits, alpha=args.alpha)
     site = {check.code: check.to_dict() for check in checks}
     results = simulate(reference, films, feedback_shares=args.feedback, streams=args.streams, limits=limits,
@@ -515,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
             "model": name, "sha256": predictor.metadata.sha256, "subset": args.subset, "n": len(films), "alpha": args.alpha, "stream_length": length,
-            "limits": asdict(limits),
+            "limits": {**asdict(limits), "max_alert_rate": limits.max_alert_rate},
             "reference": reference.to_dict(), "all_films_with_feedback": site,
             "simulations": [asdict(result) for result in results],
         }, indent=2) + "\n")

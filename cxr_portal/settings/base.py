@@ -262,6 +262,10 @@ CXR_MONITOR_MIN_FILMS = env.int("CXR_MONITOR_MIN_FILMS", default=10)
 # Beside the validation comparison: a false-alert share no site should accept (0: no limit); the sensitivity
 # limit is the version's own target sensitivity.
 CXR_MONITOR_MAX_FALSE_ALERTS = env.float("CXR_MONITOR_MAX_FALSE_ALERTS", default=0.8)
+# The highest share of COVID-19 among this site's films (0: no such check). With the false-alert limit it caps
+# the share of all results that may raise the alert, a check that needs no clinician feedback. Set it for the
+# site: a COVID-19 ward sends more than a general hospital's emergency department.
+CXR_MONITOR_MAX_PREVALENCE = env.float("CXR_MONITOR_MAX_PREVALENCE", default=0.3)
 CXR_MONITOR_EMAIL_RECIPIENTS = env.list("CXR_MONITOR_EMAIL_RECIPIENTS", default=[])
 CXR_ALERT_WEBHOOK_URL = env("CXR_ALERT_WEBHOOK_URL", default="")
 CXR_ALERT_WEBHOOK_SECRET = env("CXR_ALERT_WEBHOOK_SECRET", default="")

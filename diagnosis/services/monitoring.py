@@ -70,7 +70,8 @@ def reference_for(model_version: ModelVersion) -> tuple[Reference | None, Limits
     """The version's validation reference and the limits it is held to, or None and the reason in words.
 
     The sensitivity limit is the one the version promises (its target sensitivity); the
-    false-alert limit is the site's (CXR_MONITOR_MAX_FALSE_ALERTS, 0: none).
+    false-alert limit (CXR_MONITOR_MAX_FALSE_ALERTS) and the highest COVID-19 share
+    (CXR_MONITOR_MAX_PREVALENCE) are the site's, 0 meaning none.
     """
     from ml.artifact import load_metadata
 
@@ -88,7 +89,8 @@ def reference_for(model_version: ModelVersion) -> tuple[Reference | None, Limits
             "This model version has no validation reference: run python -m ml.monitoring --model %(path)s."
         ) % {"path": model_version.artifact_path}
     limits = Limits(min_sensitivity=metadata.target_sensitivity,
-                    max_false_alerts=settings.CXR_MONITOR_MAX_FALSE_ALERTS or None)
+                    max_false_alerts=settings.CXR_MONITOR_MAX_FALSE_ALERTS or None,
+                    max_prevalence=settings.CXR_MONITOR_MAX_PREVALENCE or None)
     return reference, limits, ""
 
 

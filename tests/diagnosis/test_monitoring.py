@@ -196,6 +196,24 @@ def test_the_sites_false_alert_limit_alarms_and_shows_on_the_page(
 
 
 @pytest.mark.django_db
+def test_more_alerts_than_the_sites_covid_share_allows_alarm_without_feedback(
+    monitored_model, patient, clinician, monkeypatch, settings
+):
+    settings.CXR_MONITOR_MAX_FALSE_ALERTS = 0.5
+    settings.CXR_MONITOR_MAX_PREVALENCE = 0.2  # at most 0.2 + 0.8 * 0.5 = 60% of results may raise the alert
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=20,
+             label="pneumonia", covid=0.99)  # no feedback: only the results themselves
+    report = monitoring.model_version_monitoring_report(model_version=monitored_model)
+    assert report.confirmed == 0
+    assert [check.code for check in report.alarms] == ["alert_rate_limit"]
+    ceiling = report.alarms[0]
+    assert (ceiling.site_hits, ceiling.site_n) == (20, 20) and ceiling.limit == pytest.approx(0.6)
+    settings.CXR_MONITOR_MAX_PREVALENCE = 0
+    report = monitoring.model_version_monitoring_report(model_version=monitored_model)
+    assert "alert_rate_limit" not in {check.code for check in report.checks} and report.status != ALARM
+
+
+@pytest.mark.django_db
 def test_command_prints_the_checks_and_records_on_request(monitored_model, patient, clinician, monkeypatch):
     import io
 

@@ -174,9 +174,31 @@ def test_sensitivity_below_the_promised_target_alarms(reference):
     assert checks["sensitivity_target"].site_rate == 0.75
 
 
+def test_the_alert_ceiling_follows_from_the_highest_covid_share_and_the_false_alert_limit():
+    assert Limits(max_prevalence=0.3, max_false_alerts=0.8).max_alert_rate == pytest.approx(0.86)
+    assert Limits(max_prevalence=0.3).max_alert_rate is None  # no false-alert limit: no ceiling
+    assert Limits(max_false_alerts=0.8).max_alert_rate is None
+
+
+def test_too_many_alerts_alarm_without_any_feedback(reference):
+    # The NIH failure with no clinician feedback at all: 9 in 10 films raise the alert, none is COVID-19.
+    limits = Limits(max_false_alerts=0.8, max_prevalence=0.3)
+    site = _films(np.random.default_rng(11), 600, accuracy=0.2, alert_if_not_covid=0.93,
+                  classes=("normal", "pneumonia"), confirmed=False)
+    checks = {check.code: check for check in run_checks(reference, site, limits=limits)}
+    assert checks["false_alert_limit"].status == TOO_FEW
+    ceiling = checks["alert_rate_limit"]
+    assert ceiling.status == ALARM and ceiling.site_n == 600 and ceiling.reference_rate == pytest.approx(0.86)
+    assert ceiling.site_hits == sum(film.alert for film in site)
+    assert (ceiling.reference_hits, ceiling.reference_n) == (sum(reference.alerts.values()), reference.n)
+    # A site that alerts as validation did, at a COVID-19 share within the ceiling's assumption, stays quiet.
+    calm = _films(np.random.default_rng(12), 600, accuracy=0.8, alert_if_not_covid=0.3, confirmed=False)
+    assert {c.code: c for c in run_checks(reference, calm, limits=limits)}["alert_rate_limit"].status == OK
+
+
 def test_simulation_with_limits_equals_the_slow_way(reference):
     films = _films(np.random.default_rng(10), 40, accuracy=0.7, alert_if_not_covid=0.85)
-    limits = Limits(min_sensitivity=0.95, max_false_alerts=0.6)
+    limits = Limits(min_sensitivity=0.95, max_false_alerts=0.6, max_prevalence=0.1)
     result, = simulate(reference, films, feedback_shares=[1.0], streams=4, limits=limits, alpha=0.01, seed=3)
     rng = np.random.default_rng(3)
     alarmed_at = []
@@ -220,7 +242,9 @@ def test_cli_stores_the_reference_then_replays_the_test_films(familiar_model_dir
                             "--streams", "5", "--feedback", "1.0", "0.5", "--out", str(out), "--quiet"]) == 0
     written = json.loads(out.read_text())
     assert [run["feedback_share"] for run in written["simulations"]] == [1.0, 0.5]
-    assert written["limits"] == {"min_sensitivity": 0.95, "max_false_alerts": 0.8}
+    assert written["limits"] == pytest.approx({"min_sensitivity": 0.95, "max_false_alerts": 0.8,
+                                               "max_prevalence": 0.3, "max_alert_rate": 0.86})
+    assert written["all_films_with_feedback"]["alert_rate_limit"]["site_n"] == written["n"]
     assert written["all_films_with_feedback"]["sensitivity"]["reference_n"] == reference["confusion"][0][0] + \
         sum(reference["confusion"][0][1:])
     assert out.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
