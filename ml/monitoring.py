@@ -374,14 +374,15 @@ class SimulationResult:
 
 def simulate(reference: Reference, films: Sequence[Film], *, feedback_shares: Sequence[float], streams: int = 200,
              limits: Limits = Limits(), alpha: float = DEFAULT_ALPHA, min_films: int = DEFAULT_MIN_FILMS, seed: int = 0,
-             length: int | None = None) -> list[SimulationResult]:
+             length: int | None = None, covid_share: float | None = None) -> list[SimulationResult]:
     """Replay ``films`` (with their true labels) in random orders, running the monitor after every film.
 
     For each of ``feedback_shares``: feedback, with the true label, arrives on
     that share of the films (the same seed, so the same orders, for each).
     With ``length``, each stream draws that many films with replacement (a
     longer stream than the collection, as a site sees over months) instead of
-    a permutation.
+    a permutation. With ``covid_share``, each draw is a COVID-19 film with that
+    probability (a site whose share of COVID-19 differs from the collection's).
     Equivalent to calling ``run_checks`` on every prefix of every stream, but
     with each rule's alarm boundary worked out once per count of films.
     """
@@ -392,6 +393,7 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_shares: Se
     hit = {seen: np.array([[bool(rule.hit(f)) for rule in rules] for f in pool], dtype=bool) & member[seen]
            for seen, pool in ((True, films), (False, blind))}
     length = len(films) if length is None else length
+    draw = _stream_order(films, length=length, covid_share=covid_share)
     boundaries = np.array([
         [critical_hits(site_n=n, p_value=lambda hits, rule=rule, n=n: rule.p_value(hits, n),
                        site_higher=rule.alarm_if_higher, alpha=alpha) if rule.usable else -2
@@ -401,17 +403,41 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_shares: Se
     higher = np.array([rule.alarm_if_higher for rule in rules])
     usable = np.array([rule.usable for rule in rules])
     return [_replay(rules=rules, member=member, hit=hit, boundaries=boundaries, higher=higher, usable=usable,
-                    count=len(films), length=length, feedback_share=share, streams=streams, min_films=min_films,
+                    draw=draw, length=length, feedback_share=share, streams=streams, min_films=min_films,
                     seed=seed) for share in feedback_shares]
 
 
-def _replay(*, rules, member, hit, boundaries, higher, usable, count: int, length: int, feedback_share: float,
+def _stream_order(films: Sequence[Film], *, length: int, covid_share: float | None) -> Callable:
+    """A function of a random generator giving one stream: the films' indices in the order the site sees them."""
+    count = len(films)
+    if covid_share is None:
+        if length == count:
+            return lambda rng: rng.permutation(count)
+        return lambda rng: rng.integers(0, count, length)
+    if not 0.0 <= covid_share <= 1.0:
+        raise ValueError("the COVID-19 share must lie between 0 and 1")
+    covid = np.array([film.confirmed == POSITIVE_CLASS for film in films], dtype=bool)
+    positives, others = np.flatnonzero(covid), np.flatnonzero(~covid)
+    if (covid_share > 0 and not len(positives)) or (covid_share < 1 and not len(others)):
+        raise ValueError("a COVID-19 share needs confirmed COVID-19 films and other films to draw from")
+
+    def order(rng: np.random.Generator) -> np.ndarray:
+        from_positives = rng.random(length) < covid_share
+        picked = np.empty(length, dtype=int)
+        picked[from_positives] = rng.choice(positives, int(from_positives.sum())) if len(positives) else []
+        picked[~from_positives] = rng.choice(others, int((~from_positives).sum())) if len(others) else []
+        return picked
+
+    return order
+
+
+def _replay(*, rules, member, hit, boundaries, higher, usable, draw: Callable, length: int, feedback_share: float,
             streams: int, min_films: int, seed: int) -> SimulationResult:
     rng = np.random.default_rng(seed)
     alarm_at: list[int] = []
     first_checks: dict[str, int] = {}
     for _ in range(streams):
-        order = rng.permutation(count) if length == count else rng.integers(0, count, length)
+        order = draw(rng)
         with_feedback = rng.random(length) < feedback_share
         members = np.where(with_feedback[:, None], member[True][order], member[False][order]).cumsum(axis=0)
         hits = np.where(with_feedback[:, None], hit[True][order], hit[False][order]).cumsum(axis=0)
@@ -479,6 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=200, help="with --simulate: random orders per feedback share")
     parser.add_argument("--length", type=int, default=None,
                         help="with --simulate: films per stream, drawn with replacement (default: each film once)")
+    parser.add_argument("--covid-share", type=float, default=None,
+                        help="with --simulate: draw each film as COVID-19 with this probability (with replacement; "
+                             "a site with another share of COVID-19 than the subset)")
     parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA)
     parser.add_argument("--max-false-alerts", type=float, default=DEFAULT_MAX_FALSE_ALERTS,
                         help="with --simulate: the site's limit on the false-alert share")
@@ -520,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = run_checks(reference, films, limits=limits, alpha=args.alpha)
     site = {check.code: check.to_dict() for check in checks}
     results = simulate(reference, films, feedback_shares=args.feedback, streams=args.streams, limits=limits,
-                       alpha=args.alpha, length=args.length)
+                       alpha=args.alpha, length=args.length, covid_share=args.covid_share)
     name = f"{predictor.metadata.name} {predictor.metadata.version}"
     print(f"{name}, {args.subset} films: {len(films)}, all with feedback:")
     print("| check | site | validation | p | status |")
@@ -532,7 +561,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"| {check['code']} | {check['site_hits']}/{check['site_n']} | {held_to} | {p_value} | "
               f"{check['status']} |")
     length = args.length or len(films)
-    print(f"\nStreams of {length} films, monitor after every film, alpha {args.alpha}:")
+    share = "" if args.covid_share is None else f", {args.covid_share:.0%} of them COVID-19"
+    print(f"\nStreams of {length} films{share}, monitor after every film, alpha {args.alpha}:")
     print("| feedback on | streams alarmed | median films to alarm | first alarms |")
     print("|---|---|---|---|")
     for result in results:
@@ -542,7 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({
-            "model": name, "sha256": predictor.metadata.sha256, "subset": args.subset, "n": len(films), "alpha": args.alpha, "stream_length": length,
+            "model": name, "sha256": predictor.metadata.sha256, "subset": args.subset, "n": len(films),
+            "alpha": args.alpha, "stream_length": length, "covid_share": args.covid_share,
             "limits": {**asdict(limits), "max_alert_rate": limits.max_alert_rate},
             "reference": reference.to_dict(), "all_films_with_feedback": site,
             "simulations": [asdict(result) for result in results],

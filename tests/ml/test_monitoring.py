@@ -196,6 +196,26 @@ def test_too_many_alerts_alarm_without_any_feedback(reference):
     assert {c.code: c for c in run_checks(reference, calm, limits=limits)}["alert_rate_limit"].status == OK
 
 
+def test_streams_at_another_covid_share_draw_that_share_and_can_break_the_ceilings_assumption(reference):
+    from ml.monitoring import _stream_order
+
+    films = ([Film("covid", True, (), "covid")] * 30 + [Film("normal", True, (), "normal")] * 9
+             + [Film("normal", False, (), "normal")] * 21)  # validation-like: the alert on 30% of the others
+    order = _stream_order(films, length=5000, covid_share=0.7)(np.random.default_rng(0))
+    assert np.mean([films[index].confirmed == "covid" for index in order]) == pytest.approx(0.7, abs=0.03)
+    with pytest.raises(ValueError, match="COVID-19 films and other films"):
+        _stream_order([Film("normal", False, (), "normal")] * 3, length=10, covid_share=0.5)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        _stream_order(films, length=10, covid_share=1.5)
+    # A model that alerts as on validation: quiet where 1 film in 10 is COVID-19, alarming where 19 in 20
+    # are (more than the 30% the ceiling assumes); no feedback at all.
+    limits = Limits(max_false_alerts=0.8, max_prevalence=0.3)
+    low, = simulate(reference, films, feedback_shares=[0.0], streams=20, length=400, covid_share=0.1, limits=limits)
+    high, = simulate(reference, films, feedback_shares=[0.0], streams=20, length=400, covid_share=0.95, limits=limits)
+    assert low.alarmed == 0.0
+    assert high.alarmed == 1.0 and high.first_checks == {"alert_rate_limit": 20}
+
+
 def test_simulation_with_limits_equals_the_slow_way(reference):
     films = _films(np.random.default_rng(10), 40, accuracy=0.7, alert_if_not_covid=0.85)
     limits = Limits(min_sensitivity=0.95, max_false_alerts=0.6, max_prevalence=0.1)
