@@ -10,9 +10,11 @@ another scanner. This refits temperature scaling (minimum NLL) and chooses the
 highest threshold whose sensitivity on that data reaches the target, at the
 given one-sided confidence. The network and model.tflite are untouched (the
 SHA-256 stays), so the artifact's name and version stay too; metadata.json
-records what was refitted, on what data, and the values it replaced. Give
-the result a new ``--version`` and register it as a new model version, so that
-every prediction keeps pointing at the operating point it was made with (the
+records what was refitted, on what data, and the values it replaced. The
+site monitor's reference (``ml.monitoring``) is rebuilt on the same films at
+the new operating point: alerts counted at the old threshold no longer
+describe the model that is served. Give the result a new ``--version`` and
+register it as a new model version, so that every prediction keeps pointing at the operating point it was made with (the
 portal refuses an already registered name and version whose temperature or
 threshold changed).
 
@@ -122,6 +124,24 @@ def _raw_probabilities(*, artifact_dir: Path, samples, progress: bool) -> tuple[
     return np.asarray(raw, dtype=np.float64), np.asarray(labels, dtype=int), skipped
 
 
+def _refresh_monitoring_reference(*, artifact_dir: Path, samples, description: str, progress: bool) -> dict:
+    """Replace the site monitor's reference with these films, run as the worker runs them at the new operating point.
+
+    The old reference counted alerts at the old threshold, so the monitor would compare the site with a model
+    that is no longer served. The films the operating point was fitted on are its new validation films.
+    """
+    from ml.inference import Predictor
+    from ml.monitoring import add_reference, films_from_samples, reference_from_films
+
+    predictor = Predictor.load(artifact_dir)
+    reference = reference_from_films(
+        films_from_samples(predictor, samples, progress=progress, desc="monitor reference"),
+        class_names=predictor.class_names, subset="recalibration",
+    )
+    add_reference(artifact_dir, reference)
+    return {"n": reference.n, "data": description}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from ml.evaluate import EvaluationError, select_samples
 
@@ -158,6 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             target_sensitivity=args.target_sensitivity, threshold_confidence=args.threshold_confidence or None,
             keep_temperature=args.keep_temperature, version=args.version, dry_run=args.dry_run,
         )
+        if not args.dry_run:
+            decoded = [sample for sample in samples if sample.key not in {item["file"] for item in skipped}]
+            record["monitoring_reference"] = _refresh_monitoring_reference(
+                artifact_dir=args.model, samples=decoded, description=description, progress=not args.quiet)
     except (EvaluationError, RecalibrationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ class MonitoringReport:
     results: int = 0
     confirmed: int = 0  # results whose clinician feedback names one of the model's classes
     problem: str = ""  # why there is no reference to compare with
+    reference: Reference | None = None
 
     @property
     def alarms(self) -> list[Check]:
@@ -106,7 +107,7 @@ def model_version_monitoring_report(*, model_version: ModelVersion, days: int | 
     checks = run_checks(reference, films, limits=limits, alpha=settings.CXR_MONITOR_ALPHA,
                         min_films=settings.CXR_MONITOR_MIN_FILMS)
     return MonitoringReport(model_version=model_version, since=since, status=overall_status(checks), checks=checks,
-                            results=len(films), confirmed=confirmed)
+                            results=len(films), confirmed=confirmed, reference=reference)
 
 
 def _alarm_summary(report: MonitoringReport) -> list[dict]:

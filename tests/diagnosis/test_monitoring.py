@@ -166,12 +166,27 @@ def test_monitor_page_shows_the_checks_and_a_chart_and_is_audited(
     assert 'data-testid="monitor-chart"' in page and "<svg" in page
     assert "12/12" in page and "12/120" in page
     assert "Alarm: this version behaves unlike its validation here" in page
+    assert "Compared with the version's 180 validation films." in page
     event = AuditEvent.objects.filter(action="model_version.monitoring_view").first()
     assert event.details == {"days": 30, "status": ALARM}
     # A window the page does not offer falls back to the default instead of failing.
     assert client.get(url, {"days": "abc"}).status_code == 200
     assert client.get(url, {"days": "7"}).status_code == 200
     assert client.get(reverse("diagnosis:model_version_monitoring", kwargs={"version_id": 999999})).status_code == 404
+
+
+@pytest.mark.django_db
+def test_after_recalibration_the_page_names_the_local_films_it_compares_with(db, tiny_model_dir, tmp_path,
+                                                                            administrator):
+    from tests.conftest import logged_in_client
+
+    path = tmp_path / "recalibrated"
+    shutil.copytree(tiny_model_dir, path)
+    add_reference(path, reference_from_films(VALIDATION[:60], subset="recalibration"))  # as ml.recalibrate stores
+    version = model_version_register(artifact_dir=path, activate=True)
+    page = logged_in_client(administrator).get(
+        reverse("diagnosis:model_version_monitoring", kwargs={"version_id": version.pk})).content.decode()
+    assert "Compared with the 60 local films the operating point was refitted on (ml.recalibrate)." in page
 
 
 @pytest.mark.django_db

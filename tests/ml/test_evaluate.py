@@ -199,6 +199,7 @@ def test_recalibrate_refits_temperature_and_threshold_and_keeps_the_model(artifa
 
     assert recalibrate.main(["--model", str(copy), "--data", str(data), "--dry-run", "--quiet"]) == 0
     assert load_metadata(copy).to_dict() == before.to_dict()
+    capsys.readouterr()
 
     assert recalibrate.main(["--model", str(copy), "--data", str(data), "--quiet"]) == 0
     after = load_metadata(copy)
@@ -211,6 +212,12 @@ def test_recalibrate_refits_temperature_and_threshold_and_keeps_the_model(artifa
     # 20 positives cannot prove 95% sensitivity: the threshold detects every one of them.
     assert record["metrics"]["covid_sensitivity"] == 1.0
     assert record["sensitivity_lower_bound"] == pytest.approx(0.05 ** (1 / 20), abs=1e-6)
+    # The site monitor's reference now describes the served operating point on the same 60 films.
+    reference = after.monitoring
+    assert reference["subset"] == "recalibration" and reference["n"] == 60
+    assert [sum(row) for row in reference["confusion"]] == [20, 20, 20]
+    assert reference["alerts"]["covid"] == 20  # every COVID-19 film alerts at the new threshold, as fitted
+    assert json.loads(capsys.readouterr().out)["monitoring_reference"]["n"] == 60
 
 
 def test_recalibrate_explains_data_without_covid(artifact, tmp_path, capsys):
