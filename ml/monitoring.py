@@ -114,6 +114,9 @@ class Reference:
     warnings: dict[str, int]  # films carrying each monitored warning
     n: int
     subset: str = "val"
+    # The temperature and COVID-19 threshold the films were run at (add_reference stamps them); None: stored
+    # before references carried it.
+    operating_point: dict | None = None
 
     def class_count(self, name: str) -> int:
         return int(sum(self.confusion[self.class_names.index(name)]))
@@ -127,8 +130,14 @@ class Reference:
             class_names=list(data["class_names"]), confusion=[[int(v) for v in row] for row in data["confusion"]],
             alerts={k: int(v) for k, v in data["alerts"].items()},
             warnings={k: int(v) for k, v in data["warnings"].items()}, n=int(data["n"]),
-            subset=data.get("subset", "val"),
+            subset=data.get("subset", "val"), operating_point=data.get("operating_point"),
         )
+
+    def counted_at(self, *, temperature: float, covid_threshold: float) -> bool:
+        """Whether the films were run at this operating point (an unstamped reference is taken as it is)."""
+        point = self.operating_point
+        return point is None or (math.isclose(point["temperature"], temperature, rel_tol=1e-9)
+                                 and math.isclose(point["covid_threshold"], covid_threshold, rel_tol=1e-9))
 
 
 def reference_from_films(films: Sequence[Film], *, class_names: Sequence[str] = CLASS_NAMES,
@@ -479,7 +488,8 @@ def add_reference(artifact_dir: Path, reference: Reference) -> None:
     from ml.artifact import load_metadata, save_metadata
 
     metadata = load_metadata(artifact_dir)
-    metadata.monitoring = reference.to_dict()
+    point = {"temperature": float(metadata.temperature), "covid_threshold": float(metadata.covid_threshold)}
+    metadata.monitoring = {**reference.to_dict(), "operating_point": point}
     save_metadata(artifact_dir=artifact_dir, metadata=metadata)
 
 

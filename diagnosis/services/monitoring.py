@@ -89,6 +89,12 @@ def reference_for(model_version: ModelVersion) -> tuple[Reference | None, Limits
         return None, Limits(), _(
             "This model version has no validation reference: run python -m ml.monitoring --model %(path)s."
         ) % {"path": model_version.artifact_path}
+    threshold = metadata.covid_threshold if model_version.covid_threshold is None else model_version.covid_threshold
+    if not reference.counted_at(temperature=model_version.temperature, covid_threshold=threshold):
+        return None, Limits(), _(
+            "This model version's validation reference was counted at another temperature or threshold: rebuild it "
+            "with python -m ml.monitoring --model %(path)s (or ml.recalibrate on the films it was refitted on)."
+        ) % {"path": model_version.artifact_path}
     limits = Limits(min_sensitivity=metadata.target_sensitivity,
                     max_false_alerts=settings.CXR_MONITOR_MAX_FALSE_ALERTS or None,
                     max_prevalence=settings.CXR_MONITOR_MAX_PREVALENCE or None)

@@ -190,6 +190,25 @@ def test_after_recalibration_the_page_names_the_local_films_it_compares_with(db,
 
 
 @pytest.mark.django_db
+def test_a_reference_counted_at_another_threshold_is_not_used(monitored_model, patient, clinician, monkeypatch):
+    import json
+
+    from ml.artifact import load_metadata
+
+    path = monitoring.artifact_dir_for(monitored_model)
+    assert load_metadata(path).monitoring["operating_point"] == {
+        "temperature": monitored_model.temperature, "covid_threshold": monitored_model.covid_threshold}
+    metadata = json.loads((path / "metadata.json").read_text())
+    metadata["monitoring"]["operating_point"]["covid_threshold"] += 0.1  # counted before a recalibration
+    (path / "metadata.json").write_text(json.dumps(metadata))
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="covid", covid=0.99, confirmed="normal")
+    report = monitoring.model_version_monitoring_report(model_version=monitored_model)
+    assert report.status == monitoring.NO_REFERENCE and report.results == 12
+    assert "counted at another temperature or threshold" in report.problem
+
+
+@pytest.mark.django_db
 def test_the_sites_false_alert_limit_alarms_and_shows_on_the_page(
     monitored_model, patient, clinician, administrator, monkeypatch, settings
 ):
