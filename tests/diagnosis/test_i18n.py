@@ -77,16 +77,23 @@ def test_spanish_catalogue_has_every_string_the_code_and_templates_mark(tmp_path
 
     if shutil.which("xgettext") is None:
         pytest.skip("xgettext (gettext) is not installed; .ci/run installs it so CI runs this check")
-    shutil.copytree(LOCALE_DIR, tmp_path / "locale")
+    # makemessages writes each file's strings into the locale folder above it (and ./locale), whatever
+    # LOCALE_PATHS says, so it runs on a copy of the project: run in place, it would add the new strings to the
+    # committed catalogue and then find nothing missing.
+    project = tmp_path / "project"
+    shutil.copytree(settings.BASE_DIR, project, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "var", "runs", "control", "test-artifacts", "static", "docs", "logs", "artifacts",
+        "__pycache__", "*.png", "*.tflite", "*.keras", "*.npz"))
+    committed_bytes = SPANISH_CATALOGUE.read_bytes()
     env = {**__import__("os").environ, "DJANGO_SETTINGS_MODULE": "tests.diagnosis.i18n_settings",
-           "CXR_TEST_LOCALE_DIR": str(tmp_path / "locale")}
+           "CXR_TEST_LOCALE_DIR": str(project / "locale")}
     subprocess.run(
         [sys.executable, "manage.py", "makemessages", "-l", "es", "--no-obsolete", "--no-location",
-         *[f"--ignore={name}" for name in (".venv", "var", "runs", "control", "bench", "test-artifacts", "static",
-                                           "docs", "tests")]],
-        cwd=settings.BASE_DIR, env=env, check=True, capture_output=True,
+         *[f"--ignore={name}" for name in ("bench", "tests")]],
+        cwd=project, env=env, check=True, capture_output=True,
     )
-    extracted = {entry.msgid for entry in polib.pofile(str(tmp_path / "locale" / "es" / "LC_MESSAGES" / "django.po"))}
+    assert SPANISH_CATALOGUE.read_bytes() == committed_bytes
+    extracted = {entry.msgid for entry in polib.pofile(str(project / "locale" / "es" / "LC_MESSAGES" / "django.po"))}
     committed = {entry.msgid for entry in polib.pofile(str(SPANISH_CATALOGUE))}
     assert extracted - committed == set(), "run makemessages -l es and translate the new strings"
 
