@@ -14,9 +14,9 @@ records what was refitted, on what data, and the values it replaced. The
 site monitor's reference (``ml.monitoring``) is rebuilt on the same films at
 the new operating point: alerts counted at the old threshold no longer
 describe the model that is served. Give the result a new ``--version`` and
-register it as a new model version, so that every prediction keeps pointing at the operating point it was made with (the
-portal refuses an already registered name and version whose temperature or
-threshold changed).
+register it as a new model version, so that every prediction keeps pointing
+at the operating point it was made with (the portal refuses an already
+registered name and version whose temperature or threshold changed).
 
 Never recalibrate on the data you will report test results on.
 """

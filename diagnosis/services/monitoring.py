@@ -24,7 +24,18 @@ from accounts.roles import RoleName
 from audit.services import audit_record
 from diagnosis.models import Feedback, ModelVersion, Prediction
 from ml.labels import CLASS_NAMES
-from ml.monitoring import ALARM, Check, Film, Limits, Reference, load_reference, overall_status, run_checks
+from ml.monitoring import (
+    ALARM,
+    Breach,
+    Check,
+    Film,
+    Limits,
+    Reference,
+    load_reference,
+    overall_status,
+    reference_breaches,
+    run_checks,
+)
 
 from .model_registry import artifact_dir_for, model_version_active
 
@@ -44,6 +55,8 @@ class MonitoringReport:
     confirmed: int = 0  # results whose clinician feedback names one of the model's classes
     problem: str = ""  # why there is no reference to compare with
     reference: Reference | None = None
+    # Limits the validation films already break: a failure the comparisons with validation cannot show.
+    breaches: list[Breach] = field(default_factory=list)
 
     @property
     def alarms(self) -> list[Check]:
@@ -113,7 +126,8 @@ def model_version_monitoring_report(*, model_version: ModelVersion, days: int | 
     checks = run_checks(reference, films, limits=limits, alpha=settings.CXR_MONITOR_ALPHA,
                         min_films=settings.CXR_MONITOR_MIN_FILMS)
     return MonitoringReport(model_version=model_version, since=since, status=overall_status(checks), checks=checks,
-                            results=len(films), confirmed=confirmed, reference=reference)
+                            results=len(films), confirmed=confirmed, reference=reference,
+                            breaches=reference_breaches(reference, limits))
 
 
 def _alarm_summary(report: MonitoringReport) -> list[dict]:

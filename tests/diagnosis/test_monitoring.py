@@ -248,6 +248,33 @@ def test_more_alerts_than_the_sites_covid_share_allows_alarm_without_feedback(
 
 
 @pytest.mark.django_db
+def test_a_version_whose_validation_already_breaks_a_limit_says_so_before_any_result(
+    db, tiny_model_dir, tmp_path, administrator
+):
+    from tests.conftest import logged_in_client
+
+    # The LOSO run without NIH: every non-COVID-19 validation film raised the alert.
+    path = tmp_path / "already-bad"
+    shutil.copytree(tiny_model_dir, path)
+    add_reference(path, reference_from_films([Film("covid", True, (), "covid")] * 30
+                                             + [Film("covid", True, (), "pneumonia")] * 20))
+    version = model_version_register(artifact_dir=path, activate=True)
+    report = monitoring.model_version_monitoring_report(model_version=version)
+    assert report.results == 0 and report.status == TOO_FEW
+    assert [(b.code, b.reference_hits, b.reference_n) for b in report.breaches] == [("false_alert_limit", 20, 20)]
+    page = logged_in_client(administrator).get(
+        reverse("diagnosis:model_version_monitoring", kwargs={"version_id": version.pk})).content.decode()
+    assert 'data-testid="monitor-breaches"' in page and "20/20 (limit 0.80)" in page
+    import io
+
+    from django.core.management import call_command
+
+    out = io.StringIO()
+    call_command("monitor_model", stdout=out)
+    assert "Validation already breaks false_alert_limit: 20/20 against the limit 80%" in out.getvalue()
+
+
+@pytest.mark.django_db
 def test_command_prints_the_checks_and_records_on_request(monitored_model, patient, clinician, monkeypatch):
     import io
 

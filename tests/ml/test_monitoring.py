@@ -15,6 +15,7 @@ from ml.monitoring import (
     critical_hits,
     fisher_one_sided,
     overall_status,
+    reference_breaches,
     reference_from_films,
     run_checks,
     simulate,
@@ -165,6 +166,20 @@ def test_a_model_that_was_already_bad_on_validation_alarms_only_against_the_limi
     checks = {check.code: check for check in run_checks(reference, site, limits=Limits(max_false_alerts=0.8))}
     assert checks["false_alert_limit"].status == ALARM
     assert checks["false_alert_limit"].reference_rate == 0.8
+    # Known before the first film: validation itself breaks the limit.
+    breach, = reference_breaches(reference, Limits(max_false_alerts=0.8, min_sensitivity=0.95, max_prevalence=0.3))
+    assert (breach.code, breach.reference_hits, breach.reference_n, breach.limit) == ("false_alert_limit", 20, 20, 0.8)
+
+
+def test_a_reference_within_its_limits_breaks_none(reference):
+    # The alert ceiling is not judged on validation, whose share of COVID-19 is not the site's: here a third
+    # of the validation films are COVID-19, so more of them alert than the ceiling allows a site without any.
+    others = reference.class_count("normal") + reference.class_count("pneumonia")
+    false_alerts = (reference.alerts["normal"] + reference.alerts["pneumonia"]) / others
+    limits = Limits(min_sensitivity=0.9, max_false_alerts=false_alerts + 0.01, max_prevalence=0.0)
+    assert sum(reference.alerts.values()) / reference.n > limits.max_alert_rate
+    assert reference_breaches(reference, limits) == []
+    assert [b.code for b in reference_breaches(reference, Limits(min_sensitivity=0.99))] == ["sensitivity_target"]
 
 
 def test_sensitivity_below_the_promised_target_alarms(reference):

@@ -27,6 +27,10 @@ class Command(BaseCommand):
         self.stdout.write(f"{version}, {window}: {report.results} results, {report.confirmed} confirmed by feedback")
         if report.problem:
             self.stdout.write(report.problem)
+        for breach in report.breaches:
+            self.stdout.write(self.style.WARNING(
+                f"Validation already breaks {breach.code}: {breach.reference_hits}/{breach.reference_n} against the "
+                f"limit {breach.limit:.0%}; the comparisons with validation cannot show this failure."))
         for check in report.checks:
             held_to = f"limit {check.limit:.0%}" if check.limit is not None else \
                 f"{check.reference_hits}/{check.reference_n} on validation"
