@@ -205,12 +205,26 @@ def _model_version_action(request, model_version_id: int, *, action: str, run, d
 @login_required
 @require_POST
 def model_version_activate_view(request, model_version_id: int):
-    """Promote a candidate, or roll back to a retired version: either way it becomes the one active version."""
+    """Promote a candidate, or roll back to a retired version: either way it becomes the one active version.
+
+    When the version's own validation films already break a limit the site monitor holds it to, the
+    administrator is told now: the monitor's comparisons with validation will never show that failure.
+    """
     from diagnosis.services.model_registry import model_version_activate
+    from diagnosis.services.monitoring import model_version_reference_breaches
+
+    def activate(version):
+        model_version_activate(model_version=version, actor=request.user)
+        for breach in model_version_reference_breaches(version):
+            messages.warning(request, _(
+                "On its own validation films %(model)s already breaks the site monitor's %(check)s limit "
+                "(%(hits)s of %(films)s films against %(limit)s). The monitor compares this site with those films, "
+                "so only its limit checks can show this failure: watch its first results closely."
+            ) % {"model": version, "check": breach.code, "hits": breach.reference_hits, "films": breach.reference_n,
+                 "limit": f"{breach.limit:.0%}"})
 
     return _model_version_action(request, model_version_id, action="model_version.activate",
-                                 done=_("%(model)s is now the active model."),
-                                 run=lambda version: model_version_activate(model_version=version, actor=request.user))
+                                 done=_("%(model)s is now the active model."), run=activate)
 
 
 @login_required

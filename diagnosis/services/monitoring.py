@@ -114,6 +114,12 @@ def reference_for(model_version: ModelVersion) -> tuple[Reference | None, Limits
     return reference, limits, ""
 
 
+def model_version_reference_breaches(model_version: ModelVersion) -> list[Breach]:
+    """The site's fixed limits that the version's validation films already break ([] without a usable reference)."""
+    reference, limits, _problem = reference_for(model_version)
+    return reference_breaches(reference, limits) if reference is not None else []
+
+
 def model_version_monitoring_report(*, model_version: ModelVersion, days: int | None = None) -> MonitoringReport:
     """The monitor's checks on the version's results of the last ``days`` days (None: all of them)."""
     since = timezone.now() - timedelta(days=days) if days else None

@@ -248,6 +248,12 @@ def test_more_alerts_than_the_sites_covid_share_allows_alarm_without_feedback(
 
 
 @pytest.mark.django_db
+def test_a_version_within_its_limits_on_validation_breaks_none(monitored_model):
+    # 57 of 60 COVID-19 validation films alerted (target 95%), 12 of 120 others (limit 80%).
+    assert monitoring.model_version_reference_breaches(monitored_model) == []
+
+
+@pytest.mark.django_db
 def test_a_version_whose_validation_already_breaks_a_limit_says_so_before_any_result(
     db, tiny_model_dir, tmp_path, administrator
 ):
@@ -272,6 +278,12 @@ def test_a_version_whose_validation_already_breaks_a_limit_says_so_before_any_re
     out = io.StringIO()
     call_command("monitor_model", stdout=out)
     assert "Validation already breaks false_alert_limit: 20/20 against the limit 80%" in out.getvalue()
+    # The administrator who activates it is told at once.
+    page = logged_in_client(administrator).post(reverse("administration:model_version_activate", args=[version.id]),
+                                                follow=True)
+    text = page.content.decode()
+    assert "already breaks the site monitor&#x27;s false_alert_limit limit (20 of 20 films against 80%)" in text
+    assert "is now the active model" in text
 
 
 @pytest.mark.django_db
