@@ -74,7 +74,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +104,14 @@ class Film:
     confirmed: str | None = None  # a class name from clinician feedback (or the dataset label); None: unknown
 
 
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The temperature and COVID-19 threshold a reference's films were run at."""
+
+    temperature: float
+    covid_threshold: float
+
+
 @dataclass
 class Reference:
     """What the model did on its validation films, where every label was known."""
@@ -114,9 +122,8 @@ class Reference:
     warnings: dict[str, int]  # films carrying each monitored warning
     n: int
     subset: str = "val"
-    # The temperature and COVID-19 threshold the films were run at (add_reference stamps them); None: stored
-    # before references carried it.
-    operating_point: dict | None = None
+    # Stamped by add_reference; None: stored before references carried it.
+    operating_point: OperatingPoint | None = None
 
     def class_count(self, name: str) -> int:
         return int(sum(self.confusion[self.class_names.index(name)]))
@@ -130,14 +137,9 @@ class Reference:
             class_names=list(data["class_names"]), confusion=[[int(v) for v in row] for row in data["confusion"]],
             alerts={k: int(v) for k, v in data["alerts"].items()},
             warnings={k: int(v) for k, v in data["warnings"].items()}, n=int(data["n"]),
-            subset=data.get("subset", "val"), operating_point=data.get("operating_point"),
+            subset=data.get("subset", "val"),
+            operating_point=OperatingPoint(**data["operating_point"]) if data.get("operating_point") else None,
         )
-
-    def counted_at(self, *, temperature: float, covid_threshold: float) -> bool:
-        """Whether the films were run at this operating point (an unstamped reference is taken as it is)."""
-        point = self.operating_point
-        return point is None or (math.isclose(point["temperature"], temperature, rel_tol=1e-9)
-                                 and math.isclose(point["covid_threshold"], covid_threshold, rel_tol=1e-9))
 
 
 def reference_from_films(films: Sequence[Film], *, class_names: Sequence[str] = CLASS_NAMES,
@@ -467,8 +469,8 @@ def _stream_order(films: Sequence[Film], *, length: int, covid_share: float | No
     def order(rng: np.random.Generator) -> np.ndarray:
         from_positives = rng.random(length) < covid_share
         picked = np.empty(length, dtype=int)
-        picked[from_positives] = rng.choice(positives, int(from_positives.sum())) if len(positives) else []
-        picked[~from_positives] = rng.choice(others, int((~from_positives).sum())) if len(others) else []
+        picked[from_positives] = rng.choice(positives, int(from_positives.sum()))  # no draws from an empty side
+        picked[~from_positives] = rng.choice(others, int((~from_positives).sum()))
         return picked
 
     return order
@@ -522,8 +524,8 @@ def add_reference(artifact_dir: Path, reference: Reference) -> None:
     from ml.artifact import load_metadata, save_metadata
 
     metadata = load_metadata(artifact_dir)
-    point = {"temperature": float(metadata.temperature), "covid_threshold": float(metadata.covid_threshold)}
-    metadata.monitoring = {**reference.to_dict(), "operating_point": point}
+    point = OperatingPoint(temperature=float(metadata.temperature), covid_threshold=float(metadata.covid_threshold))
+    metadata.monitoring = replace(reference, operating_point=point).to_dict()
     save_metadata(artifact_dir=artifact_dir, metadata=metadata)
 
 

@@ -37,7 +37,7 @@ from ml.monitoring import (
     run_checks,
 )
 
-from .model_registry import artifact_dir_for, model_version_active
+from .model_registry import artifact_dir_for, model_version_active, same_operating_point
 
 logger = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ def reference_for(model_version: ModelVersion) -> tuple[Reference | None, Limits
         return None, Limits(), _(
             "This model version has no validation reference: run python -m ml.monitoring --model %(path)s."
         ) % {"path": model_version.artifact_path}
-    threshold = metadata.covid_threshold if model_version.covid_threshold is None else model_version.covid_threshold
-    if not reference.counted_at(temperature=model_version.temperature, covid_threshold=threshold):
+    if reference.operating_point is not None and not same_operating_point(model_version, reference.operating_point):
         return None, Limits(), _(
             "This model version's validation reference was counted at another temperature or threshold: rebuild it "
             "with python -m ml.monitoring --model %(path)s (or ml.recalibrate on the films it was refitted on)."
