@@ -79,11 +79,17 @@ MONITOR_CHECKS = {
 }
 
 
-def monitor_check_description(code: str) -> str:
+def monitor_check_description(code: str, *, stratified: bool = False) -> str:
+    """What a site-monitor check counts; ``stratified``: compared within each class the model called."""
     kind, _separator, name = code.partition(":")
     if kind == "recall":
         return gettext("Films confirmed %(class)s that the model called %(class)s (lower than validation alarms)") % {
             "class": class_display_name(name)}
+    if kind == "warning" and stratified:
+        return gettext(
+            "Results marked “%(warning)s”, compared within each class the model called, since the warning is "
+            "commoner for some classes than others (higher than validation alarms)") % {
+            "warning": result_warning_label(name)}
     if kind == "warning":
         return gettext("Results marked “%(warning)s” (higher than validation alarms)") % {
             "warning": result_warning_label(name)}

@@ -355,6 +355,7 @@ def model_version_monitoring(request, version_id: int):
                  details={"days": days, "status": report.status})
     return render(request, "diagnosis/model_monitoring.html", {
         "report": report, "version": version, "days": days, "windows": windows,
-        "rows": [{"check": check, "description": monitor_check_description(check.code)} for check in report.checks],
+        "rows": [{"check": check, "description": monitor_check_description(
+            check.code, stratified=check.strata is not None)} for check in report.checks],
         "chart": monitoring_chart_svg(report.checks) if report.checks else "",
     })

@@ -35,7 +35,16 @@ counts), or with an exact binomial test against a fixed limit:
 
 - **Warnings** on every result, no feedback needed: the share of results
   carrying ``lungs_not_found``, ``unfamiliar`` or ``unstable``, higher than on
-  validation.
+  validation. How often a warning appears depends on what the model called the
+  film (on the production model's validation films ``unfamiliar`` marked 9 of
+  106 films called COVID-19 and 5 of 166 others, ``unstable`` the reverse), so
+  a site with more COVID-19 than validation would see more ``unfamiliar``
+  results with nothing wrong. The comparison is therefore made within each
+  predicted class (Fisher's exact test stratified by predicted class: the
+  site's hits summed over the classes, each class's hits hypergeometric given
+  its totals), and the validation rate shown is the one validation's per-class
+  rates give for the site's own mix of predicted classes. References stored
+  before the per-class counts were kept are compared as a whole.
 
 - **Alerts** on every result, no feedback needed (``alert_rate_limit``, an
   exact binomial test against a ceiling). If at most ``max_prevalence`` of the
@@ -124,9 +133,16 @@ class Reference:
     subset: str = "val"
     # Stamped by add_reference; None: stored before references carried it.
     operating_point: OperatingPoint | None = None
+    # Films carrying each monitored warning, per predicted class (class_names order); None: stored before
+    # references kept it, and the warning checks compare the whole of the films instead.
+    warnings_by_predicted: dict[str, list[int]] | None = None
 
     def class_count(self, name: str) -> int:
         return int(sum(self.confusion[self.class_names.index(name)]))
+
+    def predicted_counts(self) -> list[int]:
+        """The films the model called each class (the confusion matrix's columns)."""
+        return [int(sum(row[index] for row in self.confusion)) for index in range(len(self.class_names))]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -139,6 +155,9 @@ class Reference:
             warnings={k: int(v) for k, v in data["warnings"].items()}, n=int(data["n"]),
             subset=data.get("subset", "val"),
             operating_point=OperatingPoint(**data["operating_point"]) if data.get("operating_point") else None,
+            warnings_by_predicted={code: [int(v) for v in counts]
+                                   for code, counts in data["warnings_by_predicted"].items()}
+            if data.get("warnings_by_predicted") else None,
         )
 
 
@@ -149,6 +168,7 @@ def reference_from_films(films: Sequence[Film], *, class_names: Sequence[str] = 
     confusion = [[0] * len(names) for _ in names]
     alerts = {name: 0 for name in names}
     warnings = {code: 0 for code in MONITORED_WARNINGS}
+    by_predicted = {code: [0] * len(names) for code in MONITORED_WARNINGS}
     for film in films:
         if film.confirmed not in names:
             raise ValueError("every reference film needs its true class")
@@ -156,8 +176,9 @@ def reference_from_films(films: Sequence[Film], *, class_names: Sequence[str] = 
         alerts[film.confirmed] += int(film.alert)
         for code in MONITORED_WARNINGS:
             warnings[code] += int(code in film.warnings)
+            by_predicted[code][names.index(film.predicted)] += int(code in film.warnings)
     return Reference(class_names=names, confusion=confusion, alerts=alerts, warnings=warnings, n=len(films),
-                     subset=subset)
+                     subset=subset, warnings_by_predicted=by_predicted)
 
 
 def fisher_one_sided(*, site_hits: int, site_n: int, reference_hits: int, reference_n: int, site_higher: bool) -> float:
@@ -166,16 +187,56 @@ def fisher_one_sided(*, site_hits: int, site_n: int, reference_hits: int, refere
     Conditional on the total hits, the site's hits are hypergeometric; the
     p-value is the probability of a split at least as extreme as the one seen.
     """
-    total_n = site_n + reference_n
-    total_hits = site_hits + reference_hits
-    low, high = max(0, total_hits - reference_n), min(total_hits, site_n)
+    low, high = _site_hits_range(site_hits=site_hits, site_n=site_n, reference_hits=reference_hits,
+                                 reference_n=reference_n)
     outcomes = np.arange(site_hits, high + 1) if site_higher else np.arange(low, site_hits + 1)
     if len(outcomes) == 0:
         return 1.0
-    logs = (log_choose(total_hits, outcomes) + log_choose(total_n - total_hits, site_n - outcomes)
-            - log_choose(total_n, site_n))
+    logs = _log_hypergeometric(outcomes, site_n=site_n, reference_n=reference_n,
+                               total_hits=site_hits + reference_hits)
     top = logs.max()
     return float(min(1.0, np.exp(top) * np.exp(logs - top).sum()))
+
+
+def _site_hits_range(*, site_hits: int, site_n: int, reference_hits: int, reference_n: int) -> tuple[int, int]:
+    """The fewest and the most hits the site can hold, given both samples' sizes and their hits together."""
+    total_hits = site_hits + reference_hits
+    return max(0, total_hits - reference_n), min(total_hits, site_n)
+
+
+def _log_hypergeometric(outcomes: np.ndarray, *, site_n: int, reference_n: int, total_hits: int) -> np.ndarray:
+    """log P(the site holds ``outcomes`` of the ``total_hits``), the split being random."""
+    total_n = site_n + reference_n
+    return (log_choose(total_hits, outcomes) + log_choose(total_n - total_hits, site_n - outcomes)
+            - log_choose(total_n, site_n))
+
+
+def stratified_fisher_one_sided(strata: Sequence[tuple[int, int, int, int]], *, site_higher: bool) -> float:
+    """One-sided exact test that the site's rate is higher (or lower) than the reference's within strata.
+
+    ``strata`` holds (site_hits, site_n, reference_hits, reference_n) per
+    stratum. Under the null hypothesis the rate may differ between strata but
+    not between site and reference within one; given each stratum's totals,
+    the site's hits in it are hypergeometric and independent of the other
+    strata, so their sum has the convolution of those distributions (the exact
+    conditional test of a common odds ratio of 1, as in Mantel and Haenszel's
+    test). With one stratum it is ``fisher_one_sided``.
+    """
+    distribution, offset, observed = np.ones(1), 0, 0
+    for site_hits, site_n, reference_hits, reference_n in strata:
+        if not site_n:
+            continue
+        low, high = _site_hits_range(site_hits=site_hits, site_n=site_n, reference_hits=reference_hits,
+                                     reference_n=reference_n)
+        logs = _log_hypergeometric(np.arange(low, high + 1), site_n=site_n, reference_n=reference_n,
+                                   total_hits=site_hits + reference_hits)
+        probabilities = np.exp(logs - logs.max())
+        distribution = np.convolve(distribution, probabilities / probabilities.sum())
+        offset += low
+        observed += site_hits
+    index = observed - offset
+    tail = distribution[index:] if site_higher else distribution[:index + 1]
+    return float(min(1.0, tail.sum()))
 
 
 def critical_hits(*, site_n: int, p_value: Callable[[int], float], site_higher: bool, alpha: float) -> int:
@@ -227,15 +288,29 @@ class Check:
     p_value: float | None
     status: str
     limit: float | None = None  # a fixed rate the site is held to, instead of the validation films' rate
+    # For a check compared within predicted classes: [site_hits, site_n, reference_hits, reference_n] per class.
+    strata: list[list[int]] | None = None
 
     @property
     def site_rate(self) -> float | None:
         return self.site_hits / self.site_n if self.site_n else None
 
+    def _stratum_rates(self) -> list[tuple[float, int, float, int]]:
+        """(site share of films, site films, validation rate, validation films) per class the site has films in.
+
+        A class validation never predicted takes validation's overall rate (it adds nothing to the test).
+        """
+        overall = self.reference_hits / self.reference_n if self.reference_n else 0.0
+        return [(site_n / self.site_n, site_n, reference_hits / reference_n if reference_n else overall, reference_n)
+                for _hits, site_n, reference_hits, reference_n in self.strata if site_n]
+
     @property
     def reference_rate(self) -> float | None:
+        """The limit; or validation's rate, within predicted classes weighted by the site's own mix of them."""
         if self.limit is not None:
             return self.limit
+        if self.strata is not None and self.site_n:
+            return sum(share * rate for share, _n, rate, _m in self._stratum_rates())
         return self.reference_hits / self.reference_n if self.reference_n else None
 
     @property
@@ -244,8 +319,18 @@ class Check:
 
     @property
     def reference_interval(self) -> tuple[float, float] | None:
-        """The validation rate's own 95% interval (the validation films are a sample too); None for a limit."""
-        return None if self.limit is not None else wilson_interval(self.reference_hits, self.reference_n)
+        """The validation rate's own 95% interval (the validation films are a sample too); None for a limit.
+
+        Within predicted classes, a normal approximation: each class's rate varies with its own validation films.
+        """
+        if self.limit is not None:
+            return None
+        if self.strata is None or not self.site_n:
+            return wilson_interval(self.reference_hits, self.reference_n)
+        variance = sum(share * share * rate * (1.0 - rate) / reference_n
+                       for share, _n, rate, reference_n in self._stratum_rates() if reference_n)
+        rate, half = self.reference_rate, 1.96 * math.sqrt(variance)
+        return max(0.0, rate - half), min(1.0, rate + half)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "site_rate": self.site_rate, "reference_rate": self.reference_rate}
@@ -288,6 +373,9 @@ class _Rule:
     # Whether the validation films' own rate means the same as the site's: not for the share of all results
     # that alert, which depends on how many of the films are COVID-19.
     reference_comparable: bool = True
+    # Compared within strata: each film's stratum, and the reference's (hits, films) in each.
+    stratum: Callable[[Film], int] | None = None
+    reference_strata: tuple[tuple[int, int], ...] | None = None
 
     @property
     def usable(self) -> bool:
@@ -298,6 +386,13 @@ class _Rule:
             return binomial_tail(hits=hits, n=n, rate=self.limit, at_least=self.alarm_if_higher)
         return fisher_one_sided(site_hits=hits, site_n=n, reference_hits=self.reference_hits,
                                 reference_n=self.reference_n, site_higher=self.alarm_if_higher)
+
+    def stratified_p_value(self, site: Sequence[tuple[int, int]]) -> float:
+        """The p-value from the site's (hits, films) in each stratum."""
+        return stratified_fisher_one_sided(
+            [(hits, n, reference_hits, reference_n)
+             for (hits, n), (reference_hits, reference_n) in zip(site, self.reference_strata, strict=True)],
+            site_higher=self.alarm_if_higher)
 
 
 def _rules(reference: Reference, limits: Limits) -> list[_Rule]:
@@ -340,10 +435,17 @@ def _rules(reference: Reference, limits: Limits) -> list[_Rule]:
             reference.confusion[index][index], reference.class_count(name), False,
             member=lambda film, name=name: film.confirmed == name, hit=lambda film, name=name: film.predicted == name,
         ))
+    predicted = reference.predicted_counts()
+    by_predicted = reference.warnings_by_predicted or {}
     for code in MONITORED_WARNINGS:
+        stratified = code in by_predicted
         rules.append(_Rule(
-            f"warning:{code}", f"Results carrying the warning {code}", reference.warnings.get(code, 0), reference.n,
-            True, member=lambda film: True, hit=lambda film, code=code: code in film.warnings,
+            f"warning:{code}", f"Results carrying the warning {code}"
+            + (", compared within each class the model called" if stratified else ""),
+            reference.warnings.get(code, 0), reference.n, True, member=lambda film: True,
+            hit=lambda film, code=code: code in film.warnings,
+            stratum=(lambda film: names.index(film.predicted)) if stratified else None,
+            reference_strata=tuple(zip(by_predicted[code], predicted)) if stratified else None,
         ))
     return rules
 
@@ -356,14 +458,24 @@ def run_checks(reference: Reference, films: Iterable[Film], *, limits: Limits = 
     for rule in _rules(reference, limits):
         members = [film for film in films if rule.member(film)]
         hits = sum(bool(rule.hit(film)) for film in members)
+        site_strata = None
+        if rule.stratum is not None:
+            site_strata = [[0, 0] for _ in rule.reference_strata]
+            for film in members:
+                site_strata[rule.stratum(film)][0] += bool(rule.hit(film))
+                site_strata[rule.stratum(film)][1] += 1
         if len(members) < min_films or not rule.usable:
             p_value, status = None, TOO_FEW
         else:
-            p_value = rule.p_value(hits, len(members))
+            p_value = (rule.p_value(hits, len(members)) if site_strata is None
+                       else rule.stratified_p_value(site_strata))
             status = ALARM if p_value < alpha else OK
+        strata = None if site_strata is None else [
+            [*site, *reference] for site, reference in zip(site_strata, rule.reference_strata, strict=True)]
         checks.append(Check(code=rule.code, description=rule.description, site_hits=hits, site_n=len(members),
                             reference_hits=rule.reference_hits, reference_n=rule.reference_n,
-                            alarm_if_higher=rule.alarm_if_higher, p_value=p_value, status=status, limit=rule.limit))
+                            alarm_if_higher=rule.alarm_if_higher, p_value=p_value, status=status, limit=rule.limit,
+                            strata=strata))
     return checks
 
 
@@ -429,7 +541,9 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_shares: Se
     a permutation. With ``covid_share``, each draw is a COVID-19 film with that
     probability (a site whose share of COVID-19 differs from the collection's).
     Equivalent to calling ``run_checks`` on every prefix of every stream, but
-    with each rule's alarm boundary worked out once per count of films.
+    with each rule's alarm boundary worked out once per count of films (a rule
+    compared within strata has no single boundary: its p-value is worked out
+    only where a film could have moved it towards an alarm, and cached).
     """
     rules = _rules(reference, limits)
     blind = [Film(film.predicted, film.alert, film.warnings) for film in films]
@@ -439,17 +553,56 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_shares: Se
            for seen, pool in ((True, films), (False, blind))}
     length = len(films) if length is None else length
     draw = _stream_order(films, length=length, covid_share=covid_share)
+    by_boundary = np.array([rule.usable and rule.stratum is None for rule in rules])
     boundaries = np.array([
         [critical_hits(site_n=n, p_value=lambda hits, rule=rule, n=n: rule.p_value(hits, n),
-                       site_higher=rule.alarm_if_higher, alpha=alpha) if rule.usable else -2
-         for rule in rules]
+                       site_higher=rule.alarm_if_higher, alpha=alpha) if usable else -2
+         for rule, usable in zip(rules, by_boundary)]
         for n in range(length + 1)
     ])
     higher = np.array([rule.alarm_if_higher for rule in rules])
-    usable = np.array([rule.usable for rule in rules])
-    return [_replay(rules=rules, member=member, hit=hit, boundaries=boundaries, higher=higher, usable=usable,
-                    draw=draw, length=length, feedback_share=share, streams=streams, min_films=min_films,
-                    seed=seed) for share in feedback_shares]
+    stratified = [_StratifiedReplay(index=index, rule=rule, strata=np.array([rule.stratum(f) for f in films]),
+                                    alpha=alpha, min_films=min_films)
+                  for index, rule in enumerate(rules) if rule.usable and rule.stratum is not None]
+    return [_replay(rules=rules, member=member, hit=hit, boundaries=boundaries, higher=higher, usable=by_boundary,
+                    stratified=stratified, draw=draw, length=length, feedback_share=share, streams=streams,
+                    min_films=min_films, seed=seed) for share in feedback_shares]
+
+
+@dataclass
+class _StratifiedReplay:
+    """A rule compared within strata, replayed: the first film of a stream at which it alarms."""
+
+    index: int  # the rule's column
+    rule: _Rule
+    strata: np.ndarray  # each film's stratum
+    alpha: float
+    min_films: int
+    p_values: dict = field(default_factory=dict)  # (hits, films) per stratum -> p-value
+
+    def first_alarm(self, *, order: np.ndarray, member: np.ndarray, hit: np.ndarray, until: int) -> int | None:
+        """The first step (0-based, at most ``until``) at which the stream's films so far alarm; None if none.
+
+        ``member`` and ``hit`` say, step by step, whether the film counts and is a hit. A film
+        that is not a hit can only raise a higher-alarming p-value (and a hit a lower-alarming
+        one), so an alarm can start only where the other kind of film arrives, or where the
+        films first reach ``min_films``.
+        """
+        in_stratum = np.eye(len(self.rule.reference_strata), dtype=np.int64)[self.strata[order]]
+        films = (in_stratum * member[:, None]).cumsum(axis=0)
+        hits = (in_stratum * hit[:, None]).cumsum(axis=0)
+        enough = films.sum(axis=1) >= self.min_films
+        if not enough.any():
+            return None
+        moved = hit if self.rule.alarm_if_higher else member & ~hit
+        steps = np.union1d(np.flatnonzero(moved & enough), [np.argmax(enough)])
+        for step in steps[steps <= until]:
+            key = (tuple(hits[step]), tuple(films[step]))
+            if key not in self.p_values:
+                self.p_values[key] = self.rule.stratified_p_value(list(zip(*key)))
+            if self.p_values[key] < self.alpha:
+                return int(step)
+        return None
 
 
 def _stream_order(films: Sequence[Film], *, length: int, covid_share: float | None) -> Callable:
@@ -476,18 +629,28 @@ def _stream_order(films: Sequence[Film], *, length: int, covid_share: float | No
     return order
 
 
-def _replay(*, rules, member, hit, boundaries, higher, usable, draw: Callable, length: int, feedback_share: float,
-            streams: int, min_films: int, seed: int) -> SimulationResult:
+def _replay(*, rules, member, hit, boundaries, higher, usable, stratified: Sequence[_StratifiedReplay],
+            draw: Callable, length: int, feedback_share: float, streams: int, min_films: int,
+            seed: int) -> SimulationResult:
     rng = np.random.default_rng(seed)
     alarm_at: list[int] = []
     first_checks: dict[str, int] = {}
     for _ in range(streams):
         order = draw(rng)
         with_feedback = rng.random(length) < feedback_share
-        members = np.where(with_feedback[:, None], member[True][order], member[False][order]).cumsum(axis=0)
-        hits = np.where(with_feedback[:, None], hit[True][order], hit[False][order]).cumsum(axis=0)
+        member_steps = np.where(with_feedback[:, None], member[True][order], member[False][order])
+        hit_steps = np.where(with_feedback[:, None], hit[True][order], hit[False][order])
+        members, hits = member_steps.cumsum(axis=0), hit_steps.cumsum(axis=0)
         boundary = np.take_along_axis(boundaries, members, axis=0)
         alarms = usable & (members >= min_films) & np.where(higher, hits >= boundary, hits <= boundary)
+        fired = np.flatnonzero(alarms.any(axis=1))
+        until = int(fired[0]) if len(fired) else length - 1
+        for replay in stratified:
+            step = replay.first_alarm(order=order, member=member_steps[:, replay.index],
+                                      hit=hit_steps[:, replay.index], until=until)
+            if step is not None:
+                alarms[step, replay.index] = True
+                until = step
         fired = np.flatnonzero(alarms.any(axis=1))
         if len(fired):
             alarm_at.append(int(fired[0]) + 1)
@@ -607,6 +770,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p_value = "—" if check["p_value"] is None else f"{check['p_value']:.2g}"
         held_to = (f"limit {check['limit']:.0%}" if check["limit"] is not None
                    else f"{check['reference_hits']}/{check['reference_n']}")
+        if check["strata"] is not None and check["site_n"]:
+            held_to += f" ({check['reference_rate']:.1%} at the site's mix of predicted classes)"
         print(f"| {check['code']} | {check['site_hits']}/{check['site_n']} | {held_to} | {p_value} | "
               f"{check['status']} |")
     length = args.length or len(films)

@@ -170,7 +170,8 @@ def _monitoring_figure(checks: Sequence) -> Figure:
         if check.reference_interval is not None:
             axes.plot(check.reference_interval, [position + 0.25] * 2, color="#adb5bd", linewidth=2)
         axes.plot(check.reference_rate, position, "|", color="black", markersize=14,
-                  label="validation (grey: 95% interval) or limit" if position == 0 else None)
+                  label="validation (grey: 95% interval; warnings at this site's mix of predicted classes) or limit"
+                  if position == 0 else None)
     axes.set_yticks(range(len(rows)), [check.code for check in rows])
     axes.invert_yaxis()
     axes.set_xlim(0.0, 1.0)

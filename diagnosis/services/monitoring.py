@@ -137,7 +137,9 @@ def model_version_monitoring_report(*, model_version: ModelVersion, days: int | 
 
 def _alarm_summary(report: MonitoringReport) -> list[dict]:
     return [{"code": check.code, "site": [check.site_hits, check.site_n],
-             "validation": [check.reference_hits, check.reference_n], "limit": check.limit, "p_value": check.p_value}
+             "validation": [check.reference_hits, check.reference_n], "limit": check.limit, "p_value": check.p_value,
+             # compared within predicted classes: validation's rate at this site's mix of them
+             "validation_rate_at_site_mix": check.reference_rate if check.strata is not None else None}
             for check in report.alarms]
 
 
@@ -185,7 +187,10 @@ def _mail_administrators(*, version_id: int, alarms: list[dict]) -> None:
     def held_to(alarm: dict) -> str:
         if alarm.get("limit") is not None:
             return f"a limit of {alarm['limit']:.0%}"
-        return f"{alarm['validation'][0]}/{alarm['validation'][1]} on validation"
+        text = f"{alarm['validation'][0]}/{alarm['validation'][1]} on validation"
+        if alarm.get("validation_rate_at_site_mix") is not None:
+            text += f" ({alarm['validation_rate_at_site_mix']:.1%} at this site's mix of predicted classes)"
+        return text
 
     lines = [f"- {alarm['code']}: {alarm['site'][0]}/{alarm['site'][1]} here against {held_to(alarm)} "
              f"(p = {alarm['p_value']:.2g})" for alarm in alarms]

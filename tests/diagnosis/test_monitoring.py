@@ -190,6 +190,56 @@ def test_after_recalibration_the_page_names_the_local_films_it_compares_with(db,
 
 
 @pytest.mark.django_db
+def test_warnings_are_judged_within_each_predicted_class(db, tiny_model_dir, tmp_path, patient, clinician,
+                                                         administrator, monkeypatch, settings,
+                                                         django_capture_on_commit_callbacks):
+    """A site sending more COVID-19 sees more of a warning that is commoner on COVID-19 films: no alarm for that."""
+    import io
+
+    from django.core.management import call_command
+
+    from tests.conftest import logged_in_client
+
+    path = tmp_path / "warnings"
+    shutil.copytree(tiny_model_dir, path)
+    # On validation "unfamiliar" marked 10 of 50 films called COVID-19 and none of the 200 others.
+    validation = ([Film("covid", True, ("unfamiliar",), "covid")] * 10 + [Film("covid", True, (), "covid")] * 40
+                  + [Film("normal", False, (), "normal")] * 100 + [Film("pneumonia", False, (), "pneumonia")] * 100)
+    add_reference(path, reference_from_films(validation))
+    version = model_version_register(artifact_dir=path, activate=True)
+    settings.UPLOAD_RATE_LIMIT = 100  # one clinician uploads 60 films here
+    settings.CXR_MONITOR_MAX_PREVALENCE = 0  # this test is about the warnings, not the share of alerts
+    # 50 results, all called COVID-19, 10 of them unfamiliar: 20% against 4% of all validation films, but
+    # exactly validation's share among the films it called COVID-19.
+    _results(model=version, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=10,
+             label="covid", covid=0.99, warnings=["unfamiliar"])
+    _results(model=version, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=40,
+             label="covid", covid=0.99)
+    report = monitoring.model_version_monitoring_report(model_version=version)
+    unfamiliar = next(check for check in report.checks if check.code == "warning:unfamiliar")
+    assert unfamiliar.status == OK and (unfamiliar.site_hits, unfamiliar.site_n) == (10, 50)
+    assert unfamiliar.strata[0] == [10, 50, 10, 50]
+    assert unfamiliar.reference_rate == pytest.approx(0.2)
+    page = logged_in_client(administrator).get(
+        reverse("diagnosis:model_version_monitoring", kwargs={"version_id": version.pk})).content.decode()
+    assert "10/250 (4%)" in page and "20% at this site&#x27;s mix of predicted classes" not in page
+    assert "20% at this site's mix of predicted classes" in page
+    assert "compared within each class the model called" in page
+
+    # Films called normal that are unfamiliar, which validation never showed: an alarm, with the rate in the mail.
+    settings.CXR_MONITOR_EMAIL_RECIPIENTS = ["quality@hospital.example"]
+    _results(model=version, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=10,
+             label="normal", covid=0.01, warnings=["unfamiliar"])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert monitoring.monitor_active_model() == ALARM
+    assert "warning:unfamiliar: 20/60 here against 10/250 on validation (16.7% at this site's mix of predicted " \
+        "classes)" in mail.outbox[0].body
+    out = io.StringIO()
+    call_command("monitor_model", stdout=out)
+    assert "20/60 here, 10/250 on validation (16.7% at this site's mix of predicted classes)" in out.getvalue()
+
+
+@pytest.mark.django_db
 def test_a_reference_counted_at_another_threshold_is_not_used(monitored_model, patient, clinician, monkeypatch):
     import json
 

@@ -19,6 +19,7 @@ from ml.monitoring import (
     reference_from_films,
     run_checks,
     simulate,
+    stratified_fisher_one_sided,
 )
 
 
@@ -90,6 +91,126 @@ def test_reference_counts_confusion_alerts_and_warnings():
     assert reference.alerts == {"covid": 1, "normal": 1, "pneumonia": 0}
     assert reference.warnings == {"lungs_not_found": 0, "unfamiliar": 1, "unstable": 1}
     assert Reference.from_dict(reference.to_dict()) == reference
+
+
+def test_reference_counts_warnings_per_predicted_class():
+    films = [Film("covid", True, ("unfamiliar",), "covid"), Film("covid", True, ("unfamiliar", "unstable"), "normal"),
+             Film("normal", False, ("unstable",), "normal"), Film("pneumonia", False, (), "pneumonia")]
+    reference = reference_from_films(films)
+    assert reference.predicted_counts() == [2, 1, 1]
+    assert reference.warnings_by_predicted == {"lungs_not_found": [0, 0, 0], "unfamiliar": [2, 0, 0],
+                                               "unstable": [1, 1, 0]}
+    assert Reference.from_dict(reference.to_dict()) == reference
+
+
+def _stratified_tail(strata, higher):
+    """The exact one-sided p-value by enumerating every split of every stratum, in integers."""
+    from fractions import Fraction
+    from itertools import product
+
+    tables = []
+    for site_hits, site_n, reference_hits, reference_n in strata:
+        total_hits, total_n = site_hits + reference_hits, site_n + reference_n
+        tables.append({k: Fraction(math.comb(total_hits, k) * math.comb(total_n - total_hits, site_n - k),
+                                   math.comb(total_n, site_n))
+                       for k in range(max(0, total_hits - reference_n), min(total_hits, site_n) + 1)})
+    observed = sum(stratum[0] for stratum in strata)
+    tail = Fraction(0)
+    for split in product(*(table.items() for table in tables)):
+        total = sum(k for k, _ in split)
+        if (total >= observed) if higher else (total <= observed):
+            tail += math.prod((probability for _, probability in split), start=Fraction(1))
+    return float(tail)
+
+
+@pytest.mark.parametrize("higher", [True, False])
+def test_stratified_fisher_matches_exact_integer_arithmetic(higher):
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        strata = []
+        for _stratum in range(int(rng.integers(1, 4))):
+            site_n, reference_n = int(rng.integers(0, 15)), int(rng.integers(0, 40))
+            strata.append((int(rng.integers(0, site_n + 1)), site_n, int(rng.integers(0, reference_n + 1)),
+                           reference_n))
+        assert stratified_fisher_one_sided(strata, site_higher=higher) == pytest.approx(
+            _stratified_tail(strata, higher), rel=1e-9, abs=1e-15)
+
+
+def test_stratified_fisher_with_one_stratum_is_fisher():
+    for site_hits, site_n, reference_hits, reference_n in ((3, 4, 1, 4), (12, 95, 9, 102), (0, 10, 5, 50)):
+        for higher in (True, False):
+            assert stratified_fisher_one_sided([(site_hits, site_n, reference_hits, reference_n)],
+                                               site_higher=higher) == pytest.approx(
+                fisher_one_sided(site_hits=site_hits, site_n=site_n, reference_hits=reference_hits,
+                                 reference_n=reference_n, site_higher=higher), rel=1e-12)
+
+
+def _mixed_films(rng, n: int, *, covid_share: float, unfamiliar_if_covid: float, unfamiliar_otherwise: float):
+    """Films whose ``unfamiliar`` rate depends on what the model called them, as the production model's do."""
+    films = []
+    for _ in range(n):
+        covid = rng.random() < covid_share
+        label = "covid" if covid else str(rng.choice(["normal", "pneumonia"]))
+        unfamiliar = rng.random() < (unfamiliar_if_covid if covid else unfamiliar_otherwise)
+        films.append(Film(predicted=label, alert=covid, warnings=("unfamiliar",) if unfamiliar else (),
+                          confirmed=label))
+    return films
+
+
+def test_warnings_are_compared_within_predicted_classes_so_a_covid_heavy_site_is_not_an_alarm():
+    # Validation: 30% COVID-19, unfamiliar on 20% of films called COVID-19 and 1% of the others.
+    validation = _mixed_films(np.random.default_rng(12), 800, covid_share=0.3, unfamiliar_if_covid=0.2,
+                              unfamiliar_otherwise=0.01)
+    reference = reference_from_films(validation)
+    # A site with the same per-class rates but 95% COVID-19: more unfamiliar results, nothing wrong.
+    site = [Film(f.predicted, f.alert, f.warnings) for f in _mixed_films(
+        np.random.default_rng(13), 800, covid_share=0.95, unfamiliar_if_covid=0.2, unfamiliar_otherwise=0.01)]
+    check = next(c for c in run_checks(reference, site) if c.code == "warning:unfamiliar")
+    assert check.status == OK
+    assert "within each class" in check.description
+    assert check.site_rate > 2 * check.reference_hits / check.reference_n
+    # Validation's rate shown for the site is its per-class rates at the site's mix of predicted classes.
+    (covid_hits, covid_n, covid_ref_hits, covid_ref_n), *others = check.strata
+    other_n = sum(stratum[1] for stratum in others)
+    expected = (covid_n * covid_ref_hits / covid_ref_n
+                + sum(stratum[1] * stratum[2] / stratum[3] for stratum in others)) / (covid_n + other_n)
+    assert check.reference_rate == pytest.approx(expected)
+    low, high = check.reference_interval
+    assert low < check.reference_rate < high
+    # The same reference without the per-class counts (stored before they were kept) compares the whole.
+    whole = Reference.from_dict({**reference.to_dict(), "warnings_by_predicted": None})
+    old = next(c for c in run_checks(whole, site) if c.code == "warning:unfamiliar")
+    assert old.status == ALARM and old.strata is None
+    # And a site whose films called COVID-19 are unfamiliar twice as often alarms.
+    worse = [Film(f.predicted, f.alert, f.warnings) for f in _mixed_films(
+        np.random.default_rng(14), 800, covid_share=0.3, unfamiliar_if_covid=0.4, unfamiliar_otherwise=0.01)]
+    assert next(c for c in run_checks(reference, worse) if c.code == "warning:unfamiliar").status == ALARM
+
+
+def test_simulation_of_stratified_checks_equals_the_slow_way():
+    reference = reference_from_films(_mixed_films(np.random.default_rng(15), 300, covid_share=0.4,
+                                                  unfamiliar_if_covid=0.15, unfamiliar_otherwise=0.02))
+    films = _mixed_films(np.random.default_rng(16), 60, covid_share=0.5, unfamiliar_if_covid=0.4,
+                         unfamiliar_otherwise=0.1)
+    result, = simulate(reference, films, feedback_shares=[0.0], streams=8, alpha=0.01, seed=5)
+    rng = np.random.default_rng(5)
+    alarmed_at, first_checks = [], {}
+    for _ in range(8):
+        order = rng.permutation(len(films))
+        rng.random(len(films))  # the feedback draw: no film has feedback
+        stream = [Film(films[i].predicted, films[i].alert, films[i].warnings) for i in order]
+        for seen in range(1, len(stream) + 1):
+            alarming = [c.code for c in run_checks(reference, stream[:seen], alpha=0.01) if c.status == ALARM]
+            if alarming:
+                alarmed_at.append(seen)
+                for code in alarming:
+                    first_checks[code] = first_checks.get(code, 0) + 1
+                break
+    assert alarmed_at  # the stream is meant to alarm, on the stratified check
+    assert result.alarmed == len(alarmed_at) / 8
+    assert result.median_films_to_alarm == float(np.median(alarmed_at))
+    assert result.first_checks == dict(sorted(first_checks.items()))
+    assert "warning:unfamiliar" in result.first_checks
 
 
 def test_reference_refuses_films_without_truth():

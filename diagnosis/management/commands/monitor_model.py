@@ -34,6 +34,8 @@ class Command(BaseCommand):
         for check in report.checks:
             held_to = f"limit {check.limit:.0%}" if check.limit is not None else \
                 f"{check.reference_hits}/{check.reference_n} on validation"
+            if check.strata is not None and check.site_n:
+                held_to += f" ({check.reference_rate:.1%} at this site's mix of predicted classes)"
             p_value = "-" if check.p_value is None else f"p={check.p_value:.2g}"
             self.stdout.write(f"  {check.status:8} {check.code:26} {check.site_hits}/{check.site_n} here, "
                               f"{held_to}, {p_value}")
