@@ -31,7 +31,7 @@ from .services.model_registry import model_version_active
 from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
 from .services.reports import study_report_pdf
-from .texts import monitor_check_description
+from .texts import class_display_name, monitor_check_description
 from .upload_messages import upload_message_translated
 
 WORKLIST_PAGE_SIZE = 25
@@ -333,6 +333,16 @@ def model_versions(request):
 MONITOR_WINDOWS_DAYS = (30, 90, 365, 0)  # 0: every result of the version
 
 
+def _monitor_row(check, report) -> dict:
+    """A check for the monitor page; one compared within predicted classes also lists each class's counts."""
+    strata = []
+    if check.strata is not None:
+        strata = [{"name": class_display_name(name), "site": stratum[:2], "validation": stratum[2:]}
+                  for name, stratum in zip(report.reference.class_names, check.strata, strict=True)]
+    return {"check": check, "strata": strata,
+            "description": monitor_check_description(check.code, stratified=check.strata is not None)}
+
+
 @login_required
 @require_GET
 def model_version_monitoring(request, version_id: int):
@@ -355,7 +365,6 @@ def model_version_monitoring(request, version_id: int):
                  details={"days": days, "status": report.status})
     return render(request, "diagnosis/model_monitoring.html", {
         "report": report, "version": version, "days": days, "windows": windows,
-        "rows": [{"check": check, "description": monitor_check_description(
-            check.code, stratified=check.strata is not None)} for check in report.checks],
+        "rows": [_monitor_row(check, report) for check in report.checks],
         "chart": monitoring_chart_svg(report.checks) if report.checks else "",
     })

@@ -158,7 +158,7 @@ def plot_familiarity(
 def _monitoring_figure(checks: Sequence) -> Figure:
     """Each site rate (ml.monitoring.Check) with its 95% interval against the validation rate; alarms in red."""
     rows = [check for check in checks if check.site_n and check.reference_n]
-    figure = Figure(figsize=(7.0, 0.45 * max(len(rows), 1) + 1.0))
+    figure = Figure(figsize=(7.0, 0.45 * max(len(rows), 1) + 1.5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for position, check in enumerate(rows):
@@ -176,8 +176,8 @@ def _monitoring_figure(checks: Sequence) -> Figure:
     axes.invert_yaxis()
     axes.set_xlim(0.0, 1.0)
     axes.set_xlabel("share of films")
-    if rows:
-        axes.legend(loc="lower right", fontsize="small")
+    if rows:  # below the axes, where it hides no check
+        axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), fontsize="small")
     else:
         axes.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=axes.transAxes)
     figure.tight_layout()
