@@ -442,7 +442,10 @@ def _rules(reference: Reference, limits: Limits) -> list[_Rule]:
         rules.append(_Rule(
             f"warning:{code}", f"Results carrying the warning {code}"
             + (", compared within each class the model called" if stratified else ""),
-            reference.warnings.get(code, 0), reference.n, True, member=lambda film: True,
+            reference.warnings.get(code, 0), reference.n, True,
+            # a result whose class the reference does not know has no stratum (it cannot happen for the
+            # version's own results, but a page must not fail on one)
+            member=(lambda film: film.predicted in names) if stratified else (lambda film: True),
             hit=lambda film, code=code: code in film.warnings,
             stratum=(lambda film: names.index(film.predicted)) if stratified else None,
             reference_strata=tuple(zip(by_predicted[code], predicted)) if stratified else None,
@@ -561,7 +564,8 @@ def simulate(reference: Reference, films: Sequence[Film], *, feedback_shares: Se
         for n in range(length + 1)
     ])
     higher = np.array([rule.alarm_if_higher for rule in rules])
-    stratified = [_StratifiedReplay(index=index, rule=rule, strata=np.array([rule.stratum(f) for f in films]),
+    stratified = [_StratifiedReplay(index=index, rule=rule,
+                                    strata=np.array([rule.stratum(f) if rule.member(f) else 0 for f in films]),
                                     alpha=alpha, min_films=min_films)
                   for index, rule in enumerate(rules) if rule.usable and rule.stratum is not None]
     return [_replay(rules=rules, member=member, hit=hit, boundaries=boundaries, higher=higher, usable=by_boundary,

@@ -187,6 +187,12 @@ def test_warnings_are_compared_within_predicted_classes_so_a_covid_heavy_site_is
     assert next(c for c in run_checks(reference, worse) if c.code == "warning:unfamiliar").status == ALARM
 
 
+def test_a_result_of_an_unknown_class_is_left_out_of_the_warning_checks_instead_of_failing(reference):
+    films = [Film("covid", True, ("unfamiliar",))] * 12 + [Film("retired-label", False, ("unfamiliar",))]
+    check = next(c for c in run_checks(reference, films) if c.code == "warning:unfamiliar")
+    assert (check.site_hits, check.site_n) == (12, 12)
+
+
 def test_simulation_of_stratified_checks_equals_the_slow_way():
     reference = reference_from_films(_mixed_films(np.random.default_rng(15), 300, covid_share=0.4,
                                                   unfamiliar_if_covid=0.15, unfamiliar_otherwise=0.02))
