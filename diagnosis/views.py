@@ -333,6 +333,16 @@ def model_versions(request):
 MONITOR_WINDOWS_DAYS = (30, 90, 365, 0)  # 0: every result of the version
 
 
+def _predicted_mix(report) -> list[dict]:
+    """Per class the model called: results here and validation films, for the page's case-mix table."""
+    if report.reference is None or not report.results:
+        return []
+    validation = report.reference.predicted_counts()
+    return [{"name": class_display_name(name), "site": report.predicted.get(name, 0), "site_n": report.results,
+             "validation": validation[index], "validation_n": report.reference.n}
+            for index, name in enumerate(report.reference.class_names)]
+
+
 def _monitor_row(check, report) -> dict:
     """A check for the monitor page; one compared within predicted classes also lists each class's counts."""
     strata = []
@@ -366,5 +376,6 @@ def model_version_monitoring(request, version_id: int):
     return render(request, "diagnosis/model_monitoring.html", {
         "report": report, "version": version, "days": days, "windows": windows,
         "rows": [_monitor_row(check, report) for check in report.checks],
+        "mix": _predicted_mix(report),
         "chart": monitoring_chart_svg(report.checks) if report.checks else "",
     })

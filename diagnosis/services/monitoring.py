@@ -57,6 +57,9 @@ class MonitoringReport:
     reference: Reference | None = None
     # Limits the validation films already break: a failure the comparisons with validation cannot show.
     breaches: list[Breach] = field(default_factory=list)
+    # Results here per class the model called: the case mix that the warning checks are weighted by and
+    # that the ceiling on alerts assumes.
+    predicted: dict[str, int] = field(default_factory=dict)
 
     @property
     def alarms(self) -> list[Check]:
@@ -130,9 +133,10 @@ def model_version_monitoring_report(*, model_version: ModelVersion, days: int | 
                                 confirmed=confirmed, problem=problem)
     checks = run_checks(reference, films, limits=limits, alpha=settings.CXR_MONITOR_ALPHA,
                         min_films=settings.CXR_MONITOR_MIN_FILMS)
+    predicted = {name: sum(film.predicted == name for film in films) for name in reference.class_names}
     return MonitoringReport(model_version=model_version, since=since, status=overall_status(checks), checks=checks,
                             results=len(films), confirmed=confirmed, reference=reference,
-                            breaches=reference_breaches(reference, limits))
+                            breaches=reference_breaches(reference, limits), predicted=predicted)
 
 
 def _alarm_summary(report: MonitoringReport) -> list[dict]:

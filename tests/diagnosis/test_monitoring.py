@@ -226,6 +226,8 @@ def test_warnings_are_judged_within_each_predicted_class(db, tiny_model_dir, tmp
     assert "20% at this site's mix of predicted classes" in page
     assert "compared within each class the model called" in page
     assert "COVID-19: 10/50 here, 10/50 on validation" in page and "No findings: 0/0 here, 0/100 on validation" in page
+    assert report.predicted == {"covid": 50, "normal": 0, "pneumonia": 0}
+    assert "<tr><td>COVID-19</td><td>50 (100%)</td><td>50 (20%)</td></tr>" in page
 
     # Films called normal that are unfamiliar, which validation never showed: an alarm, with the rate in the mail.
     settings.CXR_MONITOR_EMAIL_RECIPIENTS = ["quality@hospital.example"]
