@@ -240,6 +240,8 @@ def test_warnings_are_judged_within_each_predicted_class(db, tiny_model_dir, tmp
     out = io.StringIO()
     call_command("monitor_model", stdout=out)
     assert "20/60 here, 10/250 on validation (16.7% at this site's mix of predicted classes)" in out.getvalue()
+    assert "Called by the model, here against validation: covid 50/60 against 50/250, normal 10/60 against " \
+        "100/250, pneumonia 0/60 against 100/250" in out.getvalue()
 
 
 @pytest.mark.django_db
