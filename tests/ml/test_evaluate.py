@@ -217,6 +217,9 @@ def test_recalibrate_refits_temperature_and_threshold_and_keeps_the_model(artifa
     assert reference["subset"] == "recalibration" and reference["n"] == 60
     assert [sum(row) for row in reference["confusion"]] == [20, 20, 20]
     assert reference["alerts"]["covid"] == 20  # every COVID-19 film alerts at the new threshold, as fitted
+    # Its warnings are counted per predicted class too, for the warning checks compared within classes.
+    for code, total in reference["warnings"].items():
+        assert sum(reference["warnings_by_predicted"][code]) == total
     assert json.loads(capsys.readouterr().out)["monitoring_reference"]["n"] == 60
 
 

@@ -39,6 +39,7 @@ def test_artifact_folder_is_complete(tiny_artifact):
     reference = metadata.monitoring
     assert reference["n"] == 12 and sum(map(sum, reference["confusion"])) == 12
     assert [sum(row) for row in reference["confusion"]] == [4, 4, 4]
+    assert {code: sum(counts) for code, counts in reference["warnings_by_predicted"].items()} == reference["warnings"]
     assert set(json.loads((path / "split.json").read_text())) >= {"train", "val"}
     assert metadata.training["tflite_max_abs_difference"] <= 1e-4
 
