@@ -179,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep_temperature=args.keep_temperature, version=args.version, dry_run=args.dry_run,
         )
         if not args.dry_run:
-            decoded = [sample for sample in samples if sample.key not in {item["file"] for item in skipped}]
+            undecodable = {item["file"] for item in skipped}
+            decoded = [sample for sample in samples if sample.key not in undecodable]
             record["monitoring_reference"] = _refresh_monitoring_reference(
                 artifact_dir=args.model, samples=decoded, description=description, progress=not args.quiet)
     except (EvaluationError, RecalibrationError) as error:
