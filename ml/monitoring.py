@@ -460,13 +460,15 @@ def run_checks(reference: Reference, films: Iterable[Film], *, limits: Limits = 
     checks = []
     for rule in _rules(reference, limits):
         members = [film for film in films if rule.member(film)]
-        hits = sum(bool(rule.hit(film)) for film in members)
+        member_hits = [bool(rule.hit(film)) for film in members]
+        hits = sum(member_hits)
         site_strata = None
         if rule.stratum is not None:
             site_strata = [[0, 0] for _ in rule.reference_strata]
-            for film in members:
-                site_strata[rule.stratum(film)][0] += bool(rule.hit(film))
-                site_strata[rule.stratum(film)][1] += 1
+            for film, hit in zip(members, member_hits):
+                stratum = site_strata[rule.stratum(film)]
+                stratum[0] += hit
+                stratum[1] += 1
         if len(members) < min_films or not rule.usable:
             p_value, status = None, TOO_FEW
         else:
