@@ -335,12 +335,11 @@ MONITOR_WINDOWS_DAYS = (30, 90, 365, 0)  # 0: every result of the version
 
 def _predicted_mix(report) -> list[dict]:
     """Per class the model called: results here and validation films, for the page's case-mix table."""
-    if report.reference is None or not report.results:
+    if not report.results:
         return []
-    validation = report.reference.predicted_counts()
-    return [{"name": class_display_name(name), "site": report.predicted.get(name, 0), "site_n": report.results,
-             "validation": validation[index], "validation_n": report.reference.n}
-            for index, name in enumerate(report.reference.class_names)]
+    return [{"name": class_display_name(name), "site": site, "site_n": report.results,
+             "validation": validation, "validation_n": report.reference.n}
+            for name, site, validation in report.predicted_mix]
 
 
 def _monitor_row(check, report) -> dict:

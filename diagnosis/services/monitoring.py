@@ -65,6 +65,15 @@ class MonitoringReport:
     def alarms(self) -> list[Check]:
         return [check for check in self.checks if check.status == ALARM]
 
+    @property
+    def predicted_mix(self) -> list[tuple[str, int, int]]:
+        """(class, results here the model called it, validation films it called it), in the reference's order."""
+        if self.reference is None:
+            return []
+        validation = self.reference.predicted_counts()
+        return [(name, self.predicted.get(name, 0), validation[index])
+                for index, name in enumerate(self.reference.class_names)]
+
 
 def site_films(*, model_version: ModelVersion, since: datetime | None = None) -> list[Film]:
     """The version's results here; the truth where the latest clinician feedback names a class."""

@@ -27,11 +27,10 @@ class Command(BaseCommand):
         self.stdout.write(f"{version}, {window}: {report.results} results, {report.confirmed} confirmed by feedback")
         if report.problem:
             self.stdout.write(report.problem)
-        if report.reference is not None and report.results:
-            validation = report.reference.predicted_counts()
+        if report.predicted_mix and report.results:
             self.stdout.write("Called by the model, here against validation: " + ", ".join(
-                f"{name} {report.predicted.get(name, 0)}/{report.results} against {validation[index]}/"
-                f"{report.reference.n}" for index, name in enumerate(report.reference.class_names)))
+                f"{name} {site}/{report.results} against {validation}/{report.reference.n}"
+                for name, site, validation in report.predicted_mix))
         for breach in report.breaches:
             self.stdout.write(self.style.WARNING(
                 f"Validation already breaks {breach.code}: {breach.reference_hits}/{breach.reference_n} against the "
