@@ -85,11 +85,27 @@ def comparison_markdown(metrics_list: Sequence[dict]) -> str:
             s = (m.get("per_source") or {}).get(source)
             values.append("n/a" if s is None else f"{fmt(s['accuracy'], s['accuracy_ci'])} (n={s['n']})")
         lines.append(f"| accuracy on source {source} | " + " | ".join(values) + " |")
+    for representation, label in (("features", "features"), ("outputs", "answers")):
+        probed = sorted({class_name for m in metrics_list for class_name, probe in
+                         _probe(m, representation).items() if probe})
+        for class_name in probed:
+            values = []
+            for m in metrics_list:
+                probe = _probe(m, representation).get(class_name)
+                values.append("n/a" if not probe else fmt(probe["auc"], probe["auc_ci"]))
+            lines.append(f"| collection readable within {class_name} from the model's {label} (probe AUC) | "
+                         + " | ".join(values) + " |")
     loso = [_loso_runs(m) for m in metrics_list]
     for source in sorted({source for runs in loso for source in runs}):
         values = [fmt(runs[source]["covid_auc"]) if source in runs else "n/a" for runs in loso]
         lines.append(f"| COVID-19 AUC, retrained without {source} and tested on it (LOSO) | " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _probe(m: dict, representation: str) -> dict[str, dict | None]:
+    """This evaluation's ml.source_probe results for one representation, by class (empty without sources)."""
+    probes = (m.get("shortcut_audit") or {}).get("source_probe") or {}
+    return (probes.get(representation) or {}).get("by_class") or {}
 
 
 def _loso_runs(m: dict) -> dict[str, dict]:

@@ -244,6 +244,7 @@ def evaluate_artifact(
     )
     from ml.report import write_report
     from ml.shortcut_audit import load_loso, run_shortcut_audit
+    from ml.source_probe import probe_model
     from ml.stability import PERTURBATIONS, changed_films, probability_changes, summarize_stability
 
     artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
@@ -261,6 +262,7 @@ def evaluate_artifact(
 
     kept, skipped = [], []
     probabilities, raw_probabilities, model_inputs, lung_masks, familiarity_scores = [], [], [], [], []
+    features = []
     perturbed_probabilities = {perturbation.name: [] for perturbation in PERTURBATIONS}
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc=f"evaluating {metadata.name}", unit="batch", disable=not progress):
@@ -278,6 +280,7 @@ def evaluate_artifact(
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
             familiarity_scores.append(result.familiarity_score)
+            features.append(predictor.features(result.model_input[..., None]))
         for film in pixels:
             for perturbation, changed_film in changed_films(film):
                 changed = predictor.calibrated_probabilities(changed_film)
@@ -334,6 +337,17 @@ def evaluate_artifact(
             )
             heatmap_indices.append(int(index))
 
+    source_probe = None
+    if per_source is not None:
+        source_probe = {
+            name: probe.to_dict()
+            for name, probe in probe_model(
+                model_inputs=model_inputs, features=np.stack(features), probabilities=probabilities, y_true=y_true,
+                sources=source_names, patients=patients, class_names=class_names, seed=seed,
+                n_resamples=n_resamples,
+            ).items()
+        }
+
     def predict_model_inputs(batch: np.ndarray) -> np.ndarray:
         raw = predictor.predict_model_inputs(batch)
         return apply_temperature(raw, metadata.temperature)
@@ -352,6 +366,7 @@ def evaluate_artifact(
         fill_value=lung_region.blank_value,
         seed=seed,
         n_resamples=n_resamples,
+        source_probe=source_probe,
     )
 
     stability = summarize_stability(

@@ -63,6 +63,7 @@ class Predictor:
         self.config = PreprocessConfig.from_dict(metadata.preprocessing)
         self._interpreter = interpreter
         self._keras_model = None
+        self._keras_features_model = None
         self._cam_interpreter = cam_interpreter
         self._positive_index = self.class_names.index(POSITIVE_CLASS)
         self._features_interpreter = features_interpreter
@@ -156,6 +157,21 @@ class Predictor:
             return None, None
         features, class_maps = split_outputs(run_interpreter_outputs(self._features_interpreter, model_input))
         return float(self._familiarity.scores(features[None])[0]), class_maps
+
+    def features(self, model_input: np.ndarray) -> np.ndarray:
+        """The pooled features (C,) the classifier head reads, for one model input (S, S, 1).
+
+        From features.tflite when the artifact has it; otherwise from Keras (loaded on first use).
+        """
+        if self._features_interpreter is not None:
+            return split_outputs(run_interpreter_outputs(self._features_interpreter, model_input))[0]
+        if self._keras_features_model is None:
+            from ml.familiarity import features_model
+
+            self._keras_features_model = features_model(self.keras_model)
+        outputs = self._keras_features_model([model_input[None]], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return split_outputs([np.asarray(output)[0] for output in outputs])[0]
 
     def calibrated_probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities of one decoded film, nothing else (no warnings, heatmap or checks)."""

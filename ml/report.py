@@ -88,11 +88,46 @@ def audit_lines(audit: dict) -> list[str]:
     lines.append("")
     lines += [f"- {finding}" for finding in audit["findings"]]
     lines.append("")
+    if audit.get("source_probe"):
+        lines += source_probe_lines(audit["source_probe"])
     loso = audit.get("loso")
     if loso:
         lines += ["### Leave-one-source-out (from the artifact's loso.json)", ""]
         lines += loso_lines(loso)
     return lines
+
+
+def source_probe_lines(probes: dict) -> list[str]:
+    """The ml.source_probe table: per class, how well the collection can be read off each representation."""
+    names = [name for name in ("input", "features", "outputs") if name in probes]
+    classes = list(probes[names[0]]["by_class"]) if names else []
+    rows = []
+    for class_name in classes:
+        first = next((probes[name]["by_class"].get(class_name) for name in names
+                      if probes[name]["by_class"].get(class_name)), None)
+        if first is None:
+            continue
+        sources = ", ".join(f"{source} {count} ({first['patients'][source]} patients)"
+                            for source, count in first["sources"].items())
+        cells = [class_name, sources]
+        for name in names:
+            probe = probes[name]["by_class"].get(class_name)
+            cells.append(fmt(probe["auc"], probe["auc_ci"]) if probe else "n/a")
+        cells.append(str(first["folds"]))
+        rows.append(cells)
+    lines = [
+        "### Can the collection be read within a class? (source probe)",
+        "",
+        "A linear probe (logistic regression, patient-grouped cross-validation) tries to tell the sources of "
+        "films of one true class apart. AUC 0.5: the collection cannot be read; 1: it can. Collections of one "
+        "class may also differ in what they show, so a high AUC is a warning, not proof of a shortcut.",
+        "",
+    ]
+    if not rows:
+        skipped = probes[names[0]].get("skipped_sources") if names else None
+        return lines + [f"No class has two sources with enough patients (skipped: {skipped or 'none'}).", ""]
+    header = ["class", "films per source"] + [f"{name} AUC [95% CI]" for name in names] + ["folds"]
+    return lines + _table(header, rows) + [""]
 
 
 LOSO_COLUMNS = (

@@ -30,6 +30,11 @@ errs towards crediting the model with lung reading, not against it.
 
 Leave-one-source-out results from the artifact's ``loso.json`` are attached
 unchanged when present: they answer the same question from the data side.
+
+Masking cannot see cues that sit inside the lungs. When the films' sources
+are known, ``ml.source_probe`` measures those directly: how well the
+collection can be read off the model's input, features and answers within
+one class. Its results are attached as ``source_probe``.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import numpy as np
 
 from ml import metrics
 from ml.lungs import lung_mask
+from ml.source_probe import probe_findings
 
 SHORTCUT_MARGIN = 0.10
 
@@ -87,6 +93,7 @@ class ShortcutAudit:
     shortcut_suspected: bool
     findings: list[str] = field(default_factory=list)
     loso: dict | list | None = None
+    source_probe: dict | None = None  # ml.source_probe.probe_model, as dictionaries
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,6 +176,7 @@ def run_shortcut_audit(
     fill_value: float | None = None,
     seed: int = 0,
     n_resamples: int = 1000,
+    source_probe: dict | None = None,
 ) -> ShortcutAudit:
     """Audit one model on preprocessed inputs ``(N, S, S, 1)``.
 
@@ -254,6 +262,8 @@ def run_shortcut_audit(
             f"On {gradcam.n} Grad-CAM maps, on average {gradcam.mean_share_outside_lungs:.1%} of the heatmap "
             f"lies outside the lung region; a uniform map would put {1 - lung_area:.1%} there (the area outside the lungs)."
         )
+    if source_probe:
+        findings += probe_findings(source_probe)
     if loso is None:
         findings.append("No leave-one-source-out results (loso.json) in the artifact.")
     return ShortcutAudit(
@@ -271,4 +281,5 @@ def run_shortcut_audit(
         shortcut_suspected=bool(suspected),
         findings=findings,
         loso=loso,
+        source_probe=source_probe,
     )

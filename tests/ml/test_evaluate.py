@@ -83,6 +83,7 @@ def test_cli_on_unseen_folder_without_manifest_and_with_a_missing_class(artifact
     audit = m["shortcut_audit"]
     assert audit["gradcam"]["n"] <= 3 and audit["chance_accuracy"] == pytest.approx(1 / 3)
     assert isinstance(audit["shortcut_suspected"], bool)
+    assert audit["source_probe"] is None  # no manifest: every film's source is unknown
     assert m["bootstrap"]["unit"] == "image"
     assert set(m["stability"]["perturbations"]) == {"jpeg_q90", "half_resolution", "gamma_0.8"}
     for stability in m["stability"]["perturbations"].values():
@@ -140,6 +141,35 @@ def test_manifest_split_and_per_source(artifact, tmp_path):
     assert compare_main(["--metrics", str(tmp_path / "eval" / "metrics.json"), "--out", str(tmp_path / "cmp")]) == 0
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     assert "tiny-test 0 (tiny)" in table and "accuracy on source alpha" in table
+
+
+def test_a_manifest_with_two_sources_per_class_adds_the_source_probe(artifact, tmp_path):
+    data = tmp_path / "pool"
+    written = _write_folder(data, classes=CLASSES, n=60, seed=3)
+    with open(data / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["cls", "file", "source", "patient"])
+        for key, label, i in written:
+            # Each class alternates between two sources; ten patients per source and class.
+            writer.writerow([label, key, "alpha" if i % 2 else "beta", f"p{i}"])
+    out = tmp_path / "eval"
+
+    m = evaluate.evaluate_artifact(
+        artifact_dir=artifact, data=data, manifest=data / "manifest.csv", out_dir=out,
+        gradcam_samples=0, n_resamples=50, progress=False,
+    ).metrics
+
+    probe = m["shortcut_audit"]["source_probe"]
+    assert set(probe) == {"input", "features", "outputs"}
+    for representation in probe.values():
+        for class_name in CLASSES:
+            result = representation["by_class"][class_name]
+            assert result["sources"] == {"alpha": 10, "beta": 10} and result["folds"] == 5
+            assert 0.0 <= result["auc"] <= 1.0
+    assert probe["outputs"]["n_features"] == len(CLASSES)
+    assert any(f.startswith("Within covid (20 films), a linear probe") for f in m["shortcut_audit"]["findings"])
+    report = (out / "report.md").read_text()
+    assert "source probe" in report and "| covid | alpha 10 (10 patients), beta 10 (10 patients) |" in report
 
 
 def test_summary_of_perfect_predictions():
