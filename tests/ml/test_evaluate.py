@@ -171,6 +171,12 @@ def test_a_manifest_with_two_sources_per_class_adds_the_source_probe(artifact, t
     report = (out / "report.md").read_text()
     assert "source probe" in report and "| covid | alpha 10 (10 patients), beta 10 (10 patients) |" in report
 
+    from ml.compare import main as compare_main
+
+    assert compare_main(["--metrics", str(out / "metrics.json"), "--out", str(tmp_path / "cmp")]) == 0
+    table = (tmp_path / "cmp" / "comparison.md").read_text()
+    assert "| collection readable within pneumonia from the model's answers (probe AUC) |" in table
+
 
 def test_summary_of_perfect_predictions():
     y_true = np.array([0, 1, 2, 0, 1, 2])
