@@ -48,6 +48,15 @@ def _write_folder(root, *, classes, n=24, seed=1):
     return written
 
 
+def _write_manifest(root, written, *, patient_of):
+    """manifest.csv for ``_write_folder``'s films: odd-numbered films come from source alpha, even from beta."""
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["cls", "file", "source", "patient"])
+        for key, label, i in written:
+            writer.writerow([label, key, "alpha" if i % 2 else "beta", patient_of(i)])
+
+
 def test_cli_on_unseen_folder_without_manifest_and_with_a_missing_class(artifact, tmp_path, capsys):
     data = tmp_path / "external"
     _write_folder(data, classes=("covid", "normal"))
@@ -99,12 +108,7 @@ def test_cli_on_unseen_folder_without_manifest_and_with_a_missing_class(artifact
 def test_manifest_split_and_per_source(artifact, tmp_path):
     data = tmp_path / "pool"
     written = _write_folder(data, classes=CLASSES, n=30, seed=2)
-    with open(data / "manifest.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["cls", "file", "source", "patient"])
-        for key, label, i in written:
-            # Two images per patient, two sources.
-            writer.writerow([label, key, "alpha" if i % 2 else "beta", f"p{i // 2}"])
+    _write_manifest(data, written, patient_of=lambda i: f"p{i // 2}")  # two images per patient, two sources
     keys = [key for key, _, _ in written]
     split = data / "split.json"
     split.write_text(json.dumps({"seed": 0, "train": keys[:6], "val": [], "test": keys[6:]}))
@@ -146,12 +150,8 @@ def test_manifest_split_and_per_source(artifact, tmp_path):
 def test_a_manifest_with_two_sources_per_class_adds_the_source_probe(artifact, tmp_path):
     data = tmp_path / "pool"
     written = _write_folder(data, classes=CLASSES, n=60, seed=3)
-    with open(data / "manifest.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["cls", "file", "source", "patient"])
-        for key, label, i in written:
-            # Each class alternates between two sources; ten patients per source and class.
-            writer.writerow([label, key, "alpha" if i % 2 else "beta", f"p{i}"])
+    # Each class alternates between two sources; ten patients per source and class.
+    _write_manifest(data, written, patient_of=lambda i: f"p{i}")
     out = tmp_path / "eval"
 
     m = evaluate.evaluate_artifact(
