@@ -263,6 +263,7 @@ def evaluate_artifact(
     kept, skipped = [], []
     probabilities, raw_probabilities, model_inputs, lung_masks, familiarity_scores = [], [], [], [], []
     features = []
+    sources_known = any(sample.source != "unknown" for sample in samples)
     perturbed_probabilities = {perturbation.name: [] for perturbation in PERTURBATIONS}
     batches = range(0, len(samples), batch_size)
     for start in tqdm(batches, desc=f"evaluating {metadata.name}", unit="batch", disable=not progress):
@@ -280,7 +281,8 @@ def evaluate_artifact(
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
             familiarity_scores.append(result.familiarity_score)
-            features.append(predictor.features(result.model_input[..., None]))
+            if sources_known:  # the source probe needs them; nothing else does
+                features.append(predictor.features(result.model_input[..., None]))
         for film in pixels:
             for perturbation, changed_film in changed_films(film):
                 changed = predictor.calibrated_probabilities(changed_film)
@@ -338,7 +340,7 @@ def evaluate_artifact(
             heatmap_indices.append(int(index))
 
     source_probe = None
-    if per_source is not None:
+    if per_source is not None and features:
         source_probe = {
             name: probe.to_dict()
             for name, probe in probe_model(
