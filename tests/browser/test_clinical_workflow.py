@@ -6,6 +6,7 @@ the inference task then runs in this process (as a worker would), on a tiny mode
 Screenshots of each step go to test-artifacts/browser/.
 """
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -89,7 +90,7 @@ def sign_in(page, base_url: str, user, device=None) -> None:
 def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_and_auditor_cannot_upload(
     browser, live_server, tiny_model_dir, monkeypatch, tmp_path
 ):
-    from diagnosis.models import Alert, AlertDelivery, Feedback, ModelVersion, Study
+    from diagnosis.models import Alert, AlertDelivery, Feedback, Study
     from diagnosis.services.inference import study_run_inference
     from diagnosis.services.model_registry import model_version_register
     from diagnosis.tasks import deliver_alert
@@ -97,9 +98,16 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     clinician = UserFactory(username="dr_browser", clinician=True)
     auditor = UserFactory(username="auditor_browser", auditor=True)
     patient = PatientFactory(mrn="MRN-BROWSER", name="Lucia Fernandez")
-    model_version = model_version_register(artifact_dir=tiny_model_dir, activate=True)
-    # Threshold 0: whatever the tiny model says about the synthetic film, this study raises an alert.
-    ModelVersion.objects.filter(id=model_version.id).update(covid_threshold=0.0)
+    # Threshold 0: whatever the tiny model says about the synthetic film, this study raises an alert. It is set
+    # in a copy of the artifact, so the registered version and its folder agree (the worker refuses a folder whose
+    # operating point differs from its version's).
+    artifact = tmp_path / "tiny-threshold-0"
+    shutil.copytree(tiny_model_dir, artifact)
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    metadata["covid_threshold"] = 0.0
+    (artifact / "metadata.json").write_text(json.dumps(metadata))
+    model_version = model_version_register(artifact_dir=artifact, activate=True)
+    assert model_version.covid_threshold == 0.0
 
     queued: list[int] = []
     monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda *, study_id: queued.append(study_id))
