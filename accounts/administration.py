@@ -181,8 +181,11 @@ def model_version_list(request):
     from diagnosis.models import ModelVersion
 
     require_capability(user=request.user, capability=Capability.MANAGE_MODELS, action="model_version.list")
+    from diagnosis.selectors import model_versions_with_held_out_figures
+
     versions = ModelVersion.objects.select_related("registered_by").order_by("-created_at")
-    return render(request, "administration/model_versions.html", {"versions": versions})
+    return render(request, "administration/model_versions.html",
+                  {"versions": model_versions_with_held_out_figures(versions)})
 
 
 def _model_version_action(request, model_version_id: int, *, action: str, run, done: str):

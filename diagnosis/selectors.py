@@ -158,3 +158,42 @@ def validation_figures(model_version: ModelVersion) -> list[tuple[str, str]]:
     if model_version.covid_threshold is not None:
         rows.append((str(_("COVID-19 alert threshold")), f"{model_version.covid_threshold:.3f}"))
     return rows
+
+
+# The held-out figures shown for a model version, in this order; keys are those of ml.artifact.held_out_evaluation.
+HELD_OUT_FIGURES = (
+    ("accuracy", _("Accuracy")),
+    ("macro_auc", _("Macro AUC")),
+    ("covid_auc", _("COVID-19 AUC")),
+    ("covid_sensitivity", _("COVID-19 sensitivity at threshold")),
+    ("covid_specificity", _("COVID-19 specificity at threshold")),
+    ("ece", _("Expected calibration error")),
+)
+
+
+@dataclass(frozen=True)
+class HeldOutFigures:
+    test_n: int | None
+    test: list[tuple[str, str]]  # (label, value)
+    recalibrated_since: bool  # the operating point changed after the test: its dependent figures are left out
+    loso: list[tuple[str, str, int | None]]  # (left-out source, COVID-19 AUC, films)
+
+    @property
+    def empty(self) -> bool:
+        return not self.test and not self.loso
+
+
+def held_out_figures(model_version: ModelVersion) -> HeldOutFigures:
+    """What a model version measured on films it never trained or calibrated on, formatted for display."""
+    evaluation = model_version.evaluation or {}
+    test = evaluation.get("test") or {}
+    rows = [(str(label), f"{float(test[key]):.3f}") for key, label in HELD_OUT_FIGURES
+            if isinstance(test.get(key), (int, float))]
+    loso = [(source, f"{float(run['covid_auc']):.3f}" if isinstance(run.get("covid_auc"), (int, float)) else "—",
+             run.get("n")) for source, run in sorted((evaluation.get("loso") or {}).items())]
+    return HeldOutFigures(test_n=test.get("n"), test=rows, recalibrated_since=bool(test.get("recalibrated_since")),
+                         loso=loso)
+
+
+def model_versions_with_held_out_figures(versions) -> list[tuple[ModelVersion, HeldOutFigures]]:
+    return [(version, held_out_figures(version)) for version in versions]

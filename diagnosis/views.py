@@ -326,7 +326,8 @@ def study_report(request, study_id: int):
 def model_versions(request):
     access.require_model_oversight(user=request.user, action="model_version.list")
     return render(request, "diagnosis/model_versions.html", {
-        "versions": ModelVersion.objects.all(), "agreement": selectors.agreement_by_model_version(),
+        "versions": selectors.model_versions_with_held_out_figures(ModelVersion.objects.all()),
+        "agreement": selectors.agreement_by_model_version(),
     })
 
 

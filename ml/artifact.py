@@ -83,3 +83,51 @@ def verify_artifact(artifact_dir: Path | str) -> bool:
     artifact_dir = Path(artifact_dir)
     metadata = load_metadata(artifact_dir)
     return file_sha256(artifact_dir / metadata.model_file) == metadata.sha256
+
+
+HELD_OUT_TEST_KEYS = ("n", "accuracy", "macro_auc", "covid_auc", "covid_sensitivity", "covid_specificity", "ece")
+HELD_OUT_LOSO_KEYS = ("n", "covid_auc", "accuracy")
+OPERATING_POINT_KEYS = ("covid_sensitivity", "covid_specificity", "ece")
+
+
+def loso_runs_for(loso: dict | None, architecture: str) -> dict[str, dict]:
+    """The leave-one-source-out runs of one architecture's recipe in a loso.json, by left-out source."""
+    runs = (loso or {}).get("runs") if isinstance(loso, dict) else None
+    if not isinstance(runs, dict):
+        return {}
+    return {run["left_out_source"]: run for key, run in sorted(runs.items())
+            if key.split("/")[0] == architecture and isinstance(run, dict) and run.get("left_out_source")}
+
+
+def held_out_evaluation(artifact_dir: Path | str) -> dict:
+    """What the artifact measured on films it never trained or calibrated on.
+
+    ``test``: its test split (``test_metrics.json``, written by ``ml.train``); ``loso``: its recipe's
+    leave-one-source-out runs (``loso.json``), each on the source it never saw. Missing or unreadable files
+    give missing keys, never an error: an artifact is servable without them.
+    """
+    artifact_dir = Path(artifact_dir)
+
+    def read(name: str):
+        try:
+            return json.loads((artifact_dir / name).read_text())
+        except (OSError, ValueError):
+            return None
+
+    evaluation: dict = {}
+    metadata = read("metadata.json")
+    test = read("test_metrics.json")
+    if isinstance(test, dict) and test.get("n"):
+        evaluation["test"] = {key: test[key] for key in HELD_OUT_TEST_KEYS if key in test}
+        training = metadata.get("training") if isinstance(metadata, dict) else None
+        if isinstance(training, dict) and training.get("recalibrations"):
+            # ml.recalibrate refitted the temperature and threshold after this test: what depends on them is stale.
+            for key in OPERATING_POINT_KEYS:
+                evaluation["test"].pop(key, None)
+            evaluation["test"]["recalibrated_since"] = True
+    architecture = metadata.get("architecture") if isinstance(metadata, dict) else None
+    loso = {source: {key: run.get(key) for key in HELD_OUT_LOSO_KEYS}
+            for source, run in loso_runs_for(read("loso.json"), architecture or "").items()}
+    if loso:
+        evaluation["loso"] = loso
+    return evaluation

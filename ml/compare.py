@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ml.artifact import loso_runs_for
 from ml.report import fmt
 
 ROWS: tuple[tuple[str, str], ...] = (
@@ -110,9 +111,7 @@ def _probe(m: dict, representation: str) -> dict[str, dict | None]:
 
 def _loso_runs(m: dict) -> dict[str, dict]:
     """This model's recipe's leave-one-source-out runs (from the artifact's loso.json), by left-out source."""
-    runs = ((m.get("shortcut_audit") or {}).get("loso") or {}).get("runs") or {}
-    architecture = m["model"]["architecture"]
-    return {run["left_out_source"]: run for key, run in runs.items() if key.split("/")[0] == architecture}
+    return loso_runs_for((m.get("shortcut_audit") or {}).get("loso"), m["model"]["architecture"])
 
 
 def write_comparison(*, metrics_list: Sequence[dict], out_dir: Path) -> Path:

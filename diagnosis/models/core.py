@@ -109,6 +109,10 @@ class ModelVersion(models.Model):
     input_size = models.PositiveIntegerField()
     preprocessing = models.JSONField(default=dict)
     metrics = models.JSONField(default=dict, blank=True)
+    evaluation = models.JSONField(
+        default=dict, blank=True,
+        help_text="Held-out results from the artifact at registration: its test split and leave-one-source-out runs",
+    )
     temperature = models.FloatField(default=1.0)
     covid_threshold = models.FloatField(null=True, blank=True)
     status = models.CharField(

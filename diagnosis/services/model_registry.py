@@ -41,7 +41,7 @@ def same_operating_point(model_version: ModelVersion, metadata) -> bool:
 
 @transaction.atomic
 def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = False) -> ModelVersion:
-    from ml.artifact import file_sha256, load_metadata
+    from ml.artifact import file_sha256, held_out_evaluation, load_metadata
 
     artifact_dir = Path(artifact_dir)
     try:
@@ -67,6 +67,13 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
                 "(a recalibrated artifact): give it a new version (ml.recalibrate --version) and register that."
             ) % {"name": metadata.name, "version": metadata.version})
         model_version = existing
+        evaluation = held_out_evaluation(artifact_dir)
+        if evaluation and not existing.evaluation:
+            # Registered before versions kept their held-out results: record them from the same, unchanged file.
+            existing.evaluation = evaluation
+            existing.save(update_fields=["evaluation"])
+            audit_record(actor=actor, action="model_version.evaluation_recorded", target=existing,
+                         details={"name": existing.name, "version": existing.version, "evaluation": evaluation})
     else:
         model_version = ModelVersion.objects.create(
             name=metadata.name,
@@ -78,6 +85,7 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
             input_size=metadata.input_size,
             preprocessing=dict(metadata.preprocessing),
             metrics=dict(metadata.metrics or {}),
+            evaluation=held_out_evaluation(artifact_dir),
             temperature=float(metadata.temperature),
             covid_threshold=metadata.covid_threshold,
             registered_by=actor if getattr(actor, "is_authenticated", False) else None,

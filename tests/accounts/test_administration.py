@@ -221,3 +221,20 @@ def test_user_list_query_count_does_not_grow_with_users(admin_client):
     few = queries_for(admin_client, reverse("administration:user_list"))
     add_users(2, 12)
     assert queries_for(admin_client, reverse("administration:user_list")) == few
+
+
+@pytest.mark.django_db
+def test_model_version_pages_show_the_held_out_evaluation(admin_client, client, auditor):
+    evaluated = make_version("evaluated")
+    ModelVersion.objects.filter(pk=evaluated.pk).update(evaluation={
+        "test": {"n": 261, "accuracy": 0.72, "macro_auc": 0.899, "covid_auc": 0.927, "covid_sensitivity": 0.979,
+                 "covid_specificity": 0.476, "ece": 0.055},
+        "loso": {"cohen": {"n": 488, "covid_auc": 0.541, "accuracy": 0.6}, "nih": {"n": 1094, "covid_auc": 0.7}},
+    })
+    make_version("unevaluated")
+    administration_page = admin_client.get(reverse("administration:model_versions")).content.decode()
+    client.force_login(auditor)
+    for page in (administration_page, client.get(reverse("diagnosis:model_versions")).content.decode()):
+        assert "Test split (261 films)" in page and "Macro AUC: 0.899" in page and "Expected calibration error: 0.055" in page
+        assert "cohen: 0.541 (488 films)" in page and "nih: 0.700 (1094 films)" in page
+        assert "Not recorded" in page  # the version without held-out results says so

@@ -7,6 +7,7 @@ from django.db import IntegrityError, transaction
 
 from diagnosis.models import ModelVersion, ModelVersionStatus
 from diagnosis.services.model_registry import model_version_activate, model_version_register
+from ml.artifact import held_out_evaluation
 
 
 @pytest.mark.django_db
@@ -72,3 +73,56 @@ def test_database_allows_at_most_one_active_version(tiny_model_dir):
             name="rogue", version="1", artifact_path="x", file_sha256="0" * 64, architecture="tiny",
             class_names=first.class_names, input_size=64, status=ModelVersionStatus.ACTIVE,
         )
+
+
+def _artifact_with_held_out_results(tiny_model_dir, folder):
+    """A copy of the tiny artifact with a test split's metrics and LOSO runs of its recipe and of another one."""
+    shutil.copytree(tiny_model_dir, folder)
+    (folder / "test_metrics.json").write_text(json.dumps({
+        "n": 40, "accuracy": 0.7, "macro_auc": 0.8, "covid_auc": 0.85, "covid_sensitivity": 0.95,
+        "covid_specificity": 0.5, "ece": 0.04, "nll": 0.61,
+    }))
+    (folder / "loso.json").write_text(json.dumps({"runs": {
+        "tiny/alpha": {"architecture": "tiny", "left_out_source": "alpha", "n": 100, "covid_auc": 0.62,
+                       "accuracy": 0.5, "macro_auc": 0.6},
+        "seed/alpha": {"architecture": "seed", "left_out_source": "alpha", "n": 100, "covid_auc": 0.9},
+    }}))
+    return folder
+
+
+@pytest.mark.django_db
+def test_registration_keeps_the_held_out_test_and_leave_one_source_out_results(tiny_model_dir, tmp_path):
+    version = model_version_register(artifact_dir=_artifact_with_held_out_results(tiny_model_dir, tmp_path / "a"))
+    assert version.evaluation == {
+        "test": {"n": 40, "accuracy": 0.7, "macro_auc": 0.8, "covid_auc": 0.85, "covid_sensitivity": 0.95,
+                 "covid_specificity": 0.5, "ece": 0.04},
+        "loso": {"alpha": {"n": 100, "covid_auc": 0.62, "accuracy": 0.5}},  # its own recipe's runs only
+    }
+    assert held_out_evaluation(tiny_model_dir) == {}  # the plain artifact has none, and registers all the same
+
+
+@pytest.mark.django_db
+def test_a_version_registered_without_held_out_results_gets_them_when_registered_again(tiny_model_dir, tmp_path):
+    from audit.models import AuditEvent
+
+    artifact = _artifact_with_held_out_results(tiny_model_dir, tmp_path / "a")
+    version = model_version_register(artifact_dir=artifact)
+    ModelVersion.objects.filter(pk=version.pk).update(evaluation={})  # as registered before the field existed
+
+    again = model_version_register(artifact_dir=artifact)
+    assert again.pk == version.pk and again.evaluation["test"]["n"] == 40
+    event = AuditEvent.objects.get(action="model_version.evaluation_recorded")
+    assert event.object_id == str(version.pk) and event.details["evaluation"] == again.evaluation
+    model_version_register(artifact_dir=artifact)
+    assert AuditEvent.objects.filter(action="model_version.evaluation_recorded").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_recalibrated_version_does_not_show_the_old_operating_points_test_figures(tiny_model_dir, tmp_path):
+    from ml.recalibrate import recalibrate
+
+    artifact = _artifact_with_held_out_results(tiny_model_dir, tmp_path / "a")
+    recalibrate(artifact_dir=artifact, raw_probabilities=[[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]] * 5,
+                labels=[0, 1, 2] * 5, data_description="site", version="1-site")
+    test = model_version_register(artifact_dir=artifact).evaluation["test"]
+    assert test == {"n": 40, "accuracy": 0.7, "macro_auc": 0.8, "covid_auc": 0.85, "recalibrated_since": True}
