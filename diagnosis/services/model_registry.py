@@ -143,10 +143,31 @@ def model_version_active() -> ModelVersion | None:
     return ModelVersion.objects.filter(status=ModelVersionStatus.ACTIVE).first()
 
 
+def _folder_holds(model_version: ModelVersion) -> bool:
+    """Whether the version's artifact folder still describes this very version (name, version and file)."""
+    from ml.artifact import load_metadata
+
+    try:
+        metadata = load_metadata(artifact_dir_for(model_version))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (metadata.name, metadata.version, metadata.sha256) == (
+        model_version.name, model_version.version, model_version.file_sha256)
+
+
 def model_version_ensure_default() -> ModelVersion | None:
-    """On first start, register and activate the shipped model when no version is active."""
+    """On first start, register and activate the shipped model when no version is active.
+
+    An active version registered before versions kept their held-out evaluation gets it here, from its own
+    artifact folder, when that folder still holds the registered file and operating point.
+    """
     active = model_version_active()
     if active is not None:
+        if not active.evaluation and _folder_holds(active):
+            try:
+                return model_version_register(artifact_dir=artifact_dir_for(active))
+            except ValidationError as error:  # the folder changed since: keep serving the version as registered
+                logger.warning("Held-out evaluation of %s not recorded: %s", active, error)
         return active
     artifact_dir = Path(settings.DEFAULT_MODEL_ARTIFACT)
     if not (artifact_dir / "metadata.json").exists():

@@ -126,3 +126,28 @@ def test_a_recalibrated_version_does_not_show_the_old_operating_points_test_figu
                 labels=[0, 1, 2] * 5, data_description="site", version="1-site")
     test = model_version_register(artifact_dir=artifact).evaluation["test"]
     assert test == {"n": 40, "accuracy": 0.7, "macro_auc": 0.8, "covid_auc": 0.85, "recalibrated_since": True}
+
+
+@pytest.mark.django_db
+def test_start_up_records_the_held_out_results_of_an_active_version_registered_without_them(
+    tiny_model_dir, tmp_path, settings
+):
+    from diagnosis.services.model_registry import model_version_ensure_default
+
+    artifact = _artifact_with_held_out_results(tiny_model_dir, tmp_path / "a")
+    settings.DEFAULT_MODEL_ARTIFACT = str(tmp_path / "not-shipped")
+    version = model_version_register(artifact_dir=artifact, activate=True)
+    ModelVersion.objects.filter(pk=version.pk).update(evaluation={})
+
+    assert model_version_ensure_default() == version
+    version.refresh_from_db()
+    assert version.evaluation["loso"]["alpha"]["covid_auc"] == 0.62
+
+    # A folder that now holds another version is left alone: no candidate appears, the active one is served.
+    ModelVersion.objects.filter(pk=version.pk).update(evaluation={})
+    metadata = json.loads((artifact / "metadata.json").read_text())
+    (artifact / "metadata.json").write_text(json.dumps({**metadata, "version": "2"}))
+    assert model_version_ensure_default() == version
+    assert ModelVersion.objects.count() == 1
+    version.refresh_from_db()
+    assert version.evaluation == {}
