@@ -15,16 +15,25 @@ from ml import metrics
 _EPSILON = 1e-7
 
 
+def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    """log p in float64, with p clipped to [1e-7, 1] so a zero stays finite."""
+    return np.log(np.clip(np.asarray(probabilities, dtype=np.float64), _EPSILON, 1.0))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted by each row's maximum so no exponential overflows."""
+    logits = np.asarray(logits, dtype=np.float64)
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
-    logits = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), _EPSILON, 1.0)) / temperature
-    logits -= logits.max(axis=-1, keepdims=True)
-    exp = np.exp(logits)
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return softmax(log_probabilities(probabilities) / temperature).astype(np.float32)
 
 
 def negative_log_likelihood(probabilities: np.ndarray, labels: np.ndarray) -> float:
     picked = np.asarray(probabilities)[np.arange(len(labels)), labels]
-    return float(-np.mean(np.log(np.clip(picked, _EPSILON, 1.0))))
+    return float(-np.mean(np.log(np.clip(picked, _EPSILON, 1.0))))  # in the probabilities' own precision
 
 
 def fit_temperature(*, probabilities: np.ndarray, labels: np.ndarray) -> float:

@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ml import metrics
+from ml.calibration import softmax
 
 MIN_PATIENTS_PER_SOURCE = 5
 MAX_FOLDS = 5
@@ -101,20 +102,9 @@ def fit_logistic(
     previous = theta
     for iteration in range(1, iterations + 1):
         look = theta + (iteration - 1) / (iteration + 2) * (theta - previous)
-        logits = design @ look
-        logits -= logits.max(axis=1, keepdims=True)
-        probabilities = np.exp(logits)
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        gradient = design.T @ (probabilities - targets) + penalty[:, None] * look
+        gradient = design.T @ (softmax(design @ look) - targets) + penalty[:, None] * look
         previous, theta = theta, look - step * gradient
     return theta[:-1], theta[-1]
-
-
-def _softmax_scores(features: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    logits = features @ weights + bias
-    logits -= logits.max(axis=1, keepdims=True)
-    scores = np.exp(logits)
-    return scores / scores.sum(axis=1, keepdims=True)
 
 
 def patient_folds(*, sources: Sequence[str], patients: Sequence[str], folds: int, seed: int) -> np.ndarray:
@@ -140,7 +130,7 @@ def out_of_fold_scores(
         scale = features[train].std(axis=0)
         scale[scale == 0] = 1.0
         weights, bias = fit_logistic((features[train] - center) / scale, labels[train], n_labels=n_labels)
-        scores[held] = _softmax_scores((features[held] - center) / scale, weights, bias)
+        scores[held] = softmax((features[held] - center) / scale @ weights + bias)
     return scores
 
 

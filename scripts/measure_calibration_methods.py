@@ -24,7 +24,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ml import metrics  # noqa: E402
-from ml.calibration import apply_temperature, fit_temperature, negative_log_likelihood  # noqa: E402
+from ml.calibration import (  # noqa: E402
+    apply_temperature,
+    fit_temperature,
+    log_probabilities,
+    negative_log_likelihood,
+    softmax,
+)
 from ml.datasets import default_data_dir  # noqa: E402
 from ml.evaluate import select_samples  # noqa: E402
 from ml.imaging import decode_path  # noqa: E402
@@ -33,17 +39,6 @@ from ml.preprocess import preprocess  # noqa: E402
 from ml.source_probe import fit_logistic, patient_folds  # noqa: E402
 
 FOLDS, REPEATS = 5, 5
-_EPSILON = 1e-7
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    logits = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def _log(probabilities: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probabilities, _EPSILON, 1.0))
 
 
 def _class_bias(log_probabilities: np.ndarray, labels: np.ndarray, *, steps: int = 3000) -> np.ndarray:
@@ -51,7 +46,7 @@ def _class_bias(log_probabilities: np.ndarray, labels: np.ndarray, *, steps: int
     targets = np.eye(log_probabilities.shape[1])[labels]
     bias = np.zeros(log_probabilities.shape[1])
     for _ in range(steps):
-        bias -= 0.5 * (_softmax(log_probabilities + bias) - targets).mean(axis=0)
+        bias -= 0.5 * (softmax(log_probabilities + bias) - targets).mean(axis=0)
     return bias
 
 
@@ -65,13 +60,13 @@ def temperature(train_p, train_y, apply_p):
 
 def temperature_and_bias(train_p, train_y, apply_p):
     t = fit_temperature(probabilities=train_p, labels=train_y)
-    bias = _class_bias(_log(apply_temperature(train_p, t)), train_y)
-    return _softmax(_log(apply_temperature(apply_p, t)) + bias)
+    bias = _class_bias(log_probabilities(apply_temperature(train_p, t)), train_y)
+    return softmax(log_probabilities(apply_temperature(apply_p, t)) + bias)
 
 
 def matrix_scaling(train_p, train_y, apply_p):
-    weights, bias = fit_logistic(_log(train_p), train_y, n_labels=train_p.shape[1], iterations=3000)
-    return _softmax(_log(apply_p) @ weights + bias)
+    weights, bias = fit_logistic(log_probabilities(train_p), train_y, n_labels=train_p.shape[1], iterations=3000)
+    return softmax(log_probabilities(apply_p) @ weights + bias)
 
 
 METHODS = {
