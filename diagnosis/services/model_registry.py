@@ -67,9 +67,9 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
                 "(a recalibrated artifact): give it a new version (ml.recalibrate --version) and register that."
             ) % {"name": metadata.name, "version": metadata.version})
         model_version = existing
-        evaluation = held_out_evaluation(artifact_dir)
-        if evaluation and not existing.evaluation:
-            # Registered before versions kept their held-out results: record them from the same, unchanged file.
+        # Registered before versions kept their held-out results: record them from the same, unchanged file.
+        evaluation = {} if existing.evaluation else held_out_evaluation(artifact_dir)
+        if evaluation:
             existing.evaluation = evaluation
             existing.save(update_fields=["evaluation"])
             audit_record(actor=actor, action="model_version.evaluation_recorded", target=existing,
