@@ -33,6 +33,7 @@ from ml.artifact import (
     file_sha256,
     save_metadata,
 )
+from ml.adversary import one_hot
 from ml.augment import LIGHT, STRONG, AugmentConfig, augment_film, augment_geometry
 from ml.calibration import (
     apply_temperature,
@@ -86,9 +87,16 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(w) for index, w in enumerate(weights)}
 
 
-def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, seed):
-    """A Keras PyDataset that augments on the fly; defined lazily to keep Keras out of imports."""
+def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, seed, sources=None):
+    """A Keras PyDataset that augments on the fly; defined lazily to keep Keras out of imports.
+
+    With ``sources`` (source index per film) it feeds ``ml.adversary``'s trainer: inputs (image, one-hot
+    class), targets and sample weights per output, the class weights going to the class output.
+    """
     import keras
+
+    weights = class_weights(labels)
+    class_weight_per_film = np.array([weights[label] for label in labels], dtype=np.float32)
 
     class AugmentedBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -113,7 +121,13 @@ def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, s
                 else:
                     model_input = model_inputs[sample_index]
                 batch[row] = augment_geometry(model_input, self.rng, augment)
-            return batch, labels[picked]
+            if sources is None:
+                return batch, labels[picked]
+            return (
+                (batch, one_hot(labels[picked], len(CLASS_NAMES))),
+                {"class": labels[picked], "source": sources[picked]},
+                {"class": class_weight_per_film[picked], "source": np.ones(len(picked), dtype=np.float32)},
+            )
 
     return AugmentedBatches()
 
@@ -153,6 +167,9 @@ def train_model(
     verbose: int = 1,
     familiarity: bool = False,
     monitoring: bool = False,
+    source_adversary: float = 0.0,
+    train_sources: list[str] | None = None,
+    val_sources: list[str] | None = None,
 ) -> TrainResult:
     """Fit, calibrate on validation, export TFLite and write the artifact folder.
 
@@ -160,6 +177,8 @@ def train_model(
     the training films and thresholds it on the validation films.
     ``monitoring`` then stores the site monitor's reference (``ml.monitoring``):
     what the served model does on the validation films.
+    ``source_adversary`` > 0 trains against a within-class source head at
+    that strength (``ml.adversary``; needs ``train_sources`` and ``val_sources``).
     """
     configure_tensorflow(threads=threads, seed=seed)
     import keras
@@ -174,27 +193,58 @@ def train_model(
     val_inputs = preprocess_batch(val_films, config)
 
     model = build_model(architecture=architecture, input_size=config.input_size)
+    callbacks = []
+    adversary_info = {}
+    if source_adversary > 0:
+        from ml.adversary import build_trainer, source_indices, strength_schedule
+
+        source_names = sorted(set(train_sources))
+        trainer, reversal = build_trainer(model, num_sources=len(source_names))
+        callbacks.append(strength_schedule(reversal, strength=source_adversary, epochs=epochs))
+        train_source_index = source_indices(train_sources, source_names)
+        # A validation film from a source training never saw cannot be scored by the head: weight 0.
+        known = np.array([source in source_names for source in val_sources], dtype=np.float32)
+        val_source_index = source_indices(
+            [source if source in source_names else source_names[0] for source in val_sources], source_names)
+        fit_model = trainer
+        losses = {"class": keras.losses.SparseCategoricalCrossentropy(),
+                  "source": keras.losses.SparseCategoricalCrossentropy()}
+        metrics = {"class": ["accuracy"], "source": ["accuracy"]}
+        validation_data = (
+            (val_inputs, one_hot(val_labels, len(CLASS_NAMES))),
+            {"class": val_labels, "source": val_source_index},
+            {"class": np.ones(len(val_labels), dtype=np.float32), "source": known},
+        )
+        monitor = "val_class_loss"
+        fit_weights = {}
+        adversary_info = {"source_adversary": {"strength": source_adversary, "sources": source_names,
+                                               "schedule": "strength * (2 / (1 + exp(-10 epoch / max_epochs)) - 1)",
+                                               "early_stopping_on": monitor}}
+    else:
+        train_source_index = None
+        fit_model = model
+        losses = keras.losses.SparseCategoricalCrossentropy()
+        metrics = ["accuracy"]
+        validation_data = (val_inputs, val_labels)
+        monitor = "val_loss"
+        fit_weights = {"class_weight": class_weights(train_labels)}
     # Plain Adam for every architecture: the seed's recipe, and good enough for the small models here.
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
+    fit_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, metrics=metrics)
     batches = _make_batches(
         films=train_films, model_inputs=train_inputs, labels=train_labels,
-        batch_size=batch_size, config=config, augment=augment, seed=seed,
+        batch_size=batch_size, config=config, augment=augment, seed=seed, sources=train_source_index,
     )
-    callbacks = [
-        keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(2, patience // 2), min_lr=1e-5),
+    callbacks += [
+        keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience, restore_best_weights=True),
+        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.5, patience=max(2, patience // 2), min_lr=1e-5),
     ]
-    history = model.fit(
+    history = fit_model.fit(
         batches,
-        validation_data=(val_inputs, val_labels),
+        validation_data=validation_data,
         epochs=epochs,
-        class_weight=class_weights(train_labels),
         callbacks=callbacks,
         verbose=verbose,
+        **fit_weights,
     )
     history_data = {key: [float(v) for v in values] for key, values in history.history.items()}
     epochs_run = len(history_data.get("loss", []))
@@ -208,6 +258,7 @@ def train_model(
         "augmentation": augment.to_dict(),
         "class_weights": class_weights(train_labels),
         "n_train": int(len(train_labels)),
+        **adversary_info,
     }
     info.update(training_info or {})
     val_metrics, test_metrics = write_artifact(
@@ -434,8 +485,11 @@ def load_films(samples, *, cache_dir: Path | None = None, max_side: int = FILM_M
     films = [decode_film(s, max_side=max_side) for s in tqdm(samples, desc="decode", file=sys.stderr)]
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(cache_path, "wb") as handle:
+        # Write aside and rename: two runs started together must not read each other's half-written cache.
+        partial = cache_path.with_name(f"{cache_path.name}.{os.getpid()}.partial")
+        with open(partial, "wb") as handle:
             pickle.dump([np.asarray(f, dtype=np.float32) for f in films], handle)
+        os.replace(partial, cache_path)
     return films
 
 
@@ -547,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--downscale-augment", type=float, default=0.0, metavar="P",
                         help="chance of training on a film shown at 35-100%% of its resolution (default 0)")
     parser.add_argument("--preprocess", choices=("plain", "lungs"), default=None)
+    parser.add_argument("--source-adversary", type=float, default=0.0, metavar="STRENGTH",
+                        help="train against a head that names each film's source given its class, through "
+                             "gradient reversal at this strength (ml.adversary; default 0: off)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=6)
@@ -620,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
         split_data=asdict(split),
         familiarity=True,
         monitoring=True,
+        source_adversary=args.source_adversary,
+        train_sources=[s.source for s in train_samples],
+        val_sources=[s.source for s in val_samples],
     )
     print(json.dumps({"val": result.val_metrics, "test": result.test_metrics}, indent=1))
     return 0
