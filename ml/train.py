@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.adversary import one_hot
 from ml.architectures import ARCHITECTURES, DEFAULT_INPUT_SIZE
 from ml.artifact import (
     HISTORY_FILE,
@@ -33,7 +34,6 @@ from ml.artifact import (
     file_sha256,
     save_metadata,
 )
-from ml.adversary import one_hot
 from ml.augment import LIGHT, STRONG, AugmentConfig, augment_film, augment_geometry
 from ml.calibration import (
     apply_temperature,
@@ -236,7 +236,8 @@ def train_model(
     )
     callbacks += [
         keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="min", factor=0.5, patience=max(2, patience // 2), min_lr=1e-5),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode="min", factor=0.5, patience=max(2, patience // 2), min_lr=1e-5),
     ]
     history = fit_model.fit(
         batches,
