@@ -211,13 +211,27 @@ def model_version_activate_view(request, model_version_id: int):
     """Promote a candidate, or roll back to a retired version: either way it becomes the one active version.
 
     When the version's own validation films already break a limit the site monitor holds it to, the
-    administrator is told now: the monitor's comparisons with validation will never show that failure.
+    administrator is told now: the monitor's comparisons with validation will never show that failure. So
+    too when its shortcut audit suspects a shortcut, or when it has none.
     """
     from diagnosis.services.model_registry import model_version_activate
     from diagnosis.services.monitoring import model_version_reference_breaches
 
     def activate(version):
         model_version_activate(model_version=version, actor=request.user)
+        audit = (version.evaluation or {}).get("shortcut_audit")
+        if audit is None:
+            messages.info(request, _(
+                "No shortcut audit is recorded for %(model)s: whether it reads the lungs or the film around them "
+                "is unknown (python -m ml.evaluate --record on its test split records one)."
+            ) % {"model": version})
+        elif audit.get("shortcut_suspected"):
+            messages.warning(request, _(
+                "%(model)s still classifies %(accuracy)s of its test films correctly with the lungs hidden "
+                "(chance %(chance)s): it reads the film around the lungs, which does not carry over to another "
+                "hospital's films."
+            ) % {"model": version, "accuracy": f"{audit.get('lungs_hidden_accuracy', 0):.0%}",
+                 "chance": f"{audit.get('chance_accuracy', 0):.0%}"})
         for breach in model_version_reference_breaches(version):
             messages.warning(request, _(
                 "On its own validation films %(model)s already breaks the site monitor's %(check)s limit "

@@ -177,22 +177,50 @@ class HeldOutFigures:
     test: list[tuple[str, str]]  # (label, value)
     recalibrated_since: bool  # the operating point changed after the test: its dependent figures are left out
     loso: list[tuple[str, str, int | None]]  # (left-out source, COVID-19 AUC, films)
+    audit_n: int | None = None
+    audit: list[tuple[str, str]] = ()  # the shortcut audit (ml.evaluate --record): (label, value)
+    shortcut_suspected: bool = False
+    probe: list[tuple[str, str, str]] = ()  # (class, "source vs source", probe AUC on the model's features)
 
     @property
     def empty(self) -> bool:
-        return not self.test and not self.loso
+        return not self.test and not self.loso and not self.audit
+
+
+def _number(value) -> str | None:
+    return f"{float(value):.3f}" if isinstance(value, (int, float)) else None
+
+
+def _shortcut_audit_rows(audit: dict) -> list[tuple[str, str]]:
+    rows = [
+        (_("Accuracy with the lungs hidden (chance %(chance)s)") % {"chance": _number(audit.get("chance_accuracy"))},
+         _number(audit.get("lungs_hidden_accuracy"))),
+        (_("Accuracy with only the lungs visible"), _number(audit.get("lungs_only_accuracy"))),
+    ]
+    share, area = audit.get("gradcam_share_outside_lungs"), audit.get("gradcam_area_outside_lungs")
+    if audit.get("gradcam_n") and isinstance(share, (int, float)) and isinstance(area, (int, float)):
+        rows.append((_("Grad-CAM share outside the lungs (a uniform map: %(area)s)") % {"area": f"{area:.0%}"},
+                     f"{share:.0%}"))
+    return [(str(label), value) for label, value in rows if value is not None]
 
 
 def held_out_figures(model_version: ModelVersion) -> HeldOutFigures:
     """What a model version measured on films it never trained or calibrated on, formatted for display."""
+    from .texts import class_display_name
+
     evaluation = model_version.evaluation or {}
     test = evaluation.get("test") or {}
-    rows = [(str(label), f"{float(test[key]):.3f}") for key, label in HELD_OUT_FIGURES
-            if isinstance(test.get(key), (int, float))]
-    loso = [(source, f"{float(run['covid_auc']):.3f}" if isinstance(run.get("covid_auc"), (int, float)) else "—",
-             run.get("n")) for source, run in sorted((evaluation.get("loso") or {}).items())]
+    rows = [(str(label), _number(test.get(key))) for key, label in HELD_OUT_FIGURES if _number(test.get(key))]
+    loso = [(source, _number(run.get("covid_auc")) or "—", run.get("n"))
+            for source, run in sorted((evaluation.get("loso") or {}).items())]
+    audit = evaluation.get("shortcut_audit") or {}
+    probe = [(class_display_name(class_name), " vs ".join(sorted(result.get("sources") or {})),
+              _number(result.get("auc")))
+             for class_name, result in sorted((audit.get("source_probe") or {}).items())
+             if isinstance(result, dict) and _number(result.get("auc"))]
     return HeldOutFigures(test_n=test.get("n"), test=rows, recalibrated_since=bool(test.get("recalibrated_since")),
-                         loso=loso)
+                          loso=loso, audit_n=audit.get("n"), audit=_shortcut_audit_rows(audit) if audit else [],
+                          shortcut_suspected=bool(audit.get("shortcut_suspected")), probe=probe)
 
 
 def model_versions_with_held_out_figures(versions) -> list[tuple[ModelVersion, HeldOutFigures]]:

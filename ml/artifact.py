@@ -85,9 +85,64 @@ def verify_artifact(artifact_dir: Path | str) -> bool:
     return file_sha256(artifact_dir / metadata.model_file) == metadata.sha256
 
 
+SHORTCUT_AUDIT_FILE = "shortcut_audit.json"
+HELD_OUT_PARTS = ("test", "loso", "shortcut_audit")
 HELD_OUT_TEST_KEYS = ("n", "accuracy", "macro_auc", "covid_auc", "covid_sensitivity", "covid_specificity", "ece")
 HELD_OUT_LOSO_KEYS = ("n", "covid_auc", "accuracy")
 OPERATING_POINT_KEYS = ("covid_sensitivity", "covid_specificity", "ece")
+
+
+def shortcut_audit_record(metrics: dict) -> dict:
+    """What a model version keeps of an ``ml.evaluate`` result: its shortcut audit, condensed.
+
+    For the portal's model version pages and the activation warning: accuracy with the lungs hidden against
+    chance, where the Grad-CAM maps fall, whether a shortcut is suspected, and, per class, how well a probe
+    reads the collection off the model's features (``ml.source_probe``). Tied to the evaluated file's SHA-256.
+    """
+    audit = metrics["shortcut_audit"]
+    data = metrics.get("data") or {}
+    gradcam = audit.get("gradcam") or {}
+    record = {
+        "sha256": metrics["model"]["sha256"],
+        "subset": data.get("subset"),
+        "n": audit["n"],
+        "chance_accuracy": audit["chance_accuracy"],
+        "margin": audit["margin"],
+        "full_accuracy": audit["full"]["accuracy"],
+        "lungs_hidden_accuracy": audit["lungs_hidden"]["accuracy"],
+        "lungs_hidden_accuracy_ci": audit["lungs_hidden"].get("accuracy_ci"),
+        "lungs_only_accuracy": audit["lungs_only"]["accuracy"],
+        "gradcam_n": gradcam.get("n", 0),
+        "gradcam_share_outside_lungs": gradcam.get("mean_share_outside_lungs"),
+        "gradcam_area_outside_lungs": gradcam.get("area_share_outside_lungs"),
+        "shortcut_suspected": bool(audit["shortcut_suspected"]),
+    }
+    probes = audit.get("source_probe") or {}
+    by_class = {}
+    for class_name, result in sorted(((probes.get("features") or {}).get("by_class") or {}).items()):
+        if not result:
+            continue
+        by_class[class_name] = {
+            "sources": result["sources"],
+            "auc": result["auc"],
+            "auc_ci": result.get("auc_ci"),
+            **{f"{kind}_auc": ((probes.get(kind) or {}).get("by_class", {}).get(class_name) or {}).get("auc")
+               for kind in ("input", "outputs")},
+        }
+    if by_class:
+        record["source_probe"] = by_class
+    return record
+
+
+def record_shortcut_audit(artifact_dir: Path | str, metrics: dict) -> Path:
+    """Store ``shortcut_audit_record(metrics)`` with the artifact it evaluated (refused for another file)."""
+    artifact_dir = Path(artifact_dir)
+    record = shortcut_audit_record(metrics)
+    if record["sha256"] != load_metadata(artifact_dir).sha256:
+        raise ValueError(f"the evaluation is of another file than {artifact_dir}'s model")
+    path = artifact_dir / SHORTCUT_AUDIT_FILE
+    path.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def loso_runs_for(loso: dict | None, architecture: str) -> dict[str, dict]:
@@ -103,8 +158,9 @@ def held_out_evaluation(artifact_dir: Path | str) -> dict:
     """What the artifact measured on films it never trained or calibrated on.
 
     ``test``: its test split (``test_metrics.json``, written by ``ml.train``); ``loso``: its recipe's
-    leave-one-source-out runs (``loso.json``), each on the source it never saw. Missing or unreadable files
-    give missing keys, never an error: an artifact is servable without them.
+    leave-one-source-out runs (``loso.json``), each on the source it never saw; ``shortcut_audit``: the
+    record ``ml.evaluate --record`` stored, when it is of this very file. Missing or unreadable files give
+    missing keys, never an error: an artifact is servable without them.
     """
     artifact_dir = Path(artifact_dir)
 
@@ -130,4 +186,7 @@ def held_out_evaluation(artifact_dir: Path | str) -> dict:
             for source, run in loso_runs_for(read("loso.json"), architecture or "").items()}
     if loso:
         evaluation["loso"] = loso
+    audit = read(SHORTCUT_AUDIT_FILE)
+    if isinstance(audit, dict) and isinstance(metadata, dict) and audit.get("sha256") == metadata.get("sha256"):
+        evaluation["shortcut_audit"] = audit
     return evaluation

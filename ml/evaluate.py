@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ml import metrics
+from ml.artifact import SHORTCUT_AUDIT_FILE, record_shortcut_audit
 from ml.labels import CLASS_NAMES, POSITIVE_CLASS
 
 SCHEMA_VERSION = 1
@@ -521,11 +522,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="audit lung region: auto = segmenter/preprocessing mask when available, prior = fixed ellipses",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help=f"also store the shortcut audit in the artifact folder ({SHORTCUT_AUDIT_FILE}), where the portal shows "
+        "it with the model version; only for the artifact's own test split (--split-file, --subset test)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.record and (args.split_file is None or args.subset != "test"):
+        parser.error("--record needs --split-file and --subset test: a version carries its audit on films it never saw")
     try:
         output = evaluate_artifact(
             artifact_dir=args.model,
@@ -572,6 +582,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if familiarity["left_out_auc"] is not None:
             line += f"; left-out source {familiarity['left_out_source']} found with AUC {fmt(familiarity['left_out_auc'])}"
         print(line)
+    if args.record:
+        print(f"recorded the shortcut audit in {record_shortcut_audit(args.model, m)}")
     for note in m["notes"]:
         print(f"note: {note}")
     if m["skipped"]:

@@ -39,6 +39,29 @@ def same_operating_point(model_version: ModelVersion, metadata) -> bool:
     )
 
 
+def missing_evaluation_parts(model_version: ModelVersion) -> list[str]:
+    from ml.artifact import HELD_OUT_PARTS
+
+    return [part for part in HELD_OUT_PARTS if part not in (model_version.evaluation or {})]
+
+
+def _record_missing_evaluation(model_version: ModelVersion, *, artifact_dir: Path, actor) -> None:
+    """Add the held-out results the version lacks (registered before they were kept, or recorded since in its
+    unchanged folder, e.g. by ``ml.evaluate --record``). What it already carries is never rewritten."""
+    from ml.artifact import held_out_evaluation
+
+    missing = missing_evaluation_parts(model_version)
+    if not missing:
+        return
+    added = {part: value for part, value in held_out_evaluation(artifact_dir).items() if part in missing}
+    if not added:
+        return
+    model_version.evaluation = {**(model_version.evaluation or {}), **added}
+    model_version.save(update_fields=["evaluation"])
+    audit_record(actor=actor, action="model_version.evaluation_recorded", target=model_version,
+                 details={"name": model_version.name, "version": model_version.version, "evaluation": added})
+
+
 @transaction.atomic
 def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = False) -> ModelVersion:
     from ml.artifact import file_sha256, held_out_evaluation, load_metadata
@@ -67,13 +90,7 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
                 "(a recalibrated artifact): give it a new version (ml.recalibrate --version) and register that."
             ) % {"name": metadata.name, "version": metadata.version})
         model_version = existing
-        # Registered before versions kept their held-out results: record them from the same, unchanged file.
-        evaluation = {} if existing.evaluation else held_out_evaluation(artifact_dir)
-        if evaluation:
-            existing.evaluation = evaluation
-            existing.save(update_fields=["evaluation"])
-            audit_record(actor=actor, action="model_version.evaluation_recorded", target=existing,
-                         details={"name": existing.name, "version": existing.version, "evaluation": evaluation})
+        _record_missing_evaluation(existing, artifact_dir=artifact_dir, actor=actor)
     else:
         model_version = ModelVersion.objects.create(
             name=metadata.name,
@@ -158,12 +175,13 @@ def _folder_holds(model_version: ModelVersion) -> bool:
 def model_version_ensure_default() -> ModelVersion | None:
     """On first start, register and activate the shipped model when no version is active.
 
-    An active version registered before versions kept their held-out evaluation gets it here, from its own
-    artifact folder, when that folder still holds the registered file and operating point.
+    An active version that lacks part of its held-out evaluation (registered before versions kept it, or
+    audited since) gets it here, from its own artifact folder, when that folder still holds the registered
+    file and operating point.
     """
     active = model_version_active()
     if active is not None:
-        if not active.evaluation and _folder_holds(active):
+        if missing_evaluation_parts(active) and _folder_holds(active):
             try:
                 return model_version_register(artifact_dir=artifact_dir_for(active))
             except ValidationError as error:  # the folder changed since: keep serving the version as registered

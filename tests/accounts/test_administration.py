@@ -238,3 +238,47 @@ def test_model_version_pages_show_the_held_out_evaluation(admin_client, client, 
         assert "Test split (261 films)" in page and "Macro AUC: 0.899" in page and "Expected calibration error: 0.055" in page
         assert "cohen: 0.541 (488 films)" in page and "nih: 0.700 (1094 films)" in page
         assert "Not recorded" in page  # the version without held-out results says so
+
+
+SHORTCUT_AUDIT = {
+    "sha256": "0" * 64, "subset": "test", "n": 261, "chance_accuracy": 1 / 3, "margin": 0.1, "full_accuracy": 0.824,
+    "lungs_hidden_accuracy": 0.563, "lungs_hidden_accuracy_ci": [0.498, 0.626], "lungs_only_accuracy": 0.387,
+    "gradcam_n": 48, "gradcam_share_outside_lungs": 0.682, "gradcam_area_outside_lungs": 0.68,
+    "shortcut_suspected": True,
+    "source_probe": {"pneumonia": {"sources": {"cohen": 16, "nih": 73}, "auc": 0.759, "auc_ci": [0.6, 0.9],
+                                   "input_auc": 0.749, "outputs_auc": 0.849}},
+}
+
+
+@pytest.mark.django_db
+def test_model_version_pages_show_the_shortcut_audit(admin_client, client, auditor):
+    audited = make_version("audited")
+    ModelVersion.objects.filter(pk=audited.pk).update(evaluation={"shortcut_audit": SHORTCUT_AUDIT})
+    administration_page = admin_client.get(reverse("administration:model_versions")).content.decode()
+    client.force_login(auditor)
+    for page in (administration_page, client.get(reverse("diagnosis:model_versions")).content.decode()):
+        assert "Shortcut audit (261 test films)" in page and "Shortcut suspected" in page
+        assert "Accuracy with the lungs hidden (chance 0.333): 0.563" in page
+        assert "Accuracy with only the lungs visible: 0.387" in page
+        assert "Grad-CAM share outside the lungs (a uniform map: 68%): 68%" in page
+        assert "Pneumonia, cohen vs nih: 0.759" in page
+        assert "Not recorded" not in page
+
+
+@pytest.mark.django_db
+def test_activating_a_version_says_what_its_shortcut_audit_found(admin_client):
+    suspected, clean, unaudited = make_version("suspected"), make_version("clean"), make_version("unaudited")
+    ModelVersion.objects.filter(pk=suspected.pk).update(evaluation={"shortcut_audit": SHORTCUT_AUDIT})
+    ModelVersion.objects.filter(pk=clean.pk).update(
+        evaluation={"shortcut_audit": {**SHORTCUT_AUDIT, "shortcut_suspected": False, "lungs_hidden_accuracy": 0.295}})
+
+    def activate(version) -> str:
+        response = admin_client.post(reverse("administration:model_version_activate", args=[version.id]), follow=True)
+        version.refresh_from_db()
+        assert version.status == "active"  # a warning, not a refusal: the administrator decides
+        return " ".join(str(message) for message in response.context["messages"])
+
+    said = activate(suspected)
+    assert "suspected 1 still classifies 56% of its test films correctly with the lungs hidden (chance 33%)" in said
+    assert "shortcut" not in activate(clean).lower()
+    assert "No shortcut audit is recorded for unaudited 1" in activate(unaudited)

@@ -151,3 +151,33 @@ def test_start_up_records_the_held_out_results_of_an_active_version_registered_w
     assert ModelVersion.objects.count() == 1
     version.refresh_from_db()
     assert version.evaluation == {}
+
+
+@pytest.mark.django_db
+def test_a_shortcut_audit_recorded_later_is_added_and_nothing_recorded_is_rewritten(tiny_model_dir, tmp_path, settings):
+    from audit.models import AuditEvent
+    from diagnosis.services.model_registry import model_version_ensure_default
+    from ml.artifact import SHORTCUT_AUDIT_FILE
+
+    artifact = _artifact_with_held_out_results(tiny_model_dir, tmp_path / "a")
+    settings.DEFAULT_MODEL_ARTIFACT = str(tmp_path / "not-shipped")
+    version = model_version_register(artifact_dir=artifact, activate=True)
+    assert set(version.evaluation) == {"test", "loso"}
+    sha = json.loads((artifact / "metadata.json").read_text())["sha256"]
+
+    # An audit of another file is not this version's.
+    (artifact / SHORTCUT_AUDIT_FILE).write_text(json.dumps({"sha256": "f" * 64, "shortcut_suspected": True}))
+    assert model_version_ensure_default() == version
+    assert not AuditEvent.objects.filter(action="model_version.evaluation_recorded").exists()
+
+    # ml.evaluate --record audits the unchanged file, and the test results are edited in the folder meanwhile.
+    (artifact / SHORTCUT_AUDIT_FILE).write_text(json.dumps({"sha256": sha, "n": 40, "shortcut_suspected": False}))
+    (artifact / "test_metrics.json").write_text(json.dumps({"n": 40, "accuracy": 0.99}))
+    assert model_version_ensure_default() == version
+    version.refresh_from_db()
+    assert version.evaluation["shortcut_audit"] == {"sha256": sha, "n": 40, "shortcut_suspected": False}
+    assert version.evaluation["test"]["accuracy"] == 0.7  # what the version carried stays as recorded
+    event = AuditEvent.objects.get(action="model_version.evaluation_recorded")
+    assert list(event.details["evaluation"]) == ["shortcut_audit"]
+    model_version_register(artifact_dir=artifact)
+    assert AuditEvent.objects.filter(action="model_version.evaluation_recorded").count() == 1

@@ -267,3 +267,47 @@ def test_recalibrate_explains_data_without_covid(artifact, tmp_path, capsys):
     code = recalibrate.main(["--model", str(artifact), "--data", str(data), "--quiet"])
     assert code == 2
     assert "no COVID-19 images" in capsys.readouterr().err
+
+
+def test_record_stores_the_shortcut_audit_with_the_artifact_it_evaluated(artifact, tmp_path, capsys):
+    import shutil
+
+    from ml.artifact import SHORTCUT_AUDIT_FILE, held_out_evaluation, load_metadata
+
+    model = tmp_path / "model"
+    shutil.copytree(artifact, model)
+    data = tmp_path / "pool"
+    written = _write_folder(data, classes=CLASSES, n=60, seed=3)
+    _write_manifest(data, written, patient_of=lambda i: f"p{i}")
+    split = data / "split.json"
+    split.write_text(json.dumps({"seed": 0, "train": [], "val": [], "test": [key for key, _, _ in written]}))
+    common = ["--model", str(model), "--data", str(data), "--manifest", str(data / "manifest.csv"),
+              "--gradcam-samples", "4", "--bootstrap", "20", "--quiet", "--record"]
+
+    with pytest.raises(SystemExit):  # an audit on films of unknown standing is not recorded
+        evaluate.main([*common, "--out", str(tmp_path / "e0")])
+    assert "--record needs --split-file and --subset test" in capsys.readouterr().err
+    assert not (model / SHORTCUT_AUDIT_FILE).exists()
+
+    assert evaluate.main([*common, "--split-file", str(split), "--out", str(tmp_path / "e1")]) == 0
+    assert "recorded the shortcut audit in" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "e1" / "metrics.json").read_text())
+    record = json.loads((model / SHORTCUT_AUDIT_FILE).read_text())
+    audit = metrics["shortcut_audit"]
+    assert record["sha256"] == load_metadata(model).sha256 and record["subset"] == "test" and record["n"] == 60
+    assert record["lungs_hidden_accuracy"] == audit["lungs_hidden"]["accuracy"]
+    assert record["gradcam_n"] == 4
+    assert record["gradcam_share_outside_lungs"] == audit["gradcam"]["mean_share_outside_lungs"]
+    assert record["shortcut_suspected"] == audit["shortcut_suspected"]
+    features = audit["source_probe"]["features"]["by_class"]["covid"]
+    assert record["source_probe"]["covid"] == {
+        "sources": {"alpha": 10, "beta": 10}, "auc": features["auc"], "auc_ci": features["auc_ci"],
+        "input_auc": audit["source_probe"]["input"]["by_class"]["covid"]["auc"],
+        "outputs_auc": audit["source_probe"]["outputs"]["by_class"]["covid"]["auc"],
+    }
+    assert held_out_evaluation(model)["shortcut_audit"] == record
+
+    # Once the folder's model changes, the record no longer describes it and is not read.
+    metadata = json.loads((model / "metadata.json").read_text())
+    (model / "metadata.json").write_text(json.dumps({**metadata, "sha256": "0" * 64}))
+    assert "shortcut_audit" not in held_out_evaluation(model)
