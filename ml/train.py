@@ -198,7 +198,11 @@ def train_model(
     if source_adversary > 0:
         from ml.adversary import build_trainer, source_indices, strength_schedule
 
+        if train_sources is None or val_sources is None:
+            raise ValueError("a source adversary needs the source of every training and validation film")
         source_names = sorted(set(train_sources))
+        if len(source_names) < 2:
+            raise ValueError(f"a source adversary needs films of two sources or more; training has {source_names}")
         trainer, reversal = build_trainer(model, num_sources=len(source_names))
         callbacks.append(strength_schedule(reversal, strength=source_adversary, epochs=epochs))
         train_source_index = source_indices(train_sources, source_names)

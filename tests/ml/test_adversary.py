@@ -88,3 +88,18 @@ def test_adversary_strength_follows_the_ramp_and_both_heads_are_logged(adversari
     assert history["adversary_strength"] == pytest.approx([0.5 * ramp(epoch / 4) for epoch in range(4)], abs=1e-6)
     for key in ("class_loss", "source_loss", "val_class_loss", "val_source_loss"):
         assert len(history[key]) == 4 and all(np.isfinite(history[key]))
+
+
+def test_an_adversary_without_two_sources_is_refused(tmp_path):
+    from ml.augment import LIGHT
+    from ml.preprocess import PreprocessConfig
+    from ml.train import train_model
+
+    films = [np.full((32, 32), 0.1 * (index % 3), dtype=np.float32) for index in range(6)]
+    common = dict(train_films=films, train_labels=np.arange(6) % 3, val_films=films, val_labels=np.arange(6) % 3,
+                  architecture="tiny", config=PreprocessConfig(input_size=32), augment=LIGHT, out_dir=tmp_path,
+                  epochs=1, seed=0, name="t", version="0", threads=1, verbose=0, source_adversary=1.0)
+    with pytest.raises(ValueError, match="the source of every training and validation film"):
+        train_model(**common)
+    with pytest.raises(ValueError, match="two sources or more"):
+        train_model(**common, train_sources=["unknown"] * 6, val_sources=["unknown"] * 6)
