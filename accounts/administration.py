@@ -205,6 +205,10 @@ def _model_version_action(request, model_version_id: int, *, action: str, run, d
     return redirect("administration:model_versions")
 
 
+def _percent(value) -> str:
+    return f"{value:.0%}" if isinstance(value, (int, float)) else "?"
+
+
 @login_required
 @require_POST
 def model_version_activate_view(request, model_version_id: int):
@@ -230,8 +234,8 @@ def model_version_activate_view(request, model_version_id: int):
                 "%(model)s still classifies %(accuracy)s of its test films correctly with the lungs hidden "
                 "(chance %(chance)s): it reads the film around the lungs, which does not carry over to another "
                 "hospital's films."
-            ) % {"model": version, "accuracy": f"{audit.get('lungs_hidden_accuracy', 0):.0%}",
-                 "chance": f"{audit.get('chance_accuracy', 0):.0%}"})
+            ) % {"model": version, "accuracy": _percent(audit.get("lungs_hidden_accuracy")),
+                 "chance": _percent(audit.get("chance_accuracy"))})
         for breach in model_version_reference_breaches(version):
             messages.warning(request, _(
                 "On its own validation films %(model)s already breaks the site monitor's %(check)s limit "

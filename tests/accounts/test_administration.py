@@ -282,3 +282,8 @@ def test_activating_a_version_says_what_its_shortcut_audit_found(admin_client):
     assert "suspected 1 still classifies 56% of its test films correctly with the lungs hidden (chance 33%)" in said
     assert "shortcut" not in activate(clean).lower()
     assert "No shortcut audit is recorded for unaudited 1" in activate(unaudited)
+    # A hand-edited record without the figures still warns, and never breaks the page.
+    ModelVersion.objects.filter(pk=unaudited.pk).update(
+        evaluation={"shortcut_audit": {"shortcut_suspected": True, "lungs_hidden_accuracy": None}})
+    activate(clean)
+    assert "unaudited 1 still classifies ? of its test films correctly" in activate(unaudited)
