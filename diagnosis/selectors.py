@@ -146,29 +146,29 @@ VALIDATION_FIGURES = (
 )
 
 
+def _number(value) -> str | None:
+    """A figure to three decimals; None for a missing, non-numeric or NaN one."""
+    if not isinstance(value, (int, float)) or value != value:
+        return None
+    return f"{float(value):.3f}"
+
+
 def validation_figures(model_version: ModelVersion) -> list[tuple[str, str]]:
     """(label, formatted value) for each validation figure the model version recorded."""
     metrics = model_version.metrics or {}
     rows = []
     for key, label, kind in VALIDATION_FIGURES:
         value = metrics.get(key)
-        if value is None or (isinstance(value, float) and value != value):  # missing or NaN
+        if _number(value) is None:
             continue
-        rows.append((str(label), str(int(value)) if kind == "count" else f"{float(value):.3f}"))
+        rows.append((str(label), str(int(value)) if kind == "count" else _number(value)))
     if model_version.covid_threshold is not None:
         rows.append((str(_("COVID-19 alert threshold")), f"{model_version.covid_threshold:.3f}"))
     return rows
 
 
-# The held-out figures shown for a model version, in this order; keys are those of ml.artifact.held_out_evaluation.
-HELD_OUT_FIGURES = (
-    ("accuracy", _("Accuracy")),
-    ("macro_auc", _("Macro AUC")),
-    ("covid_auc", _("COVID-19 AUC")),
-    ("covid_sensitivity", _("COVID-19 sensitivity at threshold")),
-    ("covid_specificity", _("COVID-19 specificity at threshold")),
-    ("ece", _("Expected calibration error")),
-)
+# The held-out figures shown for a model version: the validation ratios, from ml.artifact.held_out_evaluation's test.
+HELD_OUT_FIGURES = tuple((key, label) for key, label, kind in VALIDATION_FIGURES if kind == "ratio")
 
 
 @dataclass(frozen=True)
@@ -185,10 +185,6 @@ class HeldOutFigures:
     @property
     def empty(self) -> bool:
         return not self.test and not self.loso and not self.audit
-
-
-def _number(value) -> str | None:
-    return f"{float(value):.3f}" if isinstance(value, (int, float)) else None
 
 
 def _shortcut_audit_rows(audit: dict) -> list[tuple[str, str]]:
