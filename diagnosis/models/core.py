@@ -111,7 +111,7 @@ class ModelVersion(models.Model):
     metrics = models.JSONField(default=dict, blank=True)
     evaluation = models.JSONField(
         default=dict, blank=True,
-        help_text="Held-out results from the artifact at registration: its test split and leave-one-source-out runs",
+        help_text="Held-out results from the artifact: its test split, leave-one-source-out runs and shortcut audit",
     )
     temperature = models.FloatField(default=1.0)
     covid_threshold = models.FloatField(null=True, blank=True)
