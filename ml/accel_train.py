@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ml.architectures import ARCHITECTURES
 from ml.augment import STRONG, augment_film, augment_geometry
 from ml.pack import Pack, load_pack
 from ml.train import class_weights
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml.accel_train", description=__doc__.splitlines()[0])
     parser.add_argument("--pack", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--architecture", default="sepres-wide")
+    parser.add_argument("--architecture", choices=ARCHITECTURES, default="sepres-wide")
     parser.add_argument("--groups", nargs="+", default=["main"])
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--first-seed", type=int, default=101)

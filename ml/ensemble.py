@@ -1,6 +1,6 @@
 """Turn members trained by ``ml.accel_train`` into one calibrated artifact.
 
-    python -m ml.ensemble --members runs/accel --group main --count 5 \
+    python -m ml.ensemble --members runs/accel [runs/accel-more ...] --group main --count 5 \
         --data ../shared/data/cxr --split-file ml/artifacts/dev_split.json \
         --out runs/ens5 --name cxr-sepres-wide-ens5 --version 1
 
@@ -24,23 +24,33 @@ from pathlib import Path
 import numpy as np
 
 
-def load_members(*, members_dir: Path, group: str, architecture: str, input_size: int, count: int | None) -> list:
-    """The first ``count`` members of ``group`` (all when None) as Keras models."""
+def load_members(*, members_dirs: list[Path], group: str, architecture: str, input_size: int,
+                 count: int | None) -> list:
+    """The first ``count`` members of ``group`` (all when None) as Keras models.
+
+    Members are taken folder by folder in the order given (``ml.accel_train``
+    runs that trained more members of a group, e.g. with ``--first-seed``).
+    """
     from ml.architectures import build_model
 
-    with np.load(Path(members_dir) / f"{group}.npz") as data:
-        arrays = {key: data[key] for key in data.files}
-    indices = sorted({int(key.split("_")[0][1:]) for key in arrays})
+    weights = []
+    for members_dir in members_dirs:
+        path = Path(members_dir) / f"{group}.npz"
+        if not path.exists():
+            continue
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+        for member in sorted({int(key.split("_")[0][1:]) for key in arrays}):
+            prefix = f"m{member}_w"
+            weights.append([arrays[key] for key in sorted(k for k in arrays if k.startswith(prefix))])
     if count is not None:
-        if count > len(indices):
-            raise ValueError(f"{group}: {count} members asked for, {len(indices)} trained")
-        indices = indices[:count]
+        if count > len(weights):
+            raise ValueError(f"{group}: {count} members asked for, {len(weights)} trained")
+        weights = weights[:count]
     models = []
-    for member in indices:
+    for member_weights in weights:
         model = build_model(architecture=architecture, input_size=input_size)
-        prefix = f"m{member}_w"
-        weights = [arrays[key] for key in sorted(k for k in arrays if k.startswith(prefix))]
-        model.set_weights(weights)
+        model.set_weights(member_weights)
         models.append(model)
     return models
 
@@ -58,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     parser = argparse.ArgumentParser(prog="python -m ml.ensemble", description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=Path, required=True, help="ml.accel_train's output folder")
+    parser.add_argument("--members", type=Path, nargs="+", required=True,
+                        help="ml.accel_train's output folder(s); members are taken in the order given")
     parser.add_argument("--group", default="main", help="main or loso-<source>")
     parser.add_argument("--count", type=int, default=None, help="use the first COUNT members (default: all)")
     parser.add_argument("--data", type=Path, default=default_data_dir())
@@ -74,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     started = time.time()
-    summary = json.loads((args.members / "members.json").read_text())
-    trained = summary["groups"].get(args.group) or []
+    summaries = [json.loads((folder / "members.json").read_text()) for folder in args.members]
+    summary = summaries[0]
+    for folder, other in zip(args.members[1:], summaries[1:]):
+        if (other["architecture"], other["preprocessing"]) != (summary["architecture"], summary["preprocessing"]):
+            parser.error(f"{folder} holds another architecture or preprocessing than {args.members[0]}")
+    trained = [member for other in summaries for member in other["groups"].get(args.group) or []]
     if not trained:
-        parser.error(f"no members of group {args.group!r} in {args.members}")
+        parser.error(f"no members of group {args.group!r} in {', '.join(map(str, args.members))}")
     members_info = trained[: args.count] if args.count else trained
     config = PreprocessConfig.from_dict(summary["preprocessing"])
     leave_out = args.group.removeprefix("loso-") if args.group.startswith("loso-") else None
@@ -94,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from ml.architectures import build_ensemble
 
     members = load_members(
-        members_dir=args.members, group=args.group, architecture=summary["architecture"],
+        members_dirs=args.members, group=args.group, architecture=summary["architecture"],
         input_size=config.input_size, count=len(members_info),
     )
     model = build_ensemble(members)
@@ -120,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         model=model, out_dir=args.out, architecture=architecture, config=config,
         val_inputs=val_inputs, val_labels=val_labels, name=args.name or f"cxr-{architecture}", version=args.version,
         target_sensitivity=args.target_sensitivity, threshold_confidence=args.threshold_confidence or None,
-        history={f"member{m['member'] + 1}": m["history"] for m in members_info}, info=info,
+        history={f"member{index + 1}": m["history"] for index, m in enumerate(members_info)}, info=info,
         split_data=asdict(split), test_inputs=test_inputs, test_labels=test_labels, started=started,
     )
     print(json.dumps({"val": val_metrics, "test": test_metrics}, indent=1))

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from ml.architectures import GRADCAM_LAYER, build_model
+from ml.architectures import ARCHITECTURES, GRADCAM_LAYER, build_model
 
 
 def test_seed_matches_its_published_shape():
@@ -13,8 +13,8 @@ def test_seed_matches_its_published_shape():
 
 
 def test_every_architecture_exposes_gradcam_and_logits_layers():
-    for architecture, size in (("seed", 64), ("sepres", 64), ("sepres-wide", 64), ("tiny", 32)):
-        model = build_model(architecture=architecture, input_size=size)
+    for architecture in ARCHITECTURES:
+        model = build_model(architecture=architecture, input_size=64)
         assert model.get_layer(GRADCAM_LAYER) is not None and model.get_layer("logits") is not None
 
 
@@ -24,6 +24,17 @@ def test_sepres_wide_doubles_every_layer():
     assert [layer.name for layer in narrow.layers] == [layer.name for layer in wide.layers]
     assert wide.get_layer(GRADCAM_LAYER).output.shape[-1] == 2 * narrow.get_layer(GRADCAM_LAYER).output.shape[-1] == 256
     assert wide.get_layer("stem_conv").filters == 48
+
+
+def test_sepres_large_adds_a_block_per_stage_at_three_times_the_width():
+    wide = build_model(architecture="sepres-wide", input_size=64)
+    large = build_model(architecture="sepres-large", input_size=64)
+    blocks = {layer.name.removesuffix("_add") for layer in large.layers if layer.name.endswith("_add")}
+    assert blocks == {f"block{stage}{suffix}" for stage in range(1, 5) for suffix in ("", "_2")}
+    # The production network's layers keep their names (its saved model still loads).
+    assert {layer.name for layer in wide.layers} < {layer.name for layer in large.layers}
+    assert large.get_layer(GRADCAM_LAYER).output.shape[-1] == 384
+    assert large.count_params() > 4 * wide.count_params()
 
 
 def test_tiny_has_a_few_thousand_parameters():

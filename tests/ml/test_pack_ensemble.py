@@ -137,7 +137,7 @@ def test_accel_train_members_load_into_an_ensemble(tmp_path):
     trained = summary["groups"]["main"]
     assert [m["seed"] for m in trained] == [101, 102]
     assert all(m["epochs"] == 2 and m["n_train"] == 18 and m["n_val"] == 6 for m in trained)
-    members = load_members(members_dir=out, group="main", architecture="sepres-wide", input_size=size, count=None)
+    members = load_members(members_dirs=[out], group="main", architecture="sepres-wide", input_size=size, count=None)
     assert len(members) == 2
     first, second = (m.get_layer("logits").get_weights()[0] for m in members)
     assert not np.allclose(first, second)  # two trained members, not one copied
@@ -145,4 +145,18 @@ def test_accel_train_members_load_into_an_ensemble(tmp_path):
     probabilities = ensemble.predict(pack.model_inputs(indices[18:]), verbose=0)
     assert probabilities.shape == (6, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     with pytest.raises(ValueError, match="3 members asked for, 2 trained"):
-        load_members(members_dir=out, group="main", architecture="sepres-wide", input_size=size, count=3)
+        load_members(members_dirs=[out], group="main", architecture="sepres-wide", input_size=size, count=3)
+    # A second run with --first-seed trains more members of the group; both folders load in the order given.
+    more = tmp_path / "more"
+    assert accel_train([
+        "--pack", str(tmp_path / "pack.npz"), "--out", str(more), "--members", "1", "--epochs", "1",
+        "--workers", "0", "--batch-size", "8", "--first-seed", "103",
+    ]) == 0
+    three = load_members(members_dirs=[out, more], group="main", architecture="sepres-wide", input_size=size,
+                         count=None)
+    assert len(three) == 3
+    assert np.array_equal(three[0].get_layer("logits").get_weights()[0], first)
+    assert np.array_equal(three[1].get_layer("logits").get_weights()[0], second)
+    with np.load(more / "main.npz") as data:
+        logits_kernel = [data[k] for k in sorted(data.files)][-2]
+    assert np.array_equal(three[2].get_layer("logits").get_weights()[0], logits_kernel)
