@@ -179,9 +179,14 @@ def model_version_ensure_default() -> ModelVersion | None:
     audited since) gets it here, from its own artifact folder, when that folder still holds the registered
     file and operating point.
     """
+    from ml.artifact import held_out_evaluation
+
     active = model_version_active()
     if active is not None:
-        if missing_evaluation_parts(active) and _folder_holds(active):
+        missing = missing_evaluation_parts(active)
+        # Only when the folder has something to add: registering hashes the whole model file.
+        if (missing and _folder_holds(active)
+                and set(missing) & set(held_out_evaluation(artifact_dir_for(active)))):
             try:
                 return model_version_register(artifact_dir=artifact_dir_for(active))
             except ValidationError as error:  # the folder changed since: keep serving the version as registered

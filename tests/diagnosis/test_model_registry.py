@@ -181,3 +181,21 @@ def test_a_shortcut_audit_recorded_later_is_added_and_nothing_recorded_is_rewrit
     assert list(event.details["evaluation"]) == ["shortcut_audit"]
     model_version_register(artifact_dir=artifact)
     assert AuditEvent.objects.filter(action="model_version.evaluation_recorded").count() == 1
+
+
+@pytest.mark.django_db
+def test_start_up_does_not_rehash_the_model_when_its_folder_has_nothing_to_add(
+    tiny_model_dir, tmp_path, settings, monkeypatch
+):
+    import ml.artifact
+    from diagnosis.services.model_registry import model_version_ensure_default
+
+    artifact = _artifact_with_held_out_results(tiny_model_dir, tmp_path / "a")
+    settings.DEFAULT_MODEL_ARTIFACT = str(tmp_path / "not-shipped")
+    version = model_version_register(artifact_dir=artifact, activate=True)
+    assert "shortcut_audit" not in version.evaluation  # missing here and in its folder
+
+    hashed = []
+    monkeypatch.setattr(ml.artifact, "file_sha256", lambda path: hashed.append(path) or "0" * 64)
+    assert model_version_ensure_default() == version
+    assert hashed == []
