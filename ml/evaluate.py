@@ -283,7 +283,8 @@ def evaluate_artifact(
             model_inputs.append(result.model_input)
             familiarity_scores.append(result.familiarity_score)
             if sources_known:  # the source probe needs them; nothing else does
-                features.append(predictor.features(result.model_input[..., None]))
+                features.append(result.features if result.features is not None
+                                else predictor.features(result.model_input[..., None]))
         for film in pixels:
             for perturbation, changed_film in changed_films(film):
                 changed = predictor.calibrated_probabilities(changed_film)

@@ -34,6 +34,8 @@ class PredictionResult:
     warnings: list[str] = field(default_factory=list)
     # ml.familiarity score (None: the artifact has no familiarity check); above its threshold: unfamiliar.
     familiarity_score: float | None = None
+    # The pooled features (C,) of the familiarity pass (None without one); ml.evaluate's source probe reads them.
+    features: np.ndarray | None = None
 
 
 def _verified(path: Path, sha256: str | None) -> Path:
@@ -117,7 +119,7 @@ class Predictor:
         raw, calibrated = self._run(model_input)
         inference_ms = (time.perf_counter() - started) * 1000.0
         label_index = int(np.argmax(calibrated))
-        familiarity_score, class_maps = self._familiarity_pass(model_input)
+        familiarity_score, features, class_maps = self._familiarity_pass(model_input)
         if familiarity_score is not None and self._familiarity.is_unfamiliar(familiarity_score):
             warnings = [*warnings, UNFAMILIAR]
         if check_stability and self._answer_moves(pixels, calibrated):
@@ -140,6 +142,7 @@ class Predictor:
             model_input=model_input[..., 0],
             warnings=warnings,
             familiarity_score=familiarity_score,
+            features=features,
         )
 
     def _run(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +154,13 @@ class Predictor:
         """ml.familiarity score of one model input (S, S, 1); None when the artifact has no such check."""
         return self._familiarity_pass(model_input)[0]
 
-    def _familiarity_pass(self, model_input: np.ndarray) -> tuple[float | None, np.ndarray | None]:
-        """The familiarity score and, when features.tflite gives them, the class activation maps."""
+    def _familiarity_pass(self, model_input: np.ndarray):
+        """The familiarity score, the pooled features and, when features.tflite gives them, the class
+        activation maps; (None, None, None) when the artifact has no familiarity check."""
         if self._familiarity is None:
-            return None, None
+            return None, None, None
         features, class_maps = split_outputs(run_interpreter_outputs(self._features_interpreter, model_input))
-        return float(self._familiarity.scores(features[None])[0]), class_maps
+        return float(self._familiarity.scores(features[None])[0]), features, class_maps
 
     def features(self, model_input: np.ndarray) -> np.ndarray:
         """The pooled features (C,) the classifier head reads, for one model input (S, S, 1).

@@ -181,3 +181,5 @@ def test_the_familiarity_pass_gives_the_same_heatmap_as_the_heatmap_model(famili
         from_cam = predictor.heatmap(result.model_input[..., None], predictor.class_names.index(result.label))
         np.testing.assert_allclose(result.heatmap, from_cam, atol=1e-5)
         assert result.heatmap.max() == pytest.approx(1.0) or result.heatmap.max() == 0.0
+        # The same pass gives the pooled features (ml.evaluate's source probe reads them instead of a second pass).
+        np.testing.assert_array_equal(result.features, predictor.features(result.model_input[..., None]))
