@@ -129,6 +129,11 @@ def build_tiny(*, input_size: int, num_classes: int):
     return keras.Model(inputs, _head(x, num_classes=num_classes), name="tiny")
 
 
+def has_pooled_head(model) -> bool:
+    """Whether the network ends gradcam_features -> global average pooling ("gap") -> Dense logits."""
+    return any(layer.name == "gap" for layer in model.layers)
+
+
 def build_ensemble(members: list, *, name: str = "ensemble"):
     """One network whose logits are the mean of its members' logits.
 
@@ -145,6 +150,10 @@ def build_ensemble(members: list, *, name: str = "ensemble"):
 
     if not members:
         raise ValueError("an ensemble needs at least one member")
+    unpooled = sorted({member.name for member in members if not has_pooled_head(member)})
+    if unpooled:
+        raise ValueError(f"averaging needs members that end in global average pooling and a Dense head; "
+                         f"{', '.join(unpooled)} do not (one such member can be used alone)")
     inputs = keras.Input(members[0].input_shape[1:], name="image")
     features, kernels, biases = [], [], []
     for index, member in enumerate(members):

@@ -106,13 +106,14 @@ def main(argv: list[str] | None = None) -> int:
             f"but this split gives {len(train_samples)}/{len(val_samples)}: another split or data folder?"
         )
     configure_tensorflow(threads=args.threads, seed=0)
-    from ml.architectures import build_ensemble
+    from ml.architectures import build_ensemble, has_pooled_head
 
     members = load_members(
         members_dirs=args.members, group=args.group, architecture=summary["architecture"],
         input_size=config.input_size, count=len(members_info),
     )
-    model = build_ensemble(members)
+    # One member without a pooled head (the seed's flatten) is served as it is; averaging needs one.
+    model = members[0] if len(members) == 1 and not has_pooled_head(members[0]) else build_ensemble(members)
     # Only the films calibration and the test metrics need: the members never see the rest here.
     val_inputs = preprocess_batch(load_films(val_samples, cache_dir=args.cache_dir), config)
     test_inputs = preprocess_batch(load_films(test_samples, cache_dir=args.cache_dir), config)

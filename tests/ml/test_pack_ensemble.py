@@ -160,3 +160,12 @@ def test_accel_train_members_load_into_an_ensemble(tmp_path):
     with np.load(more / "main.npz") as data:
         logits_kernel = [data[k] for k in sorted(data.files)][-2]
     assert np.array_equal(three[2].get_layer("logits").get_weights()[0], logits_kernel)
+
+
+def test_members_without_a_pooled_head_are_not_averaged():
+    from ml.architectures import build_ensemble, build_model, has_pooled_head
+
+    seed = build_model(architecture="seed", input_size=32)
+    assert not has_pooled_head(seed) and has_pooled_head(_members(1)[0])
+    with pytest.raises(ValueError, match="one such member can be used alone"):
+        build_ensemble([seed, build_model(architecture="seed", input_size=32)])
