@@ -25,8 +25,8 @@ import numpy as np
 
 
 def load_members(*, members_dirs: list[Path], group: str, architecture: str, input_size: int,
-                 count: int | None) -> list:
-    """The first ``count`` members of ``group`` (all when None) as Keras models.
+                 count: int | None, skip: int = 0) -> list:
+    """``count`` members of ``group`` (all when None) after the first ``skip``, as Keras models.
 
     Members are taken folder by folder in the order given (``ml.accel_train``
     runs that trained more members of a group, e.g. with ``--first-seed``).
@@ -43,10 +43,9 @@ def load_members(*, members_dirs: list[Path], group: str, architecture: str, inp
         for member in sorted({int(key.split("_")[0][1:]) for key in arrays}):
             prefix = f"m{member}_w"
             weights.append([arrays[key] for key in sorted(k for k in arrays if k.startswith(prefix))])
-    if count is not None:
-        if count > len(weights):
-            raise ValueError(f"{group}: {count} members asked for, {len(weights)} trained")
-        weights = weights[:count]
+    if count is not None and skip + count > len(weights):
+        raise ValueError(f"{group}: {count} members asked for after skipping {skip}, {len(weights)} trained")
+    weights = weights[skip:] if count is None else weights[skip:skip + count]
     models = []
     for member_weights in weights:
         model = build_model(architecture=architecture, input_size=input_size)
@@ -72,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="ml.accel_train's output folder(s); members are taken in the order given")
     parser.add_argument("--group", default="main", help="main or loso-<source>")
     parser.add_argument("--count", type=int, default=None, help="use the first COUNT members (default: all)")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="leave out the first SKIP members (--skip 1 --count 1: the second member alone)")
     parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--manifest", type=Path, default=None)
     parser.add_argument("--split-file", type=Path, required=True)
@@ -93,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     trained = [member for other in summaries for member in other["groups"].get(args.group) or []]
     if not trained:
         parser.error(f"no members of group {args.group!r} in {', '.join(map(str, args.members))}")
-    members_info = trained[: args.count] if args.count else trained
+    members_info = trained[args.skip:args.skip + args.count] if args.count else trained[args.skip:]
+    if not members_info:
+        parser.error(f"{len(trained)} members of group {args.group!r}: none left after skipping {args.skip}")
     config = PreprocessConfig.from_dict(summary["preprocessing"])
     leave_out = args.group.removeprefix("loso-") if args.group.startswith("loso-") else None
 
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 
     members = load_members(
         members_dirs=args.members, group=args.group, architecture=summary["architecture"],
-        input_size=config.input_size, count=len(members_info),
+        input_size=config.input_size, count=len(members_info), skip=args.skip,
     )
     # One member without a pooled head (the seed's flatten) is served as it is; averaging needs one.
     model = members[0] if len(members) == 1 and not has_pooled_head(members[0]) else build_ensemble(members)

@@ -144,7 +144,10 @@ def test_accel_train_members_load_into_an_ensemble(tmp_path):
     ensemble = build_ensemble(members)
     probabilities = ensemble.predict(pack.model_inputs(indices[18:]), verbose=0)
     assert probabilities.shape == (6, 3) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-    with pytest.raises(ValueError, match="3 members asked for, 2 trained"):
+    alone = load_members(members_dirs=[out], group="main", architecture="sepres-wide", input_size=size, count=1,
+                         skip=1)
+    assert len(alone) == 1 and np.array_equal(alone[0].get_layer("logits").get_weights()[0], second)
+    with pytest.raises(ValueError, match="3 members asked for after skipping 0, 2 trained"):
         load_members(members_dirs=[out], group="main", architecture="sepres-wide", input_size=size, count=3)
     # A second run with --first-seed trains more members of the group; both folders load in the order given.
     more = tmp_path / "more"
