@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     val_inputs = preprocess_batch(load_films(val_samples, cache_dir=args.cache_dir), config)
     test_inputs = preprocess_batch(load_films(test_samples, cache_dir=args.cache_dir), config)
     val_labels, test_labels = label_array(val_samples), label_array(test_samples)
-    architecture = f"{summary['architecture']}-ensemble{len(members)}"
+    # A member used alone is that network; an averaged one is named by its member count.
+    architecture = summary["architecture"]
+    if model is not members[0]:
+        architecture = f"{architecture}-ensemble{len(members)}"
     info = {
         "ensemble_of": len(members),
         "members": [{key: m[key] for key in ("member", "seed", "epochs", "best_epoch", "best_val_loss", "seconds")}
