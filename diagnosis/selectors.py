@@ -159,9 +159,10 @@ def validation_figures(model_version: ModelVersion) -> list[tuple[str, str]]:
     rows = []
     for key, label, kind in VALIDATION_FIGURES:
         value = metrics.get(key)
-        if _number(value) is None:
+        number = _number(value)
+        if number is None:
             continue
-        rows.append((str(label), str(int(value)) if kind == "count" else _number(value)))
+        rows.append((str(label), str(int(value)) if kind == "count" else number))
     if model_version.covid_threshold is not None:
         rows.append((str(_("COVID-19 alert threshold")), f"{model_version.covid_threshold:.3f}"))
     return rows

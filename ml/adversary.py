@@ -24,8 +24,10 @@ import math
 
 import numpy as np
 
+from ml.architectures import POOLED_FEATURES_LAYER as FEATURES_LAYER
+from ml.architectures import has_pooled_head
+
 ADVERSARY_HIDDEN = 64
-FEATURES_LAYER = "gap"
 
 
 def ramp(progress: float) -> float:
@@ -63,7 +65,7 @@ def build_trainer(model, *, num_sources: int):
     """
     import keras
 
-    if FEATURES_LAYER not in {layer.name for layer in model.layers}:
+    if not has_pooled_head(model):
         raise ValueError(f"a source adversary needs pooled features (a {FEATURES_LAYER!r} layer); "
                          f"{model.name!r} has none")
     num_classes = int(model.output.shape[-1])

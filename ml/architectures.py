@@ -11,6 +11,8 @@ from ml.labels import CLASS_NAMES
 
 ARCHITECTURES = ("seed", "sepres", "sepres-wide", "sepres-large", "tiny")
 GRADCAM_LAYER = "gradcam_features"
+# The global average pooling the Dense head reads (sepres, tiny, ensembles); the seed flattens instead.
+POOLED_FEATURES_LAYER = "gap"
 
 # Keras' default 0.99 leaves the running statistics far from the data after the
 # few hundred steps these small data sets give; validation then collapses onto one class.
@@ -112,7 +114,7 @@ def build_sepres(*, input_size: int, num_classes: int, width: float = 1.0, depth
         for extra in range(1, depth):
             x = _residual_block(x, filters=channels(filters), stride=1, name=f"block{stage}_{extra + 1}")
     x = keras.layers.Activation("linear", name=GRADCAM_LAYER)(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(x)
     x = keras.layers.Dropout(0.3, name="dropout")(x)
     return keras.Model(inputs, _head(x, num_classes=num_classes), name="sepres")
 
@@ -125,13 +127,13 @@ def build_tiny(*, input_size: int, num_classes: int):
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(inputs)
     x = keras.layers.MaxPooling2D(2, name="pool1")(x)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name=GRADCAM_LAYER)(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(x)
     return keras.Model(inputs, _head(x, num_classes=num_classes), name="tiny")
 
 
 def has_pooled_head(model) -> bool:
-    """Whether the network ends gradcam_features -> global average pooling ("gap") -> Dense logits."""
-    return any(layer.name == "gap" for layer in model.layers)
+    """Whether the network ends gradcam_features -> global average pooling -> Dense logits."""
+    return any(layer.name == POOLED_FEATURES_LAYER for layer in model.layers)
 
 
 def build_ensemble(members: list, *, name: str = "ensemble"):
@@ -164,7 +166,7 @@ def build_ensemble(members: list, *, name: str = "ensemble"):
         biases.append(bias)
     x = features[0] if len(features) == 1 else keras.layers.Concatenate(name="member_features")(features)
     x = keras.layers.Activation("linear", name=GRADCAM_LAYER)(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(x)
     head = keras.layers.Dense(kernels[0].shape[1], name="logits")
     probabilities = keras.layers.Softmax(name="probabilities")(head(x))
     model = keras.Model(inputs, probabilities, name=name)
