@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from diagnosis.models import Alert, AlertDelivery, DeliveryOutcome, ModelVersion
+from diagnosis.models import Alert, AlertDelivery, DeliveryOutcome
 from diagnosis.services import alerts as alert_service
 from diagnosis.services import inference
 from diagnosis.services.feedback import feedback_record
@@ -112,13 +112,27 @@ def queued_study(clinician, patient, monkeypatch, django_capture_on_commit_callb
     return study
 
 
+@pytest.fixture
+def always_alerting_model(db, tiny_model_dir, tmp_path):
+    """The tiny artifact with its COVID-19 threshold at 0: any calibrated COVID-19 probability reaches it,
+    whatever the tiny model outputs. Registered as its own version, so the worker serves it as it does any
+    other (it refuses a folder whose operating point differs from the registered one)."""
+    import shutil
+
+    from diagnosis.services.model_registry import model_version_register
+
+    folder = tmp_path / "tiny-threshold-0"
+    shutil.copytree(tiny_model_dir, folder)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    (folder / "metadata.json").write_text(json.dumps({**metadata, "version": "1-threshold-0", "covid_threshold": 0.0}))
+    return model_version_register(artifact_dir=folder, activate=True)
+
+
 @pytest.mark.django_db
 def test_prediction_reaching_the_threshold_raises_one_alert_and_queues_delivery_after_commit(
-    queued_study, active_model, bell, all_channels, receiver_factory, django_capture_on_commit_callbacks
+    queued_study, always_alerting_model, bell, all_channels, receiver_factory, django_capture_on_commit_callbacks
 ):
     receiver_factory()
-    # Threshold 0 makes any calibrated COVID-19 probability reach it, whatever the tiny model outputs.
-    ModelVersion.objects.filter(id=active_model.id).update(covid_threshold=0.0)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         outcome = inference.study_run_inference(study_id=queued_study.id)
     assert outcome.status == "completed"
@@ -133,10 +147,11 @@ def test_prediction_reaching_the_threshold_raises_one_alert_and_queues_delivery_
 
 
 @pytest.mark.django_db
-def test_running_the_prediction_task_twice_yields_one_alert(queued_study, active_model, bell, django_capture_on_commit_callbacks):
+def test_running_the_prediction_task_twice_yields_one_alert(
+    queued_study, always_alerting_model, bell, django_capture_on_commit_callbacks
+):
     from diagnosis.tasks import run_inference
 
-    ModelVersion.objects.filter(id=active_model.id).update(covid_threshold=0.0)
     with django_capture_on_commit_callbacks(execute=True):
         first = run_inference.apply(kwargs={"study_id": queued_study.id}).get()
         # Even a re-queued study (a lost acknowledgement) finds the prediction and the alert already there.
