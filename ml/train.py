@@ -87,16 +87,59 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(w) for index, w in enumerate(weights)}
 
 
-def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, seed, sources=None):
+def source_balanced_weights(labels: np.ndarray, sources: list[str], *, max_factor: float = 5.0) -> tuple[np.ndarray, dict]:
+    """Per film: its class weight, with each source of its class carrying an equal share of that class.
+
+    Class and collection are confounded in the development pool (most `cohen` films are COVID-19), so a
+    network rewarded equally per film learns "looks like `cohen`" as evidence of COVID-19. Here each
+    (class, source) cell of a class weighs the same in total, so within a class no collection dominates.
+    No film weighs more than ``max_factor`` times what class weighting alone gives it (a cell of 9 films
+    would otherwise carry half its class); the capped mass goes to the class's other cells, so each class
+    keeps its total weight. Returns the weights and the factor per class and source.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    sources = np.asarray(sources)
+    if len(sources) != len(labels):
+        raise ValueError(f"{len(labels)} labels but {len(sources)} sources")
+    if max_factor < 1:
+        raise ValueError(f"max_factor must be at least 1, got {max_factor}")
+    per_class = class_weights(labels)
+    weights = np.empty(len(labels), dtype=np.float32)
+    factors: dict[str, dict[str, float]] = {}
+    for label in np.unique(labels):
+        in_class = labels == label
+        cells = {source: int(np.sum(in_class & (sources == source))) for source in np.unique(sources[in_class])}
+        capped: dict[str, float] = {}
+        while True:  # cap the smallest cells, share what is left equally among the others, until none exceeds
+            free = [source for source in cells if source not in capped]
+            mass = (in_class.sum() - sum(max_factor * cells[source] for source in capped)) / len(free)
+            over = [source for source in free if mass / cells[source] > max_factor]
+            if not over or len(over) == len(free):
+                break
+            capped.update({source: max_factor for source in over})
+        cell_factor = {source: capped.get(source, min(mass / cells[source], max_factor)) for source in cells}
+        for source, factor in cell_factor.items():
+            weights[in_class & (sources == source)] = per_class[int(label)] * factor
+        factors[CLASS_NAMES[int(label)]] = {str(source): round(float(f), 4) for source, f in cell_factor.items()}
+    return weights, factors
+
+
+def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, seed, sources=None,
+                  film_weights=None):
     """A Keras PyDataset that augments on the fly; defined lazily to keep Keras out of imports.
 
     With ``sources`` (source index per film) it feeds ``ml.adversary``'s trainer: inputs (image, one-hot
     class), targets and sample weights per output, the class weights going to the class output.
+    With ``film_weights`` (one per film) every batch carries them as sample weights, in place of the
+    class weights.
     """
     import keras
 
-    weights = class_weights(labels)
-    class_weight_per_film = np.array([weights[label] for label in labels], dtype=np.float32)
+    if film_weights is None:
+        weights = class_weights(labels)
+        class_weight_per_film = np.array([weights[label] for label in labels], dtype=np.float32)
+    else:
+        class_weight_per_film = np.asarray(film_weights, dtype=np.float32)
 
     class AugmentedBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -122,6 +165,8 @@ def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, s
                     model_input = model_inputs[sample_index]
                 batch[row] = augment_geometry(model_input, self.rng, augment)
             if sources is None:
+                if film_weights is not None:
+                    return batch, labels[picked], class_weight_per_film[picked]
                 return batch, labels[picked]
             return (
                 (batch, one_hot(labels[picked], len(CLASS_NAMES))),
@@ -168,6 +213,7 @@ def train_model(
     familiarity: bool = False,
     monitoring: bool = False,
     source_adversary: float = 0.0,
+    balance_sources: float = 0.0,
     train_sources: list[str] | None = None,
     val_sources: list[str] | None = None,
 ) -> TrainResult:
@@ -179,6 +225,8 @@ def train_model(
     what the served model does on the validation films.
     ``source_adversary`` > 0 trains against a within-class source head at
     that strength (``ml.adversary``; needs ``train_sources`` and ``val_sources``).
+    ``balance_sources`` > 0 weighs each source of a class equally, no film more than that many times its
+    class weight (``source_balanced_weights``; needs ``train_sources``).
     """
     configure_tensorflow(threads=threads, seed=seed)
     import keras
@@ -194,7 +242,13 @@ def train_model(
 
     model = build_model(architecture=architecture, input_size=config.input_size)
     callbacks = []
-    adversary_info = {}
+    recipe_info = {}
+    film_weights = None
+    if balance_sources > 0:
+        if train_sources is None:
+            raise ValueError("balancing sources needs the source of every training film")
+        film_weights, factors = source_balanced_weights(train_labels, train_sources, max_factor=balance_sources)
+        recipe_info["source_balanced"] = {"max_factor": balance_sources, "factor_per_class_and_source": factors}
     if source_adversary > 0:
         from ml.adversary import build_trainer, source_indices, strength_schedule
 
@@ -221,7 +275,7 @@ def train_model(
         )
         monitor = "val_class_loss"
         fit_weights = {}
-        adversary_info = {"source_adversary": {"strength": source_adversary, "sources": source_names,
+        recipe_info = {"source_adversary": {"strength": source_adversary, "sources": source_names,
                                                "schedule": "strength * (2 / (1 + exp(-10 epoch / max_epochs)) - 1)",
                                                "early_stopping_on": monitor}}
     else:
@@ -231,12 +285,14 @@ def train_model(
         metrics = ["accuracy"]
         validation_data = (val_inputs, val_labels)
         monitor = "val_loss"
-        fit_weights = {"class_weight": class_weights(train_labels)}
+        # Balanced weights come with each batch; Keras multiplies class_weight in, so it is left out then.
+        fit_weights = {"class_weight": class_weights(train_labels)} if film_weights is None else {}
     # Plain Adam for every architecture: the seed's recipe, and good enough for the small models here.
     fit_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, metrics=metrics)
     batches = _make_batches(
         films=train_films, model_inputs=train_inputs, labels=train_labels,
         batch_size=batch_size, config=config, augment=augment, seed=seed, sources=train_source_index,
+        film_weights=film_weights,
     )
     callbacks += [
         keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience, restore_best_weights=True),
@@ -263,7 +319,7 @@ def train_model(
         "augmentation": augment.to_dict(),
         "class_weights": class_weights(train_labels),
         "n_train": int(len(train_labels)),
-        **adversary_info,
+        **recipe_info,
     }
     info.update(training_info or {})
     val_metrics, test_metrics = write_artifact(
@@ -609,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source-adversary", type=float, default=0.0, metavar="STRENGTH",
                         help="train against a head that names each film's source given its class, through "
                              "gradient reversal at this strength (ml.adversary; default 0: off)")
+    parser.add_argument("--balance-sources", type=float, default=0.0, metavar="MAX_FACTOR",
+                        help="weigh each source of a class equally, no film more than MAX_FACTOR times its class "
+                             "weight (default 0: off, class weights only)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=6)
@@ -683,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
         familiarity=True,
         monitoring=True,
         source_adversary=args.source_adversary,
+        balance_sources=args.balance_sources,
         train_sources=[s.source for s in train_samples],
         val_sources=[s.source for s in val_samples],
     )
