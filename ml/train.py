@@ -87,13 +87,15 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(w) for index, w in enumerate(weights)}
 
 
-def source_balanced_weights(labels: np.ndarray, sources: list[str], *, max_factor: float = 5.0) -> tuple[np.ndarray, dict]:
+def source_balanced_weights(
+    labels: np.ndarray, sources: list[str], *, max_factor: float = 5.0,
+) -> tuple[np.ndarray, dict]:
     """Per film: its class weight, with each source of its class carrying an equal share of that class.
 
     Class and collection are confounded in the development pool (most `cohen` films are COVID-19), so a
     network rewarded equally per film learns "looks like `cohen`" as evidence of COVID-19. Here each
     (class, source) cell of a class weighs the same in total, so within a class no collection dominates.
-    No film weighs more than ``max_factor`` times what class weighting alone gives it (a cell of 9 films
+    No film weighs more than ``max_factor`` times what class weighting alone gives it (a cell of 8 films
     would otherwise carry half its class); the capped mass goes to the class's other cells, so each class
     keeps its total weight. Returns the weights and the factor per class and source.
     """
@@ -275,9 +277,11 @@ def train_model(
         )
         monitor = "val_class_loss"
         fit_weights = {}
-        recipe_info = {"source_adversary": {"strength": source_adversary, "sources": source_names,
-                                               "schedule": "strength * (2 / (1 + exp(-10 epoch / max_epochs)) - 1)",
-                                               "early_stopping_on": monitor}}
+        recipe_info["source_adversary"] = {
+            "strength": source_adversary, "sources": source_names,
+            "schedule": "strength * (2 / (1 + exp(-10 epoch / max_epochs)) - 1)",
+            "early_stopping_on": monitor,
+        }
     else:
         train_source_index = None
         fit_model = model
@@ -389,7 +393,8 @@ def write_artifact(
         raw_probabilities=val_raw, labels=val_labels, positive_index=positive,
         target_sensitivity=target_sensitivity, confidence=threshold_confidence,
     )
-    temperature, threshold, val_metrics = operating_point.temperature, operating_point.threshold, operating_point.metrics
+    temperature, threshold = operating_point.temperature, operating_point.threshold
+    val_metrics = operating_point.metrics
 
     keras_path = out_dir / KERAS_FILE
     # Save an uncompiled copy: the Adam state would triple the file for nothing (serving never trains).
@@ -703,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         config = PreprocessConfig(input_size=config.input_size, equalize=config.equalize)
     elif args.preprocess == "lungs":
         config = replace(config, crop="lungs", mask_outside_lungs=True, lung_segmenter=LUNG_SEGMENTER)
-    augment = {"light": LIGHT, "strong": STRONG}.get(args.augment or "", STRONG if args.architecture.startswith("sepres") else LIGHT)
+    default_augment = STRONG if args.architecture.startswith("sepres") else LIGHT
+    augment = {"light": LIGHT, "strong": STRONG}.get(args.augment or "", default_augment)
     if args.downscale_augment:
         augment = replace(augment, downscale_probability=args.downscale_augment)
 

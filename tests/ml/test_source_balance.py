@@ -76,3 +76,24 @@ def test_balanced_training_feeds_the_weights_and_records_them(tmp_path):
     recorded = load_metadata(result.artifact_dir).training["source_balanced"]
     assert recorded["max_factor"] == 5.0
     assert set(recorded["factor_per_class_and_source"]["covid"]) == {"north", "south"}
+
+
+def test_balancing_and_an_adversary_are_both_recorded(tmp_path):
+    from ml.artifact import load_metadata
+    from ml.augment import LIGHT
+    from ml.preprocess import PreprocessConfig
+    from ml.train import train_model
+
+    rng = np.random.default_rng(1)
+    labels = np.tile(np.arange(3), 8)
+    sources = ["north" if index % 3 == 0 else "south" for index in range(len(labels))]
+    films = [np.clip(rng.uniform(0, 0.3, (32, 32)) + 0.2 * label, 0, 1).astype(np.float32) for label in labels]
+    result = train_model(
+        train_films=films[:18], train_labels=labels[:18], val_films=films[18:], val_labels=labels[18:],
+        architecture="tiny", config=PreprocessConfig(input_size=32), augment=LIGHT, out_dir=tmp_path / "both",
+        epochs=1, seed=0, name="t", version="0", batch_size=6, threads=1, verbose=0,
+        balance_sources=5.0, source_adversary=0.5, train_sources=sources[:18], val_sources=sources[18:],
+    )
+    training = load_metadata(result.artifact_dir).training
+    assert training["source_balanced"]["max_factor"] == 5.0
+    assert training["source_adversary"]["strength"] == 0.5
