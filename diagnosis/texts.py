@@ -23,6 +23,22 @@ def class_display_name(name: str) -> str:
     return str(CLASS_DISPLAY_NAMES.get(name, name))
 
 
+def alert_meaning(metrics: dict | None) -> str | None:
+    """What a COVID-19 alert of this model version means, from its validation figures; None when unrecorded.
+
+    The alert's threshold favours sensitivity, so it also fires on many films without COVID-19: whoever reads
+    an alert should know how many before acting on it.
+    """
+    metrics = metrics or {}
+    sensitivity, specificity = metrics.get("covid_sensitivity"), metrics.get("covid_specificity")
+    if not all(isinstance(value, (int, float)) and 0 <= value <= 1 for value in (sensitivity, specificity)):
+        return None
+    return gettext(
+        "The alert asks for a review; it does not confirm COVID-19. On this model version's validation films it "
+        "fired on %(caught)d%% of COVID-19 films and also on %(false)d%% of films without COVID-19."
+    ) % {"caught": round(100 * sensitivity), "false": round(100 * (1 - specificity))}
+
+
 ALERT_STATES = {
     "open": gettext_lazy("open"),
     "acknowledged": gettext_lazy("acknowledged"),

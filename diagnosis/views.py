@@ -31,7 +31,7 @@ from .services.model_registry import model_version_active
 from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
 from .services.reports import study_report_pdf
-from .texts import class_display_name, monitor_check_description
+from .texts import alert_meaning, class_display_name, monitor_check_description
 from .upload_messages import upload_message_translated
 
 WORKLIST_PAGE_SIZE = 25
@@ -227,6 +227,7 @@ def _render_study(request, study, *, feedback_form=None, status=200):
             "my_feedback": my_feedback,
             "feedback_form": feedback_form if can_give_feedback else None,
             "validation_figures": selectors.validation_figures(prediction.model_version) if prediction else [],
+            "alert_meaning": alert_meaning(prediction.model_version.metrics) if prediction else None,
         },
         status=status,
     )

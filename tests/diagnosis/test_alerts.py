@@ -1,5 +1,6 @@
 """COVID-19 alerts: one per study, raised with the prediction, delivered per channel with retries, acknowledged."""
 
+import io
 import json
 import threading
 from datetime import timedelta
@@ -397,3 +398,36 @@ def test_result_marked_wrong_stops_alerting(alert, clinician, settings, receiver
 def test_in_app_delivery_needs_no_configuration(alert):
     result = alert_service.alert_deliver(alert_id=alert.id, channel="in_app")
     assert result.status == DeliveryOutcome.SUCCEEDED
+
+
+# --- what an alert means ------------------------------------------------------------------------------------------
+
+
+def test_alert_meaning_comes_from_the_versions_validation_figures():
+    from diagnosis.texts import alert_meaning
+
+    meaning = alert_meaning({"covid_sensitivity": 0.98, "covid_specificity": 0.394})
+    assert "does not confirm COVID-19" in meaning
+    assert "fired on 98% of COVID-19 films and also on 61% of films without COVID-19" in meaning
+    for unrecorded in (None, {}, {"covid_sensitivity": 0.98}, {"covid_sensitivity": 0.98, "covid_specificity": 1.4},
+                       {"covid_sensitivity": "high", "covid_specificity": 0.5}):
+        assert alert_meaning(unrecorded) is None
+
+
+@pytest.mark.django_db
+def test_the_alert_says_how_often_it_fires_without_covid_on_the_page_the_pdf_and_the_email(
+    alert, client, clinician, all_channels
+):
+    from pypdf import PdfReader
+
+    from diagnosis.tasks import deliver_alert
+
+    expected = "fired on 93% of COVID-19 films and also on 12% of films without COVID-19"  # factories' figures
+    client.force_login(clinician)
+    page = client.get(reverse("diagnosis:study_detail", args=[alert.study_id])).content.decode()
+    assert 'data-testid="alert-box"' in page and 'data-testid="alert-meaning"' in page and expected in page
+    report = client.get(reverse("diagnosis:study_report", args=[alert.study_id])).content
+    text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(report)).pages)
+    assert expected in text
+    deliver_alert.apply(kwargs={"alert_id": alert.id, "channel": "email"}).get()
+    assert expected in mail.outbox[0].body
