@@ -3,7 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Alert, CorrectLabel, Feedback, FeedbackRevision, ModelVersion, Patient, Prediction, Sex, Study, ViewPosition
-from .texts import clinical_disclaimer
+from .texts import alert_meaning, clinical_disclaimer
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -57,11 +57,17 @@ class EarlierPredictionSerializer(serializers.ModelSerializer):
 
 class StudyAlertSerializer(serializers.ModelSerializer):
     state = serializers.CharField(read_only=True)
+    meaning = serializers.SerializerMethodField(
+        help_text="What the alert means, from its model version's validation figures (null when unrecorded)"
+    )
 
     class Meta:
         model = Alert
-        fields = ["id", "state", "covid_probability", "covid_threshold", "created_at", "acknowledged_at"]
+        fields = ["id", "state", "covid_probability", "covid_threshold", "created_at", "acknowledged_at", "meaning"]
         read_only_fields = fields
+
+    def get_meaning(self, alert) -> str | None:
+        return alert_meaning(alert.prediction.model_version.metrics)
 
 
 class StudySerializer(serializers.ModelSerializer):

@@ -415,7 +415,7 @@ def test_alert_meaning_comes_from_the_versions_validation_figures():
 
 
 @pytest.mark.django_db
-def test_the_alert_says_how_often_it_fires_without_covid_on_the_page_the_pdf_and_the_email(
+def test_the_alert_says_how_often_it_fires_without_covid_on_the_page_the_pdf_the_api_and_the_email(
     alert, client, clinician, all_channels
 ):
     from pypdf import PdfReader
@@ -429,5 +429,7 @@ def test_the_alert_says_how_often_it_fires_without_covid_on_the_page_the_pdf_and
     report = client.get(reverse("diagnosis:study_report", args=[alert.study_id])).content
     text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(report)).pages)
     assert expected in text
+    study = client.get(f"/api/studies/{alert.study_id}/").json()
+    assert expected in study["alert"]["meaning"]
     deliver_alert.apply(kwargs={"alert_id": alert.id, "channel": "email"}).get()
     assert expected in mail.outbox[0].body
