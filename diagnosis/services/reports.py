@@ -104,7 +104,7 @@ def study_report_pdf(*, study: Study) -> bytes:
         alert = getattr(study, "alert", None)
         if alert is not None:
             story.append(Paragraph(escape(_("COVID-19 alert: %(state)s") % {"state": ALERT_STATES[alert.state]}), body))
-            meaning = alert_meaning(prediction.model_version.metrics)
+            meaning = alert_meaning(alert.prediction.model_version.metrics)  # the version that raised it
             if meaning:
                 story.append(Paragraph(escape(meaning), body))
         story.append(Paragraph(escape(_("Model version")), heading))

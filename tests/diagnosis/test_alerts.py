@@ -433,3 +433,23 @@ def test_the_alert_says_how_often_it_fires_without_covid_on_the_page_the_pdf_the
     assert expected in study["alert"]["meaning"]
     deliver_alert.apply(kwargs={"alert_id": alert.id, "channel": "email"}).get()
     assert expected in mail.outbox[0].body
+
+
+@pytest.mark.django_db
+def test_after_a_newer_model_reruns_the_study_the_alert_still_speaks_for_the_version_that_raised_it(
+    alert, client, clinician, django_capture_on_commit_callbacks
+):
+    from pypdf import PdfReader
+
+    newer = factories.model_version(covid_threshold=0.5)
+    newer.metrics = {**newer.metrics, "covid_sensitivity": 0.5, "covid_specificity": 0.5}
+    newer.save(update_fields=["metrics"])
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        factories.completed_prediction(study=alert.study, model=newer, covid=0.9)
+    client.force_login(clinician)
+    page = client.get(reverse("diagnosis:study_detail", args=[alert.study_id])).content.decode()
+    report = client.get(reverse("diagnosis:study_report", args=[alert.study_id])).content
+    text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(report)).pages)
+    for shown in (page, text, client.get(f"/api/studies/{alert.study_id}/").json()["alert"]["meaning"]):
+        assert "fired on 93% of COVID-19 films and also on 12% of films without COVID-19" in shown
+        assert "fired on 50%" not in shown
