@@ -3,7 +3,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Alert, CorrectLabel, Feedback, FeedbackRevision, ModelVersion, Patient, Prediction, Sex, Study, ViewPosition
-from .texts import alert_meaning, clinical_disclaimer
+from .texts import clinical_disclaimer
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -67,7 +67,7 @@ class StudyAlertSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_meaning(self, alert) -> str | None:
-        return alert_meaning(alert.prediction.model_version.metrics)
+        return alert.meaning()
 
 
 class StudySerializer(serializers.ModelSerializer):

@@ -215,8 +215,6 @@ def _render_study(request, study, *, feedback_form=None, status=200):
         )
         feedback_form = FeedbackForm(initial=initial)
     alert = getattr(study, "alert", None)  # reverse one-to-one: None when the study has no alert
-    # What the alert means comes from the version that raised it: a newer model's result never raises a second one.
-    alerting = alert.prediction if alert is not None else prediction
     return render(
         request,
         "diagnosis/study_detail.html",
@@ -230,7 +228,8 @@ def _render_study(request, study, *, feedback_form=None, status=200):
             "my_feedback": my_feedback,
             "feedback_form": feedback_form if can_give_feedback else None,
             "validation_figures": selectors.validation_figures(prediction.model_version) if prediction else [],
-            "alert_meaning": alert_meaning(alerting.model_version.metrics) if alerting else None,
+            "alert_meaning": (alert.meaning() if alert is not None
+                              else alert_meaning(prediction.model_version.metrics) if prediction else None),
         },
         status=status,
     )

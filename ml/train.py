@@ -139,9 +139,9 @@ def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, s
 
     if film_weights is None:
         weights = class_weights(labels)
-        class_weight_per_film = np.array([weights[label] for label in labels], dtype=np.float32)
+        weight_per_film = np.array([weights[label] for label in labels], dtype=np.float32)
     else:
-        class_weight_per_film = np.asarray(film_weights, dtype=np.float32)
+        weight_per_film = np.asarray(film_weights, dtype=np.float32)
 
     class AugmentedBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -168,12 +168,12 @@ def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, s
                 batch[row] = augment_geometry(model_input, self.rng, augment)
             if sources is None:
                 if film_weights is not None:
-                    return batch, labels[picked], class_weight_per_film[picked]
+                    return batch, labels[picked], weight_per_film[picked]
                 return batch, labels[picked]
             return (
                 (batch, one_hot(labels[picked], len(CLASS_NAMES))),
                 {"class": labels[picked], "source": sources[picked]},
-                {"class": class_weight_per_film[picked], "source": np.ones(len(picked), dtype=np.float32)},
+                {"class": weight_per_film[picked], "source": np.ones(len(picked), dtype=np.float32)},
             )
 
     return AugmentedBatches()

@@ -5,6 +5,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from ..texts import alert_meaning
+
 
 class Alert(models.Model):
     """Raised in the transaction that stores a prediction at or above the model's COVID-19 threshold."""
@@ -47,6 +49,11 @@ class Alert(models.Model):
         if self.acknowledged_at is not None:
             return "acknowledged"
         return "open"
+
+    def meaning(self) -> str | None:
+        """What this alert means, from the validation figures of the version that raised it (a newer model's
+        result never raises a second alert, so that may be an earlier prediction's version)."""
+        return alert_meaning(self.prediction.model_version.metrics)
 
 
 class AlertChannel(models.TextChoices):

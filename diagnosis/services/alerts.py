@@ -29,7 +29,7 @@ from django.utils.translation import gettext as _
 
 from audit.services import audit_record
 from diagnosis.models import Alert, AlertChannel, AlertDelivery, DeliveryOutcome, Prediction
-from diagnosis.texts import alert_meaning, clinical_disclaimer, result_warning_message
+from diagnosis.texts import clinical_disclaimer, result_warning_message
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def _send_email(alert: Alert) -> str:
               "at or above the alert threshold of %(threshold).2f.") % {
                 "model": payload["model_version"], "probability": payload["covid_probability"],
                 "threshold": payload["covid_threshold"]},
-            *filter(None, [alert_meaning(alert.prediction.model_version.metrics)]),
+            *filter(None, [alert.meaning()]),
             *[result_warning_message(code) for code in payload["warnings"]],
             _("Review and acknowledge it: %(url)s") % {"url": payload["url"]},
             clinical_disclaimer(),

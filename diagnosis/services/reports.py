@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape
 
 from diagnosis.models import Study
 from diagnosis.selectors import feedback_for_study, validation_figures
-from diagnosis.texts import ALERT_STATES, alert_meaning, clinical_disclaimer
+from diagnosis.texts import ALERT_STATES, clinical_disclaimer
 
 from . import storage
 
@@ -104,7 +104,7 @@ def study_report_pdf(*, study: Study) -> bytes:
         alert = getattr(study, "alert", None)
         if alert is not None:
             story.append(Paragraph(escape(_("COVID-19 alert: %(state)s") % {"state": ALERT_STATES[alert.state]}), body))
-            meaning = alert_meaning(alert.prediction.model_version.metrics)  # the version that raised it
+            meaning = alert.meaning()
             if meaning:
                 story.append(Paragraph(escape(meaning), body))
         story.append(Paragraph(escape(_("Model version")), heading))
