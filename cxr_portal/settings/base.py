@@ -156,6 +156,13 @@ IMAGE_STORE_DIR = env.path("CXR_IMAGE_STORE_DIR", default=str(VAR_DIR / "images"
 # AES-256-GCM key for the image store: 32 bytes, URL-safe base64 (python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())").
 # Empty here derives a development key from SECRET_KEY; production settings require it.
 STORAGE_ENCRYPTION_KEY = env("CXR_STORAGE_KEY", default="")
+# The audit trail's chain is an HMAC-SHA256 under this key, kept outside the database and apart from
+# SECRET_KEY and CXR_STORAGE_KEY: whoever can write the audit table cannot forge a chain without it.
+# Empty here derives a development key from SECRET_KEY; production settings require it.
+AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
+# Append-only file of anchors (sequence, HMAC and time of the chain's head). Keep it where the database
+# owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
+AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=8192 * 8192)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -215,6 +222,10 @@ CELERY_BEAT_SCHEDULE = {
     "redeliver-alerts": {
         "task": "diagnosis.redeliver_alerts",
         "schedule": timedelta(minutes=5),
+    },
+    "anchor-audit-chain": {
+        "task": "audit.anchor_chain_head",
+        "schedule": timedelta(minutes=env.int("CXR_AUDIT_ANCHOR_EVERY_MINUTES", default=10)),
     },
     "monitor-active-model": {
         "task": "diagnosis.monitor_active_model",

@@ -14,6 +14,8 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                        "LOCATION": env("CXR_CACHE_URL", default=CELERY_BROKER_URL)}}
 # Images are encrypted at rest; without the key the portal does not start.
 STORAGE_ENCRYPTION_KEY = env("CXR_STORAGE_KEY")
+# The audit chain's HMAC key; without it the portal does not start either.
+AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY")
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
