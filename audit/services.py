@@ -10,6 +10,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
+from cxr_portal.keys import MINIMUM_AUDIT_KEY_CHARACTERS
+
 from .context import current_request_context
 from .models import AuditEvent, Outcome
 
@@ -42,15 +44,12 @@ def event_hash_payload(event: AuditEvent) -> dict:
     }
 
 
-MINIMUM_KEY_CHARACTERS = 32
-
-
 def audit_chain_key() -> bytes:
     """The HMAC key of the chain (``CXR_AUDIT_KEY``), never stored in the database."""
     configured = settings.AUDIT_CHAIN_KEY
     if configured:
-        if len(configured) < MINIMUM_KEY_CHARACTERS:
-            raise ImproperlyConfigured(f"CXR_AUDIT_KEY must be at least {MINIMUM_KEY_CHARACTERS} characters.")
+        if len(configured) < MINIMUM_AUDIT_KEY_CHARACTERS:
+            raise ImproperlyConfigured(f"CXR_AUDIT_KEY must be at least {MINIMUM_AUDIT_KEY_CHARACTERS} characters.")
         return configured.encode("utf-8")
     # Zero-configuration development and tests only: production settings refuse to start without a key.
     return hashlib.sha256(b"cxr-portal audit chain:" + settings.SECRET_KEY.encode("utf-8")).digest()

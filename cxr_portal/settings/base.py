@@ -156,6 +156,10 @@ IMAGE_STORE_DIR = env.path("CXR_IMAGE_STORE_DIR", default=str(VAR_DIR / "images"
 # AES-256-GCM key for the image store: 32 bytes, URL-safe base64 (python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())").
 # Empty here derives a development key from SECRET_KEY; production settings require it.
 STORAGE_ENCRYPTION_KEY = env("CXR_STORAGE_KEY", default="")
+# Production sets this: an empty key is then an error, never a fallback.
+STORAGE_KEY_REQUIRED = False
+# Keys images were encrypted under before a rotation (`manage.py storage_rotate_key`), comma-separated.
+STORAGE_PREVIOUS_KEYS = env.list("CXR_STORAGE_PREVIOUS_KEYS", default=[])
 # The audit trail's chain is an HMAC-SHA256 under this key, kept outside the database and apart from
 # SECRET_KEY and CXR_STORAGE_KEY: whoever can write the audit table cannot forge a chain without it.
 # Empty here derives a development key from SECRET_KEY; production settings require it.
