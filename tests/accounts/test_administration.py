@@ -6,21 +6,10 @@ from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 from audit.models import AuditEvent
+from tests.conftest import only_event
 from tests.factories import TEST_PASSWORD, UserFactory
 
 NEW_PASSWORD = "a different long phrase 77"
-
-
-@pytest.fixture
-def admin_client(client, administrator):
-    client.force_login(administrator)
-    return client
-
-
-def only_event(action: str) -> AuditEvent:
-    events = list(AuditEvent.objects.filter(action=action))
-    assert len(events) == 1, f"expected exactly one {action} event, found {len(events)}"
-    return events[0]
 
 
 def assert_complete(event: AuditEvent, *, actor: User, target: User | None = None) -> None:

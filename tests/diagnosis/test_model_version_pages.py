@@ -6,18 +6,7 @@ from django.urls import reverse
 
 from audit.models import AuditEvent
 from diagnosis.models import ModelVersion
-
-
-@pytest.fixture
-def admin_client(client, administrator):
-    client.force_login(administrator)
-    return client
-
-
-def only_event(action: str) -> AuditEvent:
-    events = list(AuditEvent.objects.filter(action=action))
-    assert len(events) == 1, f"expected exactly one {action} event, found {len(events)}"
-    return events[0]
+from tests.conftest import only_event
 
 
 def make_version(name: str, status: str = "candidate") -> ModelVersion:
