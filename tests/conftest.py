@@ -105,6 +105,21 @@ def study(clinician, patient, monkeypatch):
     return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-STUDY")
 
 
+@pytest.fixture
+def admin_client(client, administrator):
+    """A client signed in as the administrator (pytest-django's own admin_client needs a Django superuser)."""
+    client.force_login(administrator)
+    return client
+
+
+def only_event(action: str):
+    from audit.models import AuditEvent
+
+    events = list(AuditEvent.objects.filter(action=action))
+    assert len(events) == 1, f"expected exactly one {action} event, found {len(events)}"
+    return events[0]
+
+
 def logged_in_client(user) -> Client:
     client = TwoFactorClient()
     client.force_login(user)
