@@ -34,9 +34,10 @@ PAGE_CAPABILITIES: dict[str, tuple[Capability, ...]] = {
     "diagnosis:home": (),
     "diagnosis:model_versions": (Capability.MANAGE_MODELS, Capability.VIEW_AUDIT),
     "diagnosis:model_version_monitoring": (Capability.MANAGE_MODELS, Capability.VIEW_AUDIT),
+    "diagnosis:model_version_activate": (Capability.MANAGE_MODELS,),
+    "diagnosis:model_version_retire": (Capability.MANAGE_MODELS,),
     "diagnosis:alert_deliveries": (Capability.MANAGE_USERS,),
     "diagnosis": (Capability.VIEW_CLINICAL,),
-    "administration:model_versions": (Capability.MANAGE_MODELS,),
     "administration": (Capability.MANAGE_USERS,),
     "audit": (Capability.VIEW_AUDIT,),
 }
