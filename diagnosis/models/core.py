@@ -64,6 +64,14 @@ class StudyStatus(models.TextChoices):
 PENDING_STATUSES = (StudyStatus.RECEIVED, StudyStatus.QUEUED, StudyStatus.PROCESSING)
 
 
+class StudySource(models.TextChoices):
+    """How the film reached the portal."""
+
+    UPLOAD = "upload", _("Upload")
+    PACS = "pacs", "PACS"
+    STOW = "stow", "DICOMweb"
+
+
 class Study(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
     accession_number = models.CharField(max_length=64, unique=True)
@@ -80,10 +88,20 @@ class Study(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=8, choices=StudySource.choices, default=StudySource.UPLOAD)
+    # Received over DICOM: the instance's UID (a repeat is ignored) and its header without pixel data, in the
+    # DICOM JSON model, from which results sent back to the PACS take the patient, study and reference.
+    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64, blank=True, default="")
+    dicom_header = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "studies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["sop_instance_uid"], condition=~Q(sop_instance_uid=""), name="study_unique_sop_instance_uid"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Study {self.accession_number}"
