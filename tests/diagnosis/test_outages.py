@@ -37,9 +37,13 @@ def broker_unreachable():
 
 @pytest.fixture
 def cache_unreachable(settings):
-    # Django's setting_changed handler rebuilds the cache connections from the new CACHES, and again on restore.
+    # Django's setting_changed handler rebuilds the cache connections from the new CACHES. Put the working
+    # cache back before the autouse empty_cache fixture clears it at teardown.
+    working = settings.CACHES
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                                    "LOCATION": f"redis://127.0.0.1:{closed_loopback_port()}/0"}}
+    yield
+    settings.CACHES = working
 
 
 def upload(client, patient, *, accession: str, idempotency_key: str = ""):
