@@ -309,3 +309,14 @@ CXR_ALERT_RETRY_BASE_SECONDS = env.int("CXR_ALERT_RETRY_BASE_SECONDS", default=3
 # Absolute links in e-mails and webhooks.
 CXR_PUBLIC_BASE_URL = env("CXR_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="cxr-portal@localhost")
+
+# DICOM receiver (python manage.py dicom_receiver): the AE title and port a PACS sends to, and the calling AE
+# titles allowed to send (none: the receiver refuses to start). TLS when a certificate is given; callers must then
+# present a certificate signed by CXR_DICOM_TLS_CLIENT_CA if that is set.
+CXR_DICOM_AE_TITLE = env("CXR_DICOM_AE_TITLE", default="CXR_PORTAL")
+CXR_DICOM_PORT = env.int("CXR_DICOM_PORT", default=11112)
+CXR_DICOM_BIND_ADDRESS = env("CXR_DICOM_BIND_ADDRESS", default="127.0.0.1")
+CXR_DICOM_ALLOWED_CALLING_AES = env.list("CXR_DICOM_ALLOWED_CALLING_AES", default=[])
+CXR_DICOM_TLS_CERTIFICATE = env("CXR_DICOM_TLS_CERTIFICATE", default="")
+CXR_DICOM_TLS_KEY = env("CXR_DICOM_TLS_KEY", default="")
+CXR_DICOM_TLS_CLIENT_CA = env("CXR_DICOM_TLS_CLIENT_CA", default="")

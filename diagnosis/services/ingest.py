@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_record
-from diagnosis.models import Patient, StoredImage, Study, ViewPosition
+from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosition
 from ml.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png, reencoded_png
 
 from . import storage
@@ -120,6 +120,40 @@ def study_create(
         _raise_if_replayed(uploaded_by=uploaded_by, idempotency_key=idempotency_key)
     upload_rate_check(user=uploaded_by, patient=patient)
     decoded = image_validate(data=data)
+    return study_store(
+        decoded=decoded,
+        data=data,
+        patient=patient,
+        accession_number=accession_number,
+        view_position=view_position,
+        acquisition_date=acquisition_date,
+        filename=filename,
+        uploaded_by=uploaded_by,
+        idempotency_key=idempotency_key,
+    )
+
+
+def study_store(
+    *,
+    decoded: DecodedImage,
+    data: bytes,
+    patient: Patient,
+    accession_number: str = "",
+    view_position: str = "",
+    acquisition_date: datetime.date | None = None,
+    filename: str = "",
+    uploaded_by=None,
+    idempotency_key: str = "",
+    source: str = StudySource.UPLOAD,
+    sop_instance_uid: str = "",
+    dicom_header: dict | None = None,
+    audit_username: str = "",
+    audit_details: dict | None = None,
+) -> Study:
+    """Store a validated image and register its study, audited; queue it for inference after commit.
+
+    The one path every study takes, whatever brought it (an upload, the DICOM receiver, STOW-RS).
+    """
     metadata = decoded.metadata
     accession_number = (accession_number or metadata.get("accession_number", "")).strip() or _new_accession_number()
     if Study.objects.filter(accession_number=accession_number).exists():
@@ -151,12 +185,16 @@ def study_create(
                 original_filename=(filename or "")[:255],
                 uploaded_by=uploaded_by,
                 idempotency_key=idempotency_key,
+                source=source,
+                sop_instance_uid=sop_instance_uid,
+                dicom_header=dicom_header or {},
             )
             study.full_clean(exclude=["image", "patient", "uploaded_by"])
             study.save()
             audit_record(
                 actor=uploaded_by,
-                action="study.upload",
+                username=audit_username,
+                action="study.upload" if source == StudySource.UPLOAD else "study.receive",
                 target=study,
                 study=study,
                 details={
@@ -165,6 +203,7 @@ def study_create(
                     "height": decoded.height,
                     "sha256": digest,
                     "filename": study.original_filename,
+                    **(audit_details or {}),
                 },
             )
     except IntegrityError:
