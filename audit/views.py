@@ -13,7 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET
 
 from accounts.roles import Capability
-from diagnosis.access import require_capability
+from accounts.access import require_capability
 
 from . import selectors
 from .forms import AuditEventFilterForm, PredictionFilterForm

@@ -18,7 +18,7 @@ from django.db.models import (
     Value,
     When,
 )
-
+from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
 from . import access
@@ -222,3 +222,15 @@ def held_out_figures(model_version: ModelVersion) -> HeldOutFigures:
 
 def model_versions_with_held_out_figures(versions) -> list[tuple[ModelVersion, HeldOutFigures]]:
     return [(version, held_out_figures(version)) for version in versions]
+
+
+def model_versions_for_page() -> list[tuple[ModelVersion, HeldOutFigures]]:
+    """Every version, newest first, with its held-out figures."""
+    return model_versions_with_held_out_figures(ModelVersion.objects.select_related("registered_by").order_by("-created_at"))
+
+
+def model_version_get(*, model_version_id: int) -> ModelVersion:
+    model_version = ModelVersion.objects.filter(pk=model_version_id).first()
+    if model_version is None:
+        raise Http404(_("No such model version."))
+    return model_version

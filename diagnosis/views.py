@@ -21,7 +21,7 @@ from cxr_portal.form_errors import form_add_service_errors
 
 from . import access, selectors
 from .forms import FeedbackForm, PatientForm, PatientSearchForm, StudyUploadForm, WorklistFilterForm
-from .models import DeliveryOutcome, ModelVersion, StudyStatus
+from .models import DeliveryOutcome, StudyStatus
 from .selectors import WorklistFilters
 from .services import storage
 from .services.alerts import alert_acknowledge
@@ -324,16 +324,6 @@ def study_report(request, study_id: int):
     return response
 
 
-@login_required
-@require_GET
-def model_versions(request):
-    access.require_model_oversight(user=request.user, action="model_version.list")
-    return render(request, "diagnosis/model_versions.html", {
-        "versions": selectors.model_versions_with_held_out_figures(ModelVersion.objects.all()),
-        "agreement": selectors.agreement_by_model_version(),
-    })
-
-
 MONITOR_WINDOWS_DAYS = (30, 90, 365, 0)  # 0: every result of the version
 
 
@@ -360,9 +350,7 @@ def _monitor_row(check, report) -> dict:
 @require_GET
 def model_version_monitoring(request, version_id: int):
     access.require_model_oversight(user=request.user, action="model_version.monitoring_view")
-    version = ModelVersion.objects.filter(pk=version_id).first()
-    if version is None:
-        raise Http404(_("No such model version."))
+    version = selectors.model_version_get(model_version_id=version_id)
     default = settings.CXR_MONITOR_WINDOW_DAYS
     windows = [*sorted({*MONITOR_WINDOWS_DAYS, default} - {0}), 0]  # the scheduled run's window is always offered
     try:

@@ -12,6 +12,13 @@ def image_store(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def audit_anchor_file(settings, tmp_path):
+    """Every test gets its own anchor file, outside the project."""
+    settings.AUDIT_ANCHOR_FILE = tmp_path / "audit-anchors.jsonl"
+    return settings.AUDIT_ANCHOR_FILE
+
+
+@pytest.fixture(autouse=True)
 def empty_cache():
     from django.core.cache import cache
 
@@ -96,6 +103,21 @@ def study(clinician, patient, monkeypatch):
 
     monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-STUDY")
+
+
+@pytest.fixture
+def admin_client(client, administrator):
+    """A client signed in as the administrator (pytest-django's own admin_client needs a Django superuser)."""
+    client.force_login(administrator)
+    return client
+
+
+def only_event(action: str):
+    from audit.models import AuditEvent
+
+    events = list(AuditEvent.objects.filter(action=action))
+    assert len(events) == 1, f"expected exactly one {action} event, found {len(events)}"
+    return events[0]
 
 
 def logged_in_client(user) -> Client:

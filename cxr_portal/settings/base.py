@@ -22,7 +22,6 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -156,6 +155,17 @@ IMAGE_STORE_DIR = env.path("CXR_IMAGE_STORE_DIR", default=str(VAR_DIR / "images"
 # AES-256-GCM key for the image store: 32 bytes, URL-safe base64 (python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())").
 # Empty here derives a development key from SECRET_KEY; production settings require it.
 STORAGE_ENCRYPTION_KEY = env("CXR_STORAGE_KEY", default="")
+# Production sets this: an empty key is then an error, never a fallback.
+STORAGE_KEY_REQUIRED = False
+# Keys images were encrypted under before a rotation (`manage.py storage_rotate_key`), comma-separated.
+STORAGE_PREVIOUS_KEYS = env.list("CXR_STORAGE_PREVIOUS_KEYS", default=[])
+# The audit trail's chain is an HMAC-SHA256 under this key, kept outside the database and apart from
+# SECRET_KEY and CXR_STORAGE_KEY: whoever can write the audit table cannot forge a chain without it.
+# Empty here derives a development key from SECRET_KEY; production settings require it.
+AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
+# Append-only file of anchors (sequence, HMAC and time of the chain's head). Keep it where the database
+# owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
+AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=8192 * 8192)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -215,6 +225,10 @@ CELERY_BEAT_SCHEDULE = {
     "redeliver-alerts": {
         "task": "diagnosis.redeliver_alerts",
         "schedule": timedelta(minutes=5),
+    },
+    "anchor-audit-chain": {
+        "task": "audit.anchor_chain_head",
+        "schedule": timedelta(minutes=env.int("CXR_AUDIT_ANCHOR_EVERY_MINUTES", default=10)),
     },
     "monitor-active-model": {
         "task": "diagnosis.monitor_active_model",

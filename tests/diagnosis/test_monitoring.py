@@ -334,7 +334,7 @@ def test_a_version_whose_validation_already_breaks_a_limit_says_so_before_any_re
     call_command("monitor_model", stdout=out)
     assert "Validation already breaks false_alert_limit: 20/20 against the limit 80%" in out.getvalue()
     # The administrator who activates it is told at once.
-    page = logged_in_client(administrator).post(reverse("administration:model_version_activate", args=[version.id]),
+    page = logged_in_client(administrator).post(reverse("diagnosis:model_version_activate", args=[version.id]),
                                                 follow=True)
     text = page.content.decode()
     assert "already breaks the site monitor&#x27;s false_alert_limit limit (20 of 20 films against 80%)" in text

@@ -76,6 +76,8 @@ MATRIX: list[Row] = [
     R("alerts/deliveries/",                                  "GET",  "/alerts/deliveries/",                        302, 403, 403, 200, 403),
     R("models/",                                             "GET",  "/models/",                                   302, 403, 403, 200, 200),
     R("models/<int:version_id>/monitoring/",                 "GET",  "/models/{model_version}/monitoring/",        302, 403, 403, 200, 200),
+    R("models/<int:model_version_id>/activate/",             "POST", "/models/{model_version}/activate/",          302, 403, 403, 302, 403),
+    R("models/<int:model_version_id>/retire/",               "POST", "/models/{model_version}/retire/",            302, 403, 403, 302, 403),
     # --- administration ---------------------------------------------------------------------------
     R("administration/users/",                               "GET",  "/administration/users/",                     302, 403, 403, 200, 403),
     R("administration/users/new/",                           "GET",  "/administration/users/new/",                 302, 403, 403, 200, 403),
@@ -88,9 +90,6 @@ MATRIX: list[Row] = [
     R("administration/users/<int:user_id>/unlock/",          "POST", "/administration/users/{user}/unlock/",       302, 403, 403, 302, 403),
     R("administration/users/<int:user_id>/two-factor-reset/", "POST", "/administration/users/{user}/two-factor-reset/", 302, 403, 403, 302, 403),
     R("administration/users/<int:user_id>/token-revoke/",    "POST", "/administration/users/{user}/token-revoke/", 302, 403, 403, 302, 403),
-    R("administration/models/",                              "GET",  "/administration/models/",                    302, 403, 403, 200, 403),
-    R("administration/models/<int:model_version_id>/activate/", "POST", "/administration/models/{model_version}/activate/", 302, 403, 403, 302, 403),
-    R("administration/models/<int:model_version_id>/retire/", "POST", "/administration/models/{model_version}/retire/", 302, 403, 403, 302, 403),
     # --- auditor pages ----------------------------------------------------------------------------
     R("audit/events/",                                       "GET",  "/audit/events/",                             302, 403, 403, 403, 200),
     R("audit/events/export.csv",                             "GET",  "/audit/events/export.csv",                   302, 403, 403, 403, 200),
