@@ -193,6 +193,10 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
         # The unique (study, model version) constraint: a prediction already exists, so this run is a duplicate.
         Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED)
         return InferenceOutcome(study_id, "skipped", "A prediction from this model already exists.")
+    from .adaptation import shadow_predictions_record
+
+    # After the study's own result is committed: a shadow candidate's answer is stored, never shown.
+    shadow_predictions_record(study=study, pixels=decoded.pixels)
     return InferenceOutcome(study_id, "completed", prediction.predicted_label)
 
 

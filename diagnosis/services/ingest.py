@@ -93,12 +93,15 @@ def study_create(
     accession_number: str = "",
     view_position: str = "",
     acquisition_date: datetime.date | None = None,
+    check_rate: bool = True,
 ) -> Study:
     """Validate, store and register a study, then queue it for inference after commit.
 
-    A refused file changes nothing: no file, no row, no audit event.
+    A refused file changes nothing: no file, no row, no audit event. ``check_rate=False`` is for an
+    administrator's bulk import of labelled films (diagnosis.services.site_films), which is not an upload flood.
     """
-    upload_rate_check(user=uploaded_by, patient=patient)
+    if check_rate:
+        upload_rate_check(user=uploaded_by, patient=patient)
     decoded = image_validate(data=data)
     metadata = decoded.metadata
     accession_number = (accession_number or metadata.get("accession_number", "")).strip() or _new_accession_number()
