@@ -10,6 +10,7 @@ from .core import (
     Sex,
     StoredImage,
     Study,
+    StudySource,
     StudyStatus,
     ViewPosition,
 )
@@ -20,5 +21,5 @@ __all__ = [
     "AdaptationRun", "JobStatus", "LabelImport", "ShadowPrediction", "SiteLabel",
     "Alert", "AlertChannel", "AlertDelivery", "CorrectLabel", "DeliveryOutcome", "Feedback", "FeedbackRevision",
     "ModelVersion", "ModelVersionStatus", "PENDING_STATUSES", "Patient", "Prediction", "Sex", "StoredImage", "Study",
-    "StudyStatus", "ViewPosition",
+    "StudySource", "StudyStatus", "ViewPosition",
 ]

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnosis', '0006_model_version_evaluation_help'),
+        ('diagnosis', '0008_study_source_and_dicom_instance'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
