@@ -94,7 +94,7 @@ AUTH_USER_MODEL = "accounts.User"
 # Axes first: it refuses a locked-out username/address pair before any password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "accounts:login"
-LOGIN_REDIRECT_URL = "diagnosis:worklist"
+LOGIN_REDIRECT_URL = "diagnosis:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -144,6 +144,8 @@ LANGUAGE_CODE = "en"
 # Every page, e-mail and the PDF report go through the translation catalogues in locale/.
 LANGUAGES = [("en", "English"), ("es", "Español")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates in one format everywhere; numbers with the language's decimal separator (cxr_portal/formats/).
+FORMAT_MODULE_PATH = ["cxr_portal.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
