@@ -113,6 +113,14 @@ def only_event(action: str):
     return events[0]
 
 
+def csv_rows(response) -> list[dict]:
+    """The rows of a CSV download, keyed by its header."""
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
 def logged_in_client(user) -> Client:
     client = TwoFactorClient()
     client.force_login(user)

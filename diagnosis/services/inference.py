@@ -25,10 +25,6 @@ from .model_registry import artifact_dir_for, model_version_active, same_operati
 logger = logging.getLogger(__name__)
 
 
-class InferenceRetry(Exception):
-    """Inference failed but the study has attempts left; the task should retry later."""
-
-
 @dataclass(frozen=True)
 class InferenceOutcome:
     study_id: int

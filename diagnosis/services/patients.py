@@ -28,23 +28,6 @@ def patient_create(
     return patient
 
 
-def patient_get_or_create_from_dicom(*, actor, metadata: dict[str, str]) -> Patient | None:
-    """The patient a DICOM file names, created if new; None when the file names no patient."""
-    mrn = metadata.get("patient_id", "").strip()
-    if not mrn:
-        return None
-    existing = Patient.objects.filter(mrn=mrn).first()
-    if existing is not None:
-        return existing
-    return patient_create(
-        actor=actor,
-        mrn=mrn,
-        name=metadata.get("patient_name", "").replace("^", " ").strip() or f"Patient {mrn}",
-        birth_date=_dicom_date(metadata.get("birth_date")),
-        sex=metadata.get("sex", "U")[:1].upper() if metadata.get("sex", "U")[:1].upper() in Sex.values else Sex.UNKNOWN,
-    )
-
-
 def _dicom_date(value: str | None) -> datetime.date | None:
     if not value:
         return None
