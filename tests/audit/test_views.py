@@ -88,8 +88,7 @@ def test_prediction_history_filters(auditor_client, study):
 
 
 @pytest.mark.django_db
-def test_prediction_history_query_count_does_not_grow_with_rows(auditor_client, clinician, patient, monkeypatch, django_assert_max_num_queries):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def test_prediction_history_query_count_does_not_grow_with_rows(auditor_client, clinician, patient, queued_inference, django_assert_max_num_queries):
     version = make_model_version("many")
     for number in range(8):
         study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.gradient(seed=number)),

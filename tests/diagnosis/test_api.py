@@ -44,8 +44,7 @@ def test_read_endpoints_by_role(template, role, api_clients, study):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("role", "expected"), [("anonymous", 401), ("clinician", 201), ("auditor", 403), ("administrator", 403)])
-def test_upload_by_role(role, expected, api_clients, patient, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def test_upload_by_role(role, expected, api_clients, patient, queued_inference):
     response = api_clients[role].post(
         "/api/studies/",
         {"patient": patient.id, "file": SimpleUploadedFile("c.png", images.png_bytes())},

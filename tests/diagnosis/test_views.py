@@ -90,10 +90,9 @@ def test_patient_search_by_name_and_mrn(client, clinician, patient):
 
 
 @pytest.mark.django_db
-def test_upload_page_stores_study_and_redirects(client, clinician, patient, monkeypatch):
+def test_upload_page_stores_study_and_redirects(client, clinician, patient, queued_inference):
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     client.force_login(clinician)
     response = client.post(
         reverse("diagnosis:study_upload", args=[patient.id]),
