@@ -12,6 +12,13 @@ def image_store(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def audit_anchor_file(settings, tmp_path):
+    """Every test gets its own anchor file, outside the project."""
+    settings.AUDIT_ANCHOR_FILE = tmp_path / "audit-anchors.jsonl"
+    return settings.AUDIT_ANCHOR_FILE
+
+
+@pytest.fixture(autouse=True)
 def empty_cache():
     from django.core.cache import cache
 
