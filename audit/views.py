@@ -76,16 +76,22 @@ PREDICTION_COLUMNS = ["prediction_id", "created_at", "patient_mrn", "accession_n
                       "probability_pneumonia", "covid_threshold", "covid_alert", "feedback", "alerts"]
 
 
+def _alert_state(alert) -> str:
+    """The alert's state as the alert list shows it: withdrawn and acknowledged alerts were both reviewed."""
+    if alert.withdrawn_at is not None:
+        who = alert.withdrawn_by.username if alert.withdrawn_by else ""
+        return f"withdrawn by {who} {alert.withdrawn_at:%Y-%m-%d %H:%M} (result marked wrong)"
+    if alert.acknowledged_at is not None:
+        return f"acknowledged by {alert.acknowledged_by.username} {alert.acknowledged_at:%Y-%m-%d %H:%M}"
+    return "open"
+
+
 def _prediction_row(prediction) -> list:
     study = prediction.study
     probabilities = prediction.probabilities or {}
     feedback = "; ".join(f"{item.author.username}: {item.correct_label}" + (f" ({item.note})" if item.note else "")
                          for item in prediction.feedback.all())
-    alerts = "; ".join(
-        f"{alert.created_at:%Y-%m-%d %H:%M} "
-        + (f"acknowledged by {alert.acknowledged_by.username} {alert.acknowledged_at:%Y-%m-%d %H:%M}" if alert.acknowledged_by else "unacknowledged")
-        for alert in prediction.alerts.all()
-    )
+    alerts = "; ".join(f"{alert.created_at:%Y-%m-%d %H:%M} {_alert_state(alert)}" for alert in prediction.alerts.all())
     return [prediction.id, prediction.created_at.isoformat(), study.patient.mrn, study.accession_number,
             study.uploaded_by.username if study.uploaded_by else "", prediction.model_version.name,
             prediction.model_version.version, prediction.predicted_label, probabilities.get("covid"),

@@ -65,7 +65,7 @@ def test_prediction_history_shows_model_probabilities_threshold_feedback_and_ale
     alert.acknowledged_by, alert.acknowledged_at = clinician, timezone.now()
     alert.save()
     page = auditor_client.get(reverse("audit:prediction_history")).content.decode()
-    for expected in ("history-model 1", "ACC-STUDY", "0.800", "0.4", "dr_ana", "no opacities", "acknowledged by dr_ana"):
+    for expected in ("history-model 1", "ACC-STUDY", "0.800", "0.4", "dr_ana", "no opacities", "Acknowledged by dr_ana"):
         assert expected in page
     assert AuditEvent.objects.filter(action="prediction.history_view", actor_username=auditor.username).count() == 1
 
@@ -76,6 +76,25 @@ def test_prediction_history_shows_model_probabilities_threshold_feedback_and_ale
     assert row["feedback"] == "dr_ana: normal (no opacities)" and "acknowledged by dr_ana" in row["alerts"]
     export = AuditEvent.objects.get(action="prediction.history_export")
     assert export.details == {"filters": {"patient": "MRN000123"}, "rows": 1}
+
+
+@pytest.mark.django_db
+def test_a_withdrawn_alert_reads_withdrawn_in_the_history_its_csv_and_the_alert_list(auditor_client, clinician, study):
+    from diagnosis.services.feedback import feedback_record
+    from tests.conftest import logged_in_client
+
+    prediction = make_prediction(study, make_model_version("withdrawn-model"), covid=0.8)
+    make_alert(prediction)
+    study.status = "completed"
+    study.save()
+    feedback_record(author=clinician, prediction=prediction, agrees=False, correct_label="normal", note="")
+    history = auditor_client.get(reverse("audit:prediction_history")).content.decode()
+    alerts_page = logged_in_client(clinician).get(reverse("diagnosis:alert_list")).content.decode()
+    for page in (history, alerts_page):
+        assert 'data-alert-state="withdrawn"' in page and "Withdrawn: dr_ana recorded that the result is wrong" in page
+        assert "Open" not in page.split('data-testid="alert-state"')[1].split("</span></span>")[0]
+    row = csv_rows(auditor_client.get(reverse("audit:prediction_export")))[0]
+    assert "withdrawn by dr_ana" in row["alerts"] and "open" not in row["alerts"]
 
 
 @pytest.mark.django_db
