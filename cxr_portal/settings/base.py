@@ -282,11 +282,6 @@ LOGGING = {
     "loggers": {"axes": {"level": "WARNING"}},
 }
 
-CLINICAL_DISCLAIMER = (
-    "This result supports, and does not replace, the judgement of a qualified clinician. "
-    "CXR Portal is not a medical device and does not make a diagnosis."
-)
-
 # COVID-19 alerts: delivered by the "default" queue's workers, in-app always, e-mail and webhook when configured.
 CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])
 # Site monitor (ml.monitoring, diagnosis.services.monitoring): the active version's results of the last
