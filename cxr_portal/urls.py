@@ -11,6 +11,9 @@ router.register("patients", PatientViewSet, basename="patient")
 router.register("studies", StudyViewSet, basename="study")
 router.register("alerts", AlertViewSet, basename="alert")
 
+# PostgreSQL down while a middleware loads the session or the user: a 503 page, not a 500.
+handler500 = "cxr_portal.middleware.server_error"
+
 urlpatterns = [
     path("", include("diagnosis.urls")),
     path("accounts/", include("accounts.urls")),

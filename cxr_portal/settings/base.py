@@ -60,6 +60,8 @@ MIDDLEWARE = [
     "cxr_portal.middleware.SecurityHeadersMiddleware",
     # Last, so it sees the lockout flag that authentication set on the request.
     "axes.middleware.AxesMiddleware",
+    # Innermost, so it sees a view's database error before anything turns it into a 500.
+    "cxr_portal.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "cxr_portal.urls"
@@ -220,12 +222,16 @@ CELERY_TASK_ROUTES = {
     "diagnosis.run_inference": {"queue": "inference"},
     "diagnosis.deliver_alert": {"queue": "default"},
 }
+# An upload waits at most about a second for an unreachable broker before it is answered anyway
+# (diagnosis.services.inference.study_enqueue); the sweeper rings for it later.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CXR_BROKER_CONNECTION_TIMEOUT_SECONDS", default=1.0)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-studies": {
         "task": "diagnosis.requeue_stale_studies",
-        "schedule": timedelta(minutes=2),
+        "schedule": timedelta(seconds=env.int("CXR_INFERENCE_SWEEP_SECONDS", default=15)),
     },
     "redeliver-alerts": {
         "task": "diagnosis.redeliver_alerts",
@@ -256,8 +262,16 @@ elif CELERY_BROKER_URL.startswith("filesystem"):
     }
 
 INFERENCE_MAX_ATTEMPTS = env.int("CXR_INFERENCE_MAX_ATTEMPTS", default=3)
-# A study left in "queued" or "processing" this long is assumed lost by the broker and re-queued.
-INFERENCE_STALE_AFTER = timedelta(seconds=env.int("CXR_INFERENCE_STALE_SECONDS", default=600))
+# Recovery bounds (docs/operations.md, "Recovery bounds"). A worker renews its claim on a study every third of
+# the lease; once the lease lapses the study is taken over. A study whose worker died is rung again within
+# INFERENCE_LEASE + INFERENCE_SWEEP_INTERVAL (45 s by default), at once if Celery redelivers its message.
+INFERENCE_LEASE = timedelta(seconds=env.int("CXR_INFERENCE_LEASE_SECONDS", default=30))
+INFERENCE_SWEEP_INTERVAL = CELERY_BEAT_SCHEDULE["requeue-stale-studies"]["schedule"]
+# A study still "received" this long after upload never reached the broker (it was down): ring again.
+INFERENCE_RECEIVED_GRACE = timedelta(seconds=env.int("CXR_INFERENCE_RECEIVED_GRACE_SECONDS", default=10))
+# A study "queued" this long is assumed lost by the broker (a Redis restart) and rung again; a duplicate
+# message is harmless, the claim lets one delivery through.
+INFERENCE_STALE_AFTER = timedelta(seconds=env.int("CXR_INFERENCE_STALE_SECONDS", default=60))
 
 LOGGING = {
     "version": 1,
@@ -298,3 +312,14 @@ CXR_ALERT_RETRY_BASE_SECONDS = env.int("CXR_ALERT_RETRY_BASE_SECONDS", default=3
 # Absolute links in e-mails and webhooks.
 CXR_PUBLIC_BASE_URL = env("CXR_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="cxr-portal@localhost")
+
+# DICOM receiver (python manage.py dicom_receiver): the AE title and port a PACS sends to, and the calling AE
+# titles allowed to send (none: the receiver refuses to start). TLS when a certificate is given; callers must then
+# present a certificate signed by CXR_DICOM_TLS_CLIENT_CA if that is set.
+CXR_DICOM_AE_TITLE = env("CXR_DICOM_AE_TITLE", default="CXR_PORTAL")
+CXR_DICOM_PORT = env.int("CXR_DICOM_PORT", default=11112)
+CXR_DICOM_BIND_ADDRESS = env("CXR_DICOM_BIND_ADDRESS", default="127.0.0.1")
+CXR_DICOM_ALLOWED_CALLING_AES = env.list("CXR_DICOM_ALLOWED_CALLING_AES", default=[])
+CXR_DICOM_TLS_CERTIFICATE = env("CXR_DICOM_TLS_CERTIFICATE", default="")
+CXR_DICOM_TLS_KEY = env("CXR_DICOM_TLS_KEY", default="")
+CXR_DICOM_TLS_CLIENT_CA = env("CXR_DICOM_TLS_CLIENT_CA", default="")

@@ -10,6 +10,7 @@ from .core import (
     Sex,
     StoredImage,
     Study,
+    StudySource,
     StudyStatus,
     ViewPosition,
 )
@@ -18,5 +19,5 @@ from .feedback import CorrectLabel, Feedback, FeedbackRevision
 __all__ = [
     "Alert", "AlertChannel", "AlertDelivery", "CorrectLabel", "DeliveryOutcome", "Feedback", "FeedbackRevision",
     "ModelVersion", "ModelVersionStatus", "PENDING_STATUSES", "Patient", "Prediction", "Sex", "StoredImage", "Study",
-    "StudyStatus", "ViewPosition",
+    "StudySource", "StudyStatus", "ViewPosition",
 ]
