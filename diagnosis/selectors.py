@@ -47,10 +47,16 @@ def worklist_studies(*, user, filters: WorklistFilters) -> QuerySet[Study]:
         latest_label=Subquery(latest.values("predicted_label")[:1]),
         latest_covid_probability=Subquery(latest.values("covid_probability")[:1], output_field=FloatField()),
         suspected_covid=Exists(Alert.objects.filter(study=OuterRef("pk"), withdrawn_at__isnull=True)),
-    ).annotate(
+    )
+    # The most recent clinician judgement of the latest prediction: the worklist shows it beside the model's.
+    latest_review = Feedback.objects.filter(prediction_id=OuterRef("latest_prediction_id")).order_by("-updated_at", "-id")
+    studies = studies.annotate(
         reviewed_by_me=Exists(
             Feedback.objects.filter(prediction_id=OuterRef("latest_prediction_id"), author_id=user.id)
         ),
+        review_label=Subquery(latest_review.values("correct_label")[:1]),
+        review_agrees=Subquery(latest_review.values("agrees")[:1], output_field=BooleanField()),
+        review_author=Subquery(latest_review.values("author__username")[:1]),
     )
     if filters.status:
         studies = studies.filter(status=filters.status)

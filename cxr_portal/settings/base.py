@@ -94,7 +94,7 @@ AUTH_USER_MODEL = "accounts.User"
 # Axes first: it refuses a locked-out username/address pair before any password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "accounts:login"
-LOGIN_REDIRECT_URL = "diagnosis:worklist"
+LOGIN_REDIRECT_URL = "diagnosis:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -144,6 +144,8 @@ LANGUAGE_CODE = "en"
 # Every page, e-mail and the PDF report go through the translation catalogues in locale/.
 LANGUAGES = [("en", "English"), ("es", "Español")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates in one format everywhere; numbers with the language's decimal separator (cxr_portal/formats/).
+FORMAT_MODULE_PATH = ["cxr_portal.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -220,6 +222,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "diagnosis.run_inference": {"queue": "inference"},
+    # Slow, rare jobs on their own queue, so that they never hold up a study's inference.
+    "diagnosis.import_labelled_studies": {"queue": "training"},
+    "diagnosis.adapt_model": {"queue": "training"},
     "diagnosis.deliver_alert": {"queue": "default"},
 }
 # An upload waits at most about a second for an unreachable broker before it is answered anyway
@@ -282,11 +287,6 @@ LOGGING = {
     "loggers": {"axes": {"level": "WARNING"}},
 }
 
-CLINICAL_DISCLAIMER = (
-    "This result supports, and does not replace, the judgement of a qualified clinician. "
-    "CXR Portal is not a medical device and does not make a diagnosis."
-)
-
 # COVID-19 alerts: delivered by the "default" queue's workers, in-app always, e-mail and webhook when configured.
 CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])
 # Site monitor (ml.monitoring, diagnosis.services.monitoring): the active version's results of the last
@@ -312,6 +312,20 @@ CXR_ALERT_RETRY_BASE_SECONDS = env.int("CXR_ALERT_RETRY_BASE_SECONDS", default=3
 # Absolute links in e-mails and webhooks.
 CXR_PUBLIC_BASE_URL = env("CXR_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="cxr-portal@localhost")
+
+# Site adaptation (issue 20). A study is confirmed when its latest feedback names a class; with 2, two
+# clinicians' latest feedback must name the same class. Each site patient falls, by a stable hash, in the locked
+# site test part (this share) or the adaptation part. A version is "validated at this site" once evaluated on at
+# least CXR_SITE_VALIDATION_MIN_FILMS site films with every class present.
+CXR_SITE_LABEL_AGREEMENT = env.int("CXR_SITE_LABEL_AGREEMENT", default=1)
+CXR_SITE_TEST_SHARE = env.float("CXR_SITE_TEST_SHARE", default=0.5)
+CXR_SITE_VALIDATION_MIN_FILMS = env.int("CXR_SITE_VALIDATION_MIN_FILMS", default=100)
+CXR_ADAPT_TARGET_SENSITIVITY = env.float("CXR_ADAPT_TARGET_SENSITIVITY", default=0.95)
+CXR_ADAPT_SITE_WEIGHT = env.float("CXR_ADAPT_SITE_WEIGHT", default=0.5)
+# Where candidates are written, the pooled-feature cache, and the only folder the import page reads from.
+CXR_CANDIDATE_DIR = env.path("CXR_CANDIDATE_DIR", default=str(VAR_DIR / "models"))
+CXR_FEATURE_CACHE_DIR = env.path("CXR_FEATURE_CACHE_DIR", default=str(VAR_DIR / "feature-cache"))
+CXR_SITE_IMPORT_DIR = env.path("CXR_SITE_IMPORT_DIR", default=str(VAR_DIR / "site-import"))
 
 # DICOM receiver (python manage.py dicom_receiver): the AE title and port a PACS sends to, and the calling AE
 # titles allowed to send (none: the receiver refuses to start). TLS when a certificate is given; callers must then

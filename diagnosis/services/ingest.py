@@ -147,15 +147,19 @@ def study_create(
     view_position: str = "",
     acquisition_date: datetime.date | None = None,
     idempotency_key: str = "",
+    check_rate: bool = True,
 ) -> Study:
     """Validate, store and register a study, then queue it for inference after commit.
 
     A refused file changes nothing: no file, no row, no audit event. With an idempotency key this user already
     sent, raises UploadReplayed carrying the first study, so a client's retry never creates a second one.
+    ``check_rate=False`` is for an administrator's bulk import of labelled films (diagnosis.services.site_films),
+    which is not an upload flood.
     """
     if idempotency_key:
         _raise_if_replayed(uploaded_by=uploaded_by, idempotency_key=idempotency_key)
-    upload_rate_check(user=uploaded_by, patient=patient)
+    if check_rate:
+        upload_rate_check(user=uploaded_by, patient=patient)
     decoded = image_prepare(data=data)
     return study_store(
         decoded=decoded,

@@ -97,6 +97,9 @@ MATRIX: list[Row] = [
     R("audit/predictions/export.csv",                        "GET",  "/audit/predictions/export.csv",              302, 403, 403, 403, 200),
     # --- API --------------------------------------------------------------------------------------
     R("api/",                                                "GET",  "/api/",                                      401, 200, 200, 200, 200),
+    # STOW-RS takes tokens only (a signed-in browser session is anonymous there); roles with a token:
+    # tests/diagnosis/test_dicomweb.py::test_only_clinical_accounts_may_store.
+    R("dicomweb/studies",                                    "POST", "/dicomweb/studies",                          401, 401, 401, 401, 401),
     R("api/auth/token/",                                     "POST", "/api/auth/token/",                           400, 400, 400, 400, 400),
     R("api/auth/token/",                                     "DELETE", "/api/auth/token/",                         401, 204, 204, 204, 204),
     R("api/schema/",                                         "GET",  "/api/schema/",                               401, 200, 200, 200, 200),
