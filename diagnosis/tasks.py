@@ -78,3 +78,20 @@ def redeliver_alerts() -> int:
 @shared_task(name="diagnosis.monitor_active_model", time_limit=300, soft_time_limit=240)
 def monitor_active_model() -> str:
     return run_site_monitor()
+
+
+# Site adaptation: slow and rare, on the "training" queue (CELERY_TASK_ROUTES), one job at a time per worker.
+# Not acks_late: a job killed half-way leaves its row "running" for an administrator to see, instead of
+# being redelivered into a second fit of the same candidate.
+@shared_task(name="diagnosis.import_labelled_studies", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)
+def import_labelled_studies(*, label_import_id: int) -> str:
+    from diagnosis.services.site_films import label_import_run
+
+    return label_import_run(label_import_id=label_import_id).status
+
+
+@shared_task(name="diagnosis.adapt_model", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)
+def adapt_model(*, adaptation_run_id: int) -> str:
+    from diagnosis.services.adaptation import adaptation_run
+
+    return adaptation_run(adaptation_run_id=adaptation_run_id).status

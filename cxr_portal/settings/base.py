@@ -171,7 +171,12 @@ AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
 # owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
 AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
-MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=8192 * 8192)
+# Real chest films are under 4,300 x 4,900; ml.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
+MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=25_000_000)
+# Full-resolution decodes at once per web process; an upload that waits longer than this for one is told
+# to retry (503 with Retry-After) instead of holding a web thread in a queue.
+MAX_CONCURRENT_DECODES = env.int("CXR_MAX_CONCURRENT_DECODES", default=1)
+DECODE_WAIT_SECONDS = env.float("CXR_DECODE_WAIT_SECONDS", default=2.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
@@ -217,6 +222,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "diagnosis.run_inference": {"queue": "inference"},
+    # Slow, rare jobs on their own queue, so that they never hold up a study's inference.
+    "diagnosis.import_labelled_studies": {"queue": "training"},
+    "diagnosis.adapt_model": {"queue": "training"},
     "diagnosis.deliver_alert": {"queue": "default"},
 }
 # An upload waits at most about a second for an unreachable broker before it is answered anyway
@@ -279,11 +287,6 @@ LOGGING = {
     "loggers": {"axes": {"level": "WARNING"}},
 }
 
-CLINICAL_DISCLAIMER = (
-    "This result supports, and does not replace, the judgement of a qualified clinician. "
-    "CXR Portal is not a medical device and does not make a diagnosis."
-)
-
 # COVID-19 alerts: delivered by the "default" queue's workers, in-app always, e-mail and webhook when configured.
 CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])
 # Site monitor (ml.monitoring, diagnosis.services.monitoring): the active version's results of the last
@@ -309,6 +312,20 @@ CXR_ALERT_RETRY_BASE_SECONDS = env.int("CXR_ALERT_RETRY_BASE_SECONDS", default=3
 # Absolute links in e-mails and webhooks.
 CXR_PUBLIC_BASE_URL = env("CXR_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="cxr-portal@localhost")
+
+# Site adaptation (issue 20). A study is confirmed when its latest feedback names a class; with 2, two
+# clinicians' latest feedback must name the same class. Each site patient falls, by a stable hash, in the locked
+# site test part (this share) or the adaptation part. A version is "validated at this site" once evaluated on at
+# least CXR_SITE_VALIDATION_MIN_FILMS site films with every class present.
+CXR_SITE_LABEL_AGREEMENT = env.int("CXR_SITE_LABEL_AGREEMENT", default=1)
+CXR_SITE_TEST_SHARE = env.float("CXR_SITE_TEST_SHARE", default=0.5)
+CXR_SITE_VALIDATION_MIN_FILMS = env.int("CXR_SITE_VALIDATION_MIN_FILMS", default=100)
+CXR_ADAPT_TARGET_SENSITIVITY = env.float("CXR_ADAPT_TARGET_SENSITIVITY", default=0.95)
+CXR_ADAPT_SITE_WEIGHT = env.float("CXR_ADAPT_SITE_WEIGHT", default=0.5)
+# Where candidates are written, the pooled-feature cache, and the only folder the import page reads from.
+CXR_CANDIDATE_DIR = env.path("CXR_CANDIDATE_DIR", default=str(VAR_DIR / "models"))
+CXR_FEATURE_CACHE_DIR = env.path("CXR_FEATURE_CACHE_DIR", default=str(VAR_DIR / "feature-cache"))
+CXR_SITE_IMPORT_DIR = env.path("CXR_SITE_IMPORT_DIR", default=str(VAR_DIR / "site-import"))
 
 # DICOM receiver (python manage.py dicom_receiver): the AE title and port a PACS sends to, and the calling AE
 # titles allowed to send (none: the receiver refuses to start). TLS when a certificate is given; callers must then

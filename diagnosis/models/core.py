@@ -153,6 +153,16 @@ class ModelVersion(models.Model):
     monitor_status = models.CharField(max_length=16, blank=True, default="")
     monitor_checked_at = models.DateTimeField(null=True, blank=True)
     monitor_alarms = models.JSONField(default=list, blank=True, help_text="The checks that alarmed, with their counts")
+    # Site adaptation: the version it was adapted from, the version it replaced when activated (rollback
+    # returns there), whether it runs silently on new studies, and its results on the locked site test part.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    previous_active = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    shadow = models.BooleanField(default=False)
+    site_evaluation = models.JSONField(
+        default=dict, blank=True,
+        help_text="Results on the locked site test part (and the development test split), with the paired "
+                  "comparison against the version active when it was evaluated",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -169,6 +179,14 @@ class ModelVersion(models.Model):
     @property
     def monitor_alarming(self) -> bool:
         return self.monitor_status == ALARM
+
+    @property
+    def site_validated(self) -> bool:
+        """Evaluated on at least CXR_SITE_VALIDATION_MIN_FILMS of this site's films, every class among them."""
+        evaluation = self.site_evaluation or {}
+        counts = evaluation.get("class_counts") or {}
+        return (evaluation.get("n", 0) >= settings.CXR_SITE_VALIDATION_MIN_FILMS
+                and all(counts.get(name, 0) > 0 for name in CLASS_NAMES))
 
 
 class Prediction(models.Model):

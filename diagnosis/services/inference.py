@@ -317,6 +317,10 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
         # The unique (study, model version) constraint: a prediction already exists, so this run is a duplicate.
         Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED, lease_expires_at=None)
         return InferenceOutcome(study_id, "skipped", "A prediction from this model already exists.")
+    from .adaptation import shadow_predictions_record
+
+    # After the study's own result is committed: a shadow candidate's answer is stored, never shown.
+    shadow_predictions_record(study=study, pixels=decoded.pixels)
     return InferenceOutcome(study_id, "completed", prediction.predicted_label)
 
 

@@ -128,7 +128,9 @@ def model_version_activate(*, model_version: ModelVersion, actor=None) -> ModelV
         old.save(update_fields=["status"])
     model_version.status = ModelVersionStatus.ACTIVE
     model_version.activated_at = timezone.now()
-    model_version.save(update_fields=["status", "activated_at"])
+    if previous:  # what a rollback returns to
+        model_version.previous_active = previous[0]
+    model_version.save(update_fields=["status", "activated_at", "previous_active"])
     audit_record(
         actor=actor,
         action="model_version.activate",
