@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnosis', '0008_study_source_and_dicom_instance'),
+        ('diagnosis', '0009_site_adaptation'),
     ]
 
     operations = [
