@@ -2,15 +2,17 @@
 
 from django.utils import timezone
 from django.utils.formats import date_format, number_format
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
+
+# In English for machine receivers (the alert webhook); people read clinical_disclaimer() in their language.
+CLINICAL_DISCLAIMER = gettext_noop(
+    "This result supports, and does not replace, the judgement of a qualified clinician. "
+    "CXR Portal is not a medical device and does not make a diagnosis."
+)
 
 
 def clinical_disclaimer() -> str:
-    # Same words as settings.CLINICAL_DISCLAIMER, through the translation catalogue.
-    return gettext(
-        "This result supports, and does not replace, the judgement of a qualified clinician. "
-        "CXR Portal is not a medical device and does not make a diagnosis."
-    )
+    return gettext(CLINICAL_DISCLAIMER)
 
 
 # The model's class names (ml.labels.DISPLAY_NAMES) in the reader's language; ml/ itself stays free of Django.

@@ -171,7 +171,12 @@ AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
 # owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
 AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
-MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=8192 * 8192)
+# Real chest films are under 4,300 x 4,900; ml.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
+MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=25_000_000)
+# Full-resolution decodes at once per web process; an upload that waits longer than this for one is told
+# to retry (503 with Retry-After) instead of holding a web thread in a queue.
+MAX_CONCURRENT_DECODES = env.int("CXR_MAX_CONCURRENT_DECODES", default=1)
+DECODE_WAIT_SECONDS = env.float("CXR_DECODE_WAIT_SECONDS", default=2.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
@@ -286,11 +291,6 @@ LOGGING = {
     # Axes logs every sign-in at INFO; the audit trail already records them.
     "loggers": {"axes": {"level": "WARNING"}},
 }
-
-CLINICAL_DISCLAIMER = (
-    "This result supports, and does not replace, the judgement of a qualified clinician. "
-    "CXR Portal is not a medical device and does not make a diagnosis."
-)
 
 # COVID-19 alerts: delivered by the "default" queue's workers, in-app always, e-mail and webhook when configured.
 CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])

@@ -131,10 +131,6 @@ def blob_get(digest: str, *, kind: str) -> bytes:
     return decrypt(_path_for(digest, kind).read_bytes(), digest=digest, kind=kind)
 
 
-def blob_exists(digest: str, *, kind: str) -> bool:
-    return _path_for(digest, kind).exists()
-
-
 # Kinds of blob. ORIGINAL is the upload re-encoded as PNG (16-bit for DICOM, keeping its depth);
 # the preview and heatmap are 8-bit PNGs made from it.
 ORIGINAL = "original"

@@ -19,7 +19,7 @@ from tests.factories import PatientFactory, UserFactory
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_and_auditor_cannot_upload(
-    browser, live_server, tiny_model_dir, monkeypatch, tmp_path
+    browser, live_server, tiny_model_dir, monkeypatch, queued_inference, tmp_path
 ):
     from diagnosis.models import Alert, AlertDelivery, Feedback, Study
     from diagnosis.services.inference import study_run_inference
@@ -40,8 +40,6 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     model_version = model_version_register(artifact_dir=artifact, activate=True)
     assert model_version.covid_threshold == 0.0
 
-    queued: list[int] = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda *, study_id: queued.append(study_id))
     monkeypatch.setattr("diagnosis.tasks.deliver_alert.delay",
                         lambda **kwargs: deliver_alert.apply(kwargs=kwargs))
     film = tmp_path / "chest.png"
@@ -65,7 +63,7 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     page.wait_for_selector("[data-testid=disclaimer]")
     study = Study.objects.get(accession_number="ACC-BROWSER-1")
     assert page.url.endswith(f"/studies/{study.id}/")
-    assert queued == [study.id]
+    assert queued_inference == [{"study_id": study.id}]
     screenshot(page, "03-study-queued")
 
     # 3. The worker's task runs; the page (polling) shows the result.

@@ -47,14 +47,15 @@ def overflows_sideways(page) -> bool:
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_roles_land_where_they_may_and_reviewed_results_read_the_same_everywhere(browser, live_server, monkeypatch):
+def test_roles_land_where_they_may_and_reviewed_results_read_the_same_everywhere(
+    browser, live_server, monkeypatch, queued_inference
+):
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from audit.models import AuditEvent
     from diagnosis.models import Alert
     from tests.security.records import make_model_version
 
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     monkeypatch.setattr("diagnosis.tasks.deliver_alert.delay", lambda **kwargs: None)
     clinician = UserFactory(username="dr_review", clinician=True)
     administrator = UserFactory(username="admin_browser", administrator=True)

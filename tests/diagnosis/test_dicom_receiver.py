@@ -31,13 +31,6 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def queued(monkeypatch):
-    study_ids = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda *, study_id: study_ids.append(study_id))
-    return study_ids
-
-
-@pytest.fixture
 def receiver():
     config = ReceiverConfig(ae_title=RECEIVER_AE, port=free_port(), allowed_calling_aes=[ALLOWED_AE])
     server = receiver_start(config, block=False)
@@ -67,7 +60,7 @@ def test_answers_c_echo(receiver):
     association.release()
 
 
-def test_stores_a_chest_radiograph_as_a_queued_study_from_its_tags(receiver, queued):
+def test_stores_a_chest_radiograph_as_a_queued_study_from_its_tags(receiver, queued_inference):
     film = dicom_films.radiograph(patient_id="PACS-77", patient_name="Roe^Richard", accession_number="RIS-1001",
                                   view_position="AP", study_date="20260315")
 
@@ -81,7 +74,7 @@ def test_stores_a_chest_radiograph_as_a_queued_study_from_its_tags(receiver, que
     assert study.acquisition_date.isoformat() == "2026-03-15"
     assert study.dicom_header["0020000D"]["Value"] == [film.StudyInstanceUID]
     assert "7FE00010" not in study.dicom_header
-    assert queued == [study.id]
+    assert queued_inference == [{"study_id": study.id}]
     received = AuditEvent.objects.get(action="study.receive", object_id=str(study.id))
     assert received.actor_username == f"dicom:{ALLOWED_AE}"
     assert received.client_ip == "127.0.0.1"
@@ -92,19 +85,19 @@ def test_stores_a_chest_radiograph_as_a_queued_study_from_its_tags(receiver, que
     assert association.outcome == "success"
 
 
-def test_a_repeated_instance_is_acknowledged_and_ignored(receiver, queued):
+def test_a_repeated_instance_is_acknowledged_and_ignored(receiver, queued_inference):
     film = dicom_films.radiograph()
 
     assert send(receiver, film, film) == [0x0000, 0x0000]
     assert send(receiver, film) == [0x0000]
 
     assert Study.objects.filter(sop_instance_uid=film.SOPInstanceUID).count() == 1
-    assert len(queued) == 1
+    assert len(queued_inference) == 1
     repeats = AuditEvent.objects.filter(action="study.receive", details__repeat=True)
     assert repeats.count() == 2
 
 
-def test_a_second_film_of_the_same_accession_becomes_its_own_study(receiver, queued):
+def test_a_second_film_of_the_same_accession_becomes_its_own_study(receiver, queued_inference):
     frontal = dicom_films.radiograph(accession_number="RIS-2", view_position="PA")
     lateral = dicom_films.radiograph(accession_number="RIS-2", view_position="LL", seed=1)
 
@@ -113,7 +106,7 @@ def test_a_second_film_of_the_same_accession_becomes_its_own_study(receiver, que
     assert sorted(Study.objects.values_list("accession_number", flat=True)) == ["RIS-2", "RIS-2-2"]
 
 
-def test_refuses_a_ct_image_with_sop_class_not_supported(receiver, queued):
+def test_refuses_a_ct_image_with_sop_class_not_supported(receiver, queued_inference):
     assert send(receiver, dicom_films.ct_slice()) == [STATUS_SOP_CLASS_NOT_SUPPORTED]
 
     assert not Study.objects.exists() and not Patient.objects.exists()
@@ -126,28 +119,28 @@ def test_refuses_a_ct_image_with_sop_class_not_supported(receiver, queued):
     dicom_films.radiograph(body_part="HAND"),
     dicom_films.radiograph(sop_class=dicom_films.CR_IMAGE, modality="MR"),
 ])
-def test_refuses_radiographs_that_are_not_chest_radiographs(receiver, queued, film):
+def test_refuses_radiographs_that_are_not_chest_radiographs(receiver, queued_inference, film):
     assert send(receiver, film) != [0x0000]
 
     assert not Study.objects.exists()
-    assert queued == []
+    assert queued_inference == []
 
 
-def test_accepts_a_computed_radiograph_that_names_no_body_part(receiver, queued):
+def test_accepts_a_computed_radiograph_that_names_no_body_part(receiver, queued_inference):
     film = dicom_films.radiograph(sop_class=dicom_films.CR_IMAGE, modality="CR", body_part="")
 
     assert send(receiver, film) == [0x0000]
     assert Study.objects.filter(sop_instance_uid=film.SOPInstanceUID).exists()
 
 
-def test_refuses_a_truncated_dataset_with_cannot_understand(receiver, queued):
+def test_refuses_a_truncated_dataset_with_cannot_understand(receiver, queued_inference):
     assert send(receiver, dicom_films.truncated_radiograph()) == [STATUS_CANNOT_UNDERSTAND]
 
     assert not Study.objects.exists() and not Patient.objects.exists()
     assert AuditEvent.objects.get(action="study.receive").outcome == "denied"
 
 
-def test_never_answers_success_when_storing_fails(receiver, queued, monkeypatch):
+def test_never_answers_success_when_storing_fails(receiver, queued_inference, monkeypatch):
     def broken_disk(*args, **kwargs):
         raise OSError("No space left on device")
 
@@ -157,7 +150,7 @@ def test_never_answers_success_when_storing_fails(receiver, queued, monkeypatch)
     assert not Study.objects.exists() and not Patient.objects.exists()
 
 
-def test_rejects_an_association_from_an_unknown_calling_ae(receiver, queued):
+def test_rejects_an_association_from_an_unknown_calling_ae(receiver, queued_inference):
     scu = AE(ae_title="STRANGER")
     scu.add_requested_context(Verification)
     association = scu.associate("127.0.0.1", receiver.port, ae_title=RECEIVER_AE)
@@ -178,7 +171,7 @@ def test_refuses_to_start_when_no_calling_ae_is_allowed():
         receiver_start(ReceiverConfig(ae_title=RECEIVER_AE, port=free_port()), block=False)
 
 
-def test_the_worklist_and_the_api_show_where_each_study_came_from(receiver, queued, client, clinician, study):
+def test_the_worklist_and_the_api_show_where_each_study_came_from(receiver, queued_inference, client, clinician, study):
     film = dicom_films.radiograph(accession_number="RIS-WL")
     assert send(receiver, film) == [0x0000]
     client.force_login(clinician)

@@ -32,19 +32,12 @@ def stow(user, *parts, content_type=None):
                          HTTP_ACCEPT="application/dicom+json", **headers)
 
 
-@pytest.fixture
-def queued(monkeypatch):
-    study_ids = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda *, study_id: study_ids.append(study_id))
-    return study_ids
-
-
 def sop_uids(sequence: dict) -> list[str]:
     return [item["00081155"]["Value"][0] for item in sequence["Value"]]
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_stores_every_instance_and_lists_them(clinician, queued):
+def test_stores_every_instance_and_lists_them(clinician, queued_inference):
     films = [dicom_films.radiograph(accession_number=f"STOW-{n}", seed=n) for n in range(2)]
 
     response = stow(clinician, *[("application/dicom", dicom_films.file_bytes(film)) for film in films])
@@ -57,14 +50,14 @@ def test_stores_every_instance_and_lists_them(clinician, queued):
     assert body[REFERENCED]["Value"][0]["00081150"]["Value"] == [dicom_films.DX_FOR_PRESENTATION]
     studies = Study.objects.filter(source=StudySource.STOW).order_by("accession_number")
     assert [study.accession_number for study in studies] == ["STOW-0", "STOW-1"]
-    assert sorted(queued) == sorted(study.id for study in studies)
+    assert sorted(call["study_id"] for call in queued_inference) == sorted(study.id for study in studies)
     events = AuditEvent.objects.filter(action="study.receive", outcome="success")
     assert {event.actor_username for event in events} == {clinician.username}
     assert {event.details["source"] for event in events} == {"stow"}
 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-def test_reports_each_failure_beside_what_was_stored(clinician, queued):
+def test_reports_each_failure_beside_what_was_stored(clinician, queued_inference):
     good = dicom_films.radiograph(accession_number="STOW-OK")
     ct = dicom_films.ct_slice()
     truncated = dicom_films.truncated_radiograph()
@@ -87,7 +80,7 @@ def test_reports_each_failure_beside_what_was_stored(clinician, queued):
 
 
 @pytest.mark.django_db
-def test_answers_conflict_when_nothing_was_stored(clinician, queued):
+def test_answers_conflict_when_nothing_was_stored(clinician, queued_inference):
     response = stow(clinician, ("application/dicom", dicom_films.file_bytes(dicom_films.ct_slice())))
 
     assert response.status_code == 409
@@ -96,7 +89,7 @@ def test_answers_conflict_when_nothing_was_stored(clinician, queued):
 
 
 @pytest.mark.django_db
-def test_a_repeat_is_stored_once(clinician, queued):
+def test_a_repeat_is_stored_once(clinician, queued_inference):
     data = dicom_films.file_bytes(dicom_films.radiograph())
 
     assert stow(clinician, ("application/dicom", data)).status_code == 200
@@ -106,7 +99,7 @@ def test_a_repeat_is_stored_once(clinician, queued):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("role, expected", [("anonymous", 401), ("administrator", 403), ("auditor", 403)])
-def test_only_clinical_accounts_may_store(role, expected, queued):
+def test_only_clinical_accounts_may_store(role, expected, queued_inference):
     user = None if role == "anonymous" else UserFactory(**{role: True})
 
     response = stow(user, ("application/dicom", dicom_films.file_bytes(dicom_films.radiograph())))
@@ -116,7 +109,7 @@ def test_only_clinical_accounts_may_store(role, expected, queued):
 
 
 @pytest.mark.django_db
-def test_refuses_bodies_that_are_not_multipart_related_dicom(clinician, queued):
+def test_refuses_bodies_that_are_not_multipart_related_dicom(clinician, queued_inference):
     data = dicom_films.file_bytes(dicom_films.radiograph())
     assert stow(clinician, ("application/dicom", data), content_type="application/dicom").status_code == 415
     assert stow(clinician, ("application/dicom", data),

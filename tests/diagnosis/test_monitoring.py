@@ -144,15 +144,6 @@ def test_result_page_warns_while_the_version_alarms(monitored_model, patient, cl
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("role, status", [("anonymous", 302), ("clinician", 403), ("auditor", 200),
-                                          ("administrator", 200)])
-def test_monitor_page_by_role(role, status, role_clients, monitored_model):
-    response = role_clients[role].get(reverse("diagnosis:model_version_monitoring",
-                                              kwargs={"version_id": monitored_model.pk}))
-    assert response.status_code == status
-
-
-@pytest.mark.django_db
 def test_monitor_page_shows_the_checks_and_a_chart_and_is_audited(
     monitored_model, patient, clinician, administrator, monkeypatch
 ):

@@ -18,11 +18,10 @@ from tests.conftest import write_synthetic_folder
 
 
 @pytest.fixture
-def adaptation_settings(settings, tmp_path, monkeypatch):
+def adaptation_settings(settings, tmp_path, monkeypatch, queued_inference):
     settings.CXR_CANDIDATE_DIR = tmp_path / "models"
     settings.CXR_FEATURE_CACHE_DIR = tmp_path / "feature-cache"
     settings.CXR_SITE_VALIDATION_MIN_FILMS = 5
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     monkeypatch.setattr("diagnosis.tasks.adapt_model.delay", lambda **kwargs: None)
     return settings
 
