@@ -100,3 +100,36 @@ def test_adaptation_registers_a_candidate_and_promotion_is_gated(
     with pytest.raises(ValidationError):
         model_version_rollback(actor=administrator)
     assert AdaptationRun.objects.get().progress == 1.0
+
+
+@pytest.mark.django_db
+def test_pages_show_the_comparison_and_promote_only_with_a_reason(
+        admin_client, administrator, site_folder, adaptation_settings, familiar_model_dir):
+    from django.urls import reverse
+
+    from diagnosis.services.model_registry import model_version_register
+
+    active = model_version_register(artifact_dir=familiar_model_dir, activate=True)
+    call_command("import_labelled_studies", str(site_folder), "--user", administrator.username)
+    page = admin_client.get(reverse("diagnosis:site_adaptation")).content.decode()
+    assert "Locked site test part" in page and "24" not in page.split("site-film-counts")[0]
+    admin_client.post(reverse("diagnosis:site_adapt"), {"steps": "calibrate"})
+    run = AdaptationRun.objects.get()
+    candidate = adaptation_run(adaptation_run_id=run.pk).candidate
+    candidate.site_evaluation["metrics"]["threshold"]["sensitivity"] = 0.5
+    candidate.save(update_fields=["site_evaluation"])
+
+    compare = admin_client.get(reverse("diagnosis:model_version_compare", args=[candidate.pk])).content.decode()
+    assert "Macro AUC" in compare and "below the target" in compare
+    admin_client.post(reverse("diagnosis:model_version_promote", args=[candidate.pk]))
+    candidate.refresh_from_db()
+    assert candidate.status == "candidate"
+    admin_client.post(reverse("diagnosis:model_version_promote", args=[candidate.pk]),
+                      {"override_reason": "Sensitivity checked on a larger local audit"})
+    candidate.refresh_from_db()
+    assert candidate.status == "active"
+    versions = admin_client.get(reverse("diagnosis:model_versions")).content.decode()
+    assert versions.count('text-bg-success">Validated') == 2  # both evaluated on >= 5 site films of every class
+    admin_client.post(reverse("diagnosis:model_version_rollback"))
+    active.refresh_from_db()
+    assert active.status == "active"
