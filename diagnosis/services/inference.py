@@ -29,6 +29,7 @@ from ml.imaging import ImageDecodeError, decode_image
 
 from . import storage
 from .alerts import alert_raise_for_prediction
+from .results import results_enqueue_for_prediction
 from .model_registry import artifact_dir_for, model_version_active, same_operating_point
 
 logger = logging.getLogger(__name__)
@@ -313,6 +314,7 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
             )
             # Same transaction: the prediction and its alert commit together; delivery is queued after commit.
             alert_raise_for_prediction(prediction=prediction)
+            results_enqueue_for_prediction(prediction=prediction)
     except IntegrityError:
         # The unique (study, model version) constraint: a prediction already exists, so this run is a duplicate.
         Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED, lease_expires_at=None)
