@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnosis', '0009_site_adaptation'),
+        ('diagnosis', '0010_result_deliveries'),
     ]
 
     operations = [
