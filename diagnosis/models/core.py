@@ -205,6 +205,11 @@ class Prediction(models.Model):
     covid_alert = models.BooleanField(default=False)
     inference_ms = models.FloatField()
     heatmap_sha256 = models.CharField(max_length=64, blank=True)
+    heatmap_box = models.JSONField(
+        default=dict, blank=True,
+        help_text="Where on the film the heatmap lies: top, bottom, left, right as fractions of its height and width "
+                  "(empty: an older heatmap, the model input with the heatmap blended in)",
+    )
     warnings = models.JSONField(
         default=list, blank=True, help_text="Codes of what makes this result less reliable (e.g. lungs_not_found)"
     )
