@@ -6,7 +6,7 @@ from django.utils.translation import gettext_lazy as _
 from ml.labels import CLASS_NAMES, DISPLAY_NAMES
 from ml.monitoring import ALARM
 
-from ..texts import class_display_name, result_warning_label, result_warning_message
+from ..texts import class_display_name, result_warning_label, result_warning_message, site_not_validated_notice
 
 
 class Sex(models.TextChoices):
@@ -187,6 +187,11 @@ class ModelVersion(models.Model):
         counts = evaluation.get("class_counts") or {}
         return (evaluation.get("n", 0) >= settings.CXR_SITE_VALIDATION_MIN_FILMS
                 and all(counts.get(name, 0) > 0 for name in CLASS_NAMES))
+
+    @property
+    def site_validation_notice(self) -> str:
+        """What every result of this version says until it is validated at this site ("" once it is)."""
+        return "" if self.site_validated else site_not_validated_notice()
 
 
 class Prediction(models.Model):

@@ -146,6 +146,8 @@ def study_report_pdf(*, study: Study) -> bytes:
         story.append(Paragraph("<b>%s</b>: %s" % (escape(_("Result")), _text(prediction.predicted_display)), body))
         for message in prediction.warning_messages():
             story.append(Paragraph("<b>%s</b>" % escape(message), body))
+        if prediction.model_version.site_validation_notice:
+            story.append(Paragraph("<b>%s</b>" % escape(prediction.model_version.site_validation_notice), body))
         alert = getattr(study, "alert", None)
         if alert is not None:
             story.append(_alert_block(alert, body))

@@ -133,3 +133,32 @@ def test_pages_show_the_comparison_and_promote_only_with_a_reason(
     admin_client.post(reverse("diagnosis:model_version_rollback"))
     active.refresh_from_db()
     assert active.status == "active"
+
+
+@pytest.mark.django_db
+def test_results_say_when_the_version_is_not_validated_at_this_site(clinician, patient, monkeypatch, client, settings):
+    from django.urls import reverse
+
+    from diagnosis.services.alerts import alert_raise_for_prediction
+    from tests.diagnosis import factories
+    from tests.diagnosis.test_reports import pdf_text
+
+    settings.CXR_SITE_VALIDATION_MIN_FILMS = 100
+    model = factories.model_version(covid_threshold=0.5, status="active")
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch,
+                                     accession_number="ACC-SITE")
+    prediction = factories.completed_prediction(study=study, model=model, covid=0.9)
+    alert = alert_raise_for_prediction(prediction=prediction)
+    client.force_login(clinician)
+    notice = "Not validated at this site"
+    assert notice in client.get(reverse("diagnosis:study_detail", args=[study.pk])).content.decode()
+    assert notice in alert.meaning()
+    assert notice in pdf_text(client.get(reverse("diagnosis:study_report", args=[study.pk])).content)[0]
+
+    # Evaluated on 100 site films of every class: the notice goes.
+    model.site_evaluation = {"n": 120, "class_counts": {"covid": 30, "normal": 50, "pneumonia": 40}}
+    model.save(update_fields=["site_evaluation"])
+    assert notice not in client.get(reverse("diagnosis:study_detail", args=[study.pk])).content.decode()
+    model.site_evaluation["class_counts"]["covid"] = 0  # a class missing: not validated
+    model.save(update_fields=["site_evaluation"])
+    assert notice in client.get(reverse("diagnosis:study_detail", args=[study.pk])).content.decode()
