@@ -115,7 +115,7 @@ def prediction_history_filtered(*, user: str = "", patient: str = "", model: str
         Prediction.objects.select_related("study__patient", "study__uploaded_by", "model_version")
         .prefetch_related(
             Prefetch("feedback", queryset=Feedback.objects.select_related("author").order_by("created_at")),
-            Prefetch("alerts", queryset=Alert.objects.select_related("acknowledged_by").order_by("created_at")),
+            Prefetch("alerts", queryset=Alert.objects.select_related("acknowledged_by", "withdrawn_by").order_by("created_at")),
         )
         .order_by("-created_at", "-id")
     )

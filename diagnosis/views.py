@@ -1,6 +1,5 @@
 """Pages. Each view validates, calls one access function or service, and renders."""
 
-import csv
 from dataclasses import asdict
 
 from django.conf import settings
@@ -17,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.roles import Capability, user_can
 from audit.services import audit_record
+from cxr_portal.csv_export import csv_download
 from cxr_portal.form_errors import form_add_service_errors
 
 from . import access, selectors
@@ -26,15 +26,21 @@ from .selectors import WorklistFilters
 from .services import storage
 from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
-from .services.ingest import study_create
+from .services.ingest import UploadBusy, study_create
 from .services.model_registry import model_version_active
 from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
 from .services.reports import study_report_pdf
-from .texts import alert_meaning, class_display_name, monitor_check_description
+from .texts import alert_meaning, class_display_name, monitor_check_description, monitor_summary
 from .upload_messages import upload_message_translated
 
 WORKLIST_PAGE_SIZE = 25
+
+
+def _analysis_state() -> dict:
+    """The active model, or why there is none (analysis paused), for pages that say whether studies get analysed."""
+    active = model_version_active()
+    return {"active_model": active, "analysis_pause": None if active else selectors.analysis_pause()}
 
 
 @login_required
@@ -58,7 +64,7 @@ def worklist(request):
     return render(
         request,
         "diagnosis/worklist.html",
-        {"page": page, "form": form, "pending_ids": pending_ids, "active_model": model_version_active()},
+        {"page": page, "form": form, "pending_ids": pending_ids, **_analysis_state()},
     )
 
 
@@ -72,35 +78,30 @@ def worklist_export_csv(request):
     filters = WorklistFilterForm(request.GET).filters()
     studies = list(selectors.worklist_studies(user=request.user, filters=filters)[:WORKLIST_EXPORT_LIMIT])
     audit_record(actor=request.user, action="study.export_csv", details={"rows": len(studies), **_filter_details(filters)})
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="worklist.csv"'
-    response["Cache-Control"] = "private, no-store"
-    writer = csv.writer(response)
-    writer.writerow([
-        "accession_number", "patient_mrn", "patient_name", "status", "predicted_label", "covid_probability",
-        "suspected_covid", "alert_state", "uploaded_at", "completed_at", "model_version", "warnings",
-    ])
-    for study in studies:
-        predictions = list(study.predictions.all())
-        latest = predictions[0] if predictions else None
-        alert = getattr(study, "alert", None)
-        writer.writerow([_csv_cell(value) for value in (
-            study.accession_number, study.patient.mrn, study.patient.name, study.status,
-            latest.predicted_label if latest else "",
-            f"{latest.covid_probability:.4f}" if latest else "",
-            "yes" if study.suspected_covid else "no",
-            alert.state if alert else "",
-            study.created_at.isoformat(), study.completed_at.isoformat() if study.completed_at else "",
-            str(latest.model_version) if latest else "",
-            " ".join(latest.warnings or []) if latest else "",
-        )])
-    return response
+    return csv_download((_worklist_row(study) for study in studies), header=WORKLIST_EXPORT_COLUMNS,
+                        filename="worklist.csv")
 
 
-def _csv_cell(value) -> str:
-    # A cell starting with one of these runs as a formula in spreadsheet programs.
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+WORKLIST_EXPORT_COLUMNS = [
+    "accession_number", "patient_mrn", "patient_name", "status", "predicted_label", "covid_probability",
+    "suspected_covid", "alert_state", "uploaded_at", "completed_at", "model_version", "warnings",
+]
+
+
+def _worklist_row(study) -> list:
+    predictions = list(study.predictions.all())
+    latest = predictions[0] if predictions else None
+    alert = getattr(study, "alert", None)
+    return [
+        study.accession_number, study.patient.mrn, study.patient.name, study.status,
+        latest.predicted_label if latest else "",
+        f"{latest.covid_probability:.4f}" if latest else "",
+        "yes" if study.suspected_covid else "no",
+        alert.state if alert else "",
+        study.created_at.isoformat(), study.completed_at.isoformat() if study.completed_at else "",
+        str(latest.model_version) if latest else "",
+        " ".join(latest.warnings or []) if latest else "",
+    ]
 
 
 def _filter_details(filters: WorklistFilters) -> dict:
@@ -178,13 +179,18 @@ def study_upload(request, patient_id: int):
             )
         except ValidationError as error:
             form_add_service_errors(form, error, field="file", translate=upload_message_translated)
+            if isinstance(error, UploadBusy):
+                response = render(request, "diagnosis/study_upload.html",
+                                  {"form": form, "patient": patient, **_analysis_state()}, status=503)
+                response["Retry-After"] = str(error.retry_after_seconds)
+                return response
         else:
             messages.success(request, _("Study %(accession)s received and queued for analysis.") % {"accession": study.accession_number})
             return redirect("diagnosis:study_detail", study_id=study.id)
     return render(
         request,
         "diagnosis/study_upload.html",
-        {"form": form, "patient": patient, "active_model": model_version_active()},
+        {"form": form, "patient": patient, **_analysis_state()},
         status=400 if form.errors else 200,
     )
 
@@ -222,7 +228,7 @@ def _render_study(request, study, *, feedback_form=None, status=200):
             "study": study,
             "prediction": prediction,
             "earlier_predictions": predictions[1:],
-            "active_model": model_version_active(),
+            **_analysis_state(),
             "alert": alert,
             "feedback": feedback,
             "my_feedback": my_feedback,
@@ -308,10 +314,10 @@ def study_heatmap(request, study_id: int):
     prediction = study.predictions.first()
     if prediction is None or not prediction.heatmap_sha256:
         raise Http404("This study has no heatmap.")
-    return _image_response(
-        storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP),
-        filename=f"{study.accession_number}-heatmap.png",
-    )
+    # A heatmap with a box is a layer for the film; an older one is the model input with the heatmap blended in.
+    kind = storage.HEATMAP_LAYER if prediction.heatmap_box else storage.HEATMAP
+    return _image_response(storage.blob_get(prediction.heatmap_sha256, kind=kind),
+                           filename=f"{study.accession_number}-heatmap.png")
 
 
 @login_required
@@ -368,5 +374,6 @@ def model_version_monitoring(request, version_id: int):
         "report": report, "version": version, "days": days, "windows": windows,
         "rows": [_monitor_row(check, report) for check in report.checks],
         "mix": _predicted_mix(report),
+        "summary": monitor_summary(report, days=days),
         "chart": monitoring_chart_svg(report.checks) if report.checks else "",
     })

@@ -95,13 +95,25 @@ def patient(db):
     return PatientFactory(mrn="MRN000123", name="Maria Lopez")
 
 
+def inference_queue_as_list(monkeypatch) -> list[dict]:
+    """run_inference.delay replaced: each queued study's arguments land in the list instead of on the broker."""
+    queued: list[dict] = []
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: queued.append(kwargs))
+    return queued
+
+
 @pytest.fixture
-def study(clinician, patient, monkeypatch):
+def queued_inference(monkeypatch) -> list[dict]:
+    """What the code under test queued for inference, e.g. [{"study_id": 7}]; nothing reaches Celery."""
+    return inference_queue_as_list(monkeypatch)
+
+
+@pytest.fixture
+def study(clinician, patient, queued_inference):
     """A received study; the inference task is not queued (on_commit does not run inside a test transaction)."""
     from diagnosis.services.ingest import study_create
     from tests import images
 
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-STUDY")
 
 
@@ -118,6 +130,14 @@ def only_event(action: str):
     events = list(AuditEvent.objects.filter(action=action))
     assert len(events) == 1, f"expected exactly one {action} event, found {len(events)}"
     return events[0]
+
+
+def csv_rows(response) -> list[dict]:
+    """The rows of a CSV download, keyed by its header."""
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
 
 def logged_in_client(user) -> Client:

@@ -94,7 +94,7 @@ AUTH_USER_MODEL = "accounts.User"
 # Axes first: it refuses a locked-out username/address pair before any password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "accounts:login"
-LOGIN_REDIRECT_URL = "diagnosis:worklist"
+LOGIN_REDIRECT_URL = "diagnosis:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -144,6 +144,8 @@ LANGUAGE_CODE = "en"
 # Every page, e-mail and the PDF report go through the translation catalogues in locale/.
 LANGUAGES = [("en", "English"), ("es", "Español")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates in one format everywhere; numbers with the language's decimal separator (cxr_portal/formats/).
+FORMAT_MODULE_PATH = ["cxr_portal.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -169,7 +171,12 @@ AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
 # owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
 AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
-MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=8192 * 8192)
+# Real chest films are under 4,300 x 4,900; ml.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
+MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=25_000_000)
+# Full-resolution decodes at once per web process; an upload that waits longer than this for one is told
+# to retry (503 with Retry-After) instead of holding a web thread in a queue.
+MAX_CONCURRENT_DECODES = env.int("CXR_MAX_CONCURRENT_DECODES", default=1)
+DECODE_WAIT_SECONDS = env.float("CXR_DECODE_WAIT_SECONDS", default=2.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
@@ -215,7 +222,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "diagnosis.run_inference": {"queue": "inference"},
+    # Slow, rare jobs on their own queue, so that they never hold up a study's inference.
+    "diagnosis.import_labelled_studies": {"queue": "training"},
+    "diagnosis.adapt_model": {"queue": "training"},
     "diagnosis.deliver_alert": {"queue": "default"},
+    "diagnosis.deliver_result": {"queue": "default"},
 }
 # An upload waits at most about a second for an unreachable broker before it is answered anyway
 # (diagnosis.services.inference.study_enqueue); the sweeper rings for it later.
@@ -230,6 +241,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "redeliver-alerts": {
         "task": "diagnosis.redeliver_alerts",
+        "schedule": timedelta(minutes=5),
+    },
+    "redeliver-results": {
+        "task": "diagnosis.redeliver_results",
         "schedule": timedelta(minutes=5),
     },
     "anchor-audit-chain": {
@@ -277,11 +292,6 @@ LOGGING = {
     "loggers": {"axes": {"level": "WARNING"}},
 }
 
-CLINICAL_DISCLAIMER = (
-    "This result supports, and does not replace, the judgement of a qualified clinician. "
-    "CXR Portal is not a medical device and does not make a diagnosis."
-)
-
 # COVID-19 alerts: delivered by the "default" queue's workers, in-app always, e-mail and webhook when configured.
 CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])
 # Site monitor (ml.monitoring, diagnosis.services.monitoring): the active version's results of the last
@@ -307,3 +317,43 @@ CXR_ALERT_RETRY_BASE_SECONDS = env.int("CXR_ALERT_RETRY_BASE_SECONDS", default=3
 # Absolute links in e-mails and webhooks.
 CXR_PUBLIC_BASE_URL = env("CXR_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="cxr-portal@localhost")
+
+# Site adaptation (issue 20). A study is confirmed when its latest feedback names a class; with 2, two
+# clinicians' latest feedback must name the same class. Each site patient falls, by a stable hash, in the locked
+# site test part (this share) or the adaptation part. A version is "validated at this site" once evaluated on at
+# least CXR_SITE_VALIDATION_MIN_FILMS site films with every class present.
+CXR_SITE_LABEL_AGREEMENT = env.int("CXR_SITE_LABEL_AGREEMENT", default=1)
+CXR_SITE_TEST_SHARE = env.float("CXR_SITE_TEST_SHARE", default=0.5)
+CXR_SITE_VALIDATION_MIN_FILMS = env.int("CXR_SITE_VALIDATION_MIN_FILMS", default=100)
+CXR_ADAPT_TARGET_SENSITIVITY = env.float("CXR_ADAPT_TARGET_SENSITIVITY", default=0.95)
+CXR_ADAPT_SITE_WEIGHT = env.float("CXR_ADAPT_SITE_WEIGHT", default=0.5)
+# Where candidates are written, the pooled-feature cache, and the only folder the import page reads from.
+CXR_CANDIDATE_DIR = env.path("CXR_CANDIDATE_DIR", default=str(VAR_DIR / "models"))
+CXR_FEATURE_CACHE_DIR = env.path("CXR_FEATURE_CACHE_DIR", default=str(VAR_DIR / "feature-cache"))
+CXR_SITE_IMPORT_DIR = env.path("CXR_SITE_IMPORT_DIR", default=str(VAR_DIR / "site-import"))
+
+# DICOM receiver (python manage.py dicom_receiver): the AE title and port a PACS sends to, and the calling AE
+# titles allowed to send (none: the receiver refuses to start). TLS when a certificate is given; callers must then
+# present a certificate signed by CXR_DICOM_TLS_CLIENT_CA if that is set.
+CXR_DICOM_AE_TITLE = env("CXR_DICOM_AE_TITLE", default="CXR_PORTAL")
+CXR_DICOM_PORT = env.int("CXR_DICOM_PORT", default=11112)
+CXR_DICOM_BIND_ADDRESS = env("CXR_DICOM_BIND_ADDRESS", default="127.0.0.1")
+CXR_DICOM_ALLOWED_CALLING_AES = env.list("CXR_DICOM_ALLOWED_CALLING_AES", default=[])
+CXR_DICOM_TLS_CERTIFICATE = env("CXR_DICOM_TLS_CERTIFICATE", default="")
+CXR_DICOM_TLS_KEY = env("CXR_DICOM_TLS_KEY", default="")
+CXR_DICOM_TLS_CLIENT_CA = env("CXR_DICOM_TLS_CLIENT_CA", default="")
+
+# Results out (diagnosis.services.results), retried like alerts. PACS: a DICOM SR (and, if set, a Secondary Capture
+# with the heatmap) by C-STORE to this AE, for studies that came over DICOM. EHR: the FHIR DiagnosticReport bundle,
+# POSTed as a transaction to this FHIR base URL with this Authorization header (e.g. "Bearer <token>").
+CXR_RESULTS_PACS_HOST = env("CXR_RESULTS_PACS_HOST", default="")
+CXR_RESULTS_PACS_PORT = env.int("CXR_RESULTS_PACS_PORT", default=104)
+CXR_RESULTS_PACS_AE_TITLE = env("CXR_RESULTS_PACS_AE_TITLE", default="PACS")
+CXR_RESULTS_PACS_CALLING_AE_TITLE = env("CXR_RESULTS_PACS_CALLING_AE_TITLE", default=CXR_DICOM_AE_TITLE)
+CXR_RESULTS_PACS_SECONDARY_CAPTURE = env.bool("CXR_RESULTS_PACS_SECONDARY_CAPTURE", default=False)
+CXR_RESULTS_PACS_TIMEOUT_SECONDS = env.float("CXR_RESULTS_PACS_TIMEOUT_SECONDS", default=30.0)
+CXR_RESULTS_FHIR_URL = env("CXR_RESULTS_FHIR_URL", default="")
+CXR_RESULTS_FHIR_AUTHORIZATION = env("CXR_RESULTS_FHIR_AUTHORIZATION", default="")
+CXR_RESULTS_FHIR_TIMEOUT_SECONDS = env.float("CXR_RESULTS_FHIR_TIMEOUT_SECONDS", default=15.0)
+CXR_RESULTS_MAX_ATTEMPTS = env.int("CXR_RESULTS_MAX_ATTEMPTS", default=6)
+CXR_RESULTS_RETRY_BASE_SECONDS = env.int("CXR_RESULTS_RETRY_BASE_SECONDS", default=30)

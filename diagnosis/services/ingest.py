@@ -4,6 +4,7 @@ import datetime
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -13,8 +14,8 @@ from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_record
-from diagnosis.models import Patient, StoredImage, Study, ViewPosition
-from ml.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png, reencoded_png
+from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosition
+from ml.imaging import DecodedImage, DecoderBusy, ImageDecodeError, decode_image, decode_slot, encode_png, reencoded_png
 
 from . import storage
 from .patients import _dicom_date
@@ -38,6 +39,14 @@ class UploadReplayed(Exception):
 
 class UploadRateLimited(UploadRejected):
     """The user sent more uploads than settings.UPLOAD_RATE_LIMIT within the window."""
+
+
+class UploadBusy(UploadRejected):
+    """Every decode slot of this process stayed taken: the client should retry after retry_after_seconds."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int):
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 def upload_rate_check(*, user, patient: Patient | None = None) -> None:
@@ -78,6 +87,34 @@ def image_validate(*, data: bytes) -> DecodedImage:
         raise UploadRejected("The image is too large to be decoded safely.") from None
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """What the web process keeps of an upload: the re-encoded image, its preview, and what the decoder read."""
+
+    format: str
+    width: int
+    height: int
+    metadata: dict[str, str]
+    original_png: bytes
+    preview_png: bytes
+
+
+def image_prepare(*, data: bytes) -> PreparedImage:
+    """Validate and decode the upload and re-encode it for storage; the costly part of an upload.
+
+    It runs in one of the process's few decode slots (settings.MAX_CONCURRENT_DECODES), so a burst of
+    large films cannot take all memory; one that waits past settings.DECODE_WAIT_SECONDS is refused
+    with UploadBusy (503 and Retry-After), and nothing is stored.
+    """
+    try:
+        with decode_slot(wait_seconds=settings.DECODE_WAIT_SECONDS):
+            decoded = image_validate(data=data)
+            return PreparedImage(decoded.format, decoded.width, decoded.height, decoded.metadata,
+                                 reencoded_png(decoded), _preview_png(decoded))
+    except DecoderBusy as busy:
+        raise UploadBusy(str(busy), retry_after_seconds=busy.retry_after_seconds) from None
+
+
 def _preview_png(decoded: DecodedImage) -> bytes:
     pixels = decoded.pixels
     longest = max(pixels.shape)
@@ -110,16 +147,54 @@ def study_create(
     view_position: str = "",
     acquisition_date: datetime.date | None = None,
     idempotency_key: str = "",
+    check_rate: bool = True,
 ) -> Study:
     """Validate, store and register a study, then queue it for inference after commit.
 
     A refused file changes nothing: no file, no row, no audit event. With an idempotency key this user already
     sent, raises UploadReplayed carrying the first study, so a client's retry never creates a second one.
+    ``check_rate=False`` is for an administrator's bulk import of labelled films (diagnosis.services.site_films),
+    which is not an upload flood.
     """
     if idempotency_key:
         _raise_if_replayed(uploaded_by=uploaded_by, idempotency_key=idempotency_key)
-    upload_rate_check(user=uploaded_by, patient=patient)
-    decoded = image_validate(data=data)
+    if check_rate:
+        upload_rate_check(user=uploaded_by, patient=patient)
+    decoded = image_prepare(data=data)
+    return study_store(
+        decoded=decoded,
+        data=data,
+        patient=patient,
+        accession_number=accession_number,
+        view_position=view_position,
+        acquisition_date=acquisition_date,
+        filename=filename,
+        uploaded_by=uploaded_by,
+        idempotency_key=idempotency_key,
+    )
+
+
+def study_store(
+    *,
+    decoded: PreparedImage,
+    data: bytes,
+    patient: Patient,
+    accession_number: str = "",
+    view_position: str = "",
+    acquisition_date: datetime.date | None = None,
+    filename: str = "",
+    uploaded_by=None,
+    idempotency_key: str = "",
+    source: str = StudySource.UPLOAD,
+    sop_instance_uid: str = "",
+    dicom_header: dict | None = None,
+    audit_username: str = "",
+    audit_details: dict | None = None,
+) -> Study:
+    """Store a validated image and register its study, audited; queue it for inference after commit.
+
+    The one path every study takes, whatever brought it (an upload, the DICOM receiver, STOW-RS).
+    """
     metadata = decoded.metadata
     accession_number = (accession_number or metadata.get("accession_number", "")).strip() or _new_accession_number()
     if Study.objects.filter(accession_number=accession_number).exists():
@@ -128,8 +203,8 @@ def study_create(
     # Files are content-addressed by the upload's digest, so storing before the transaction can only
     # leave an unreferenced copy behind, never overwrite or lose anything already stored.
     digest = storage.sha256_hex(data)
-    storage.blob_put(reencoded_png(decoded), kind=storage.ORIGINAL, digest=digest)
-    storage.blob_put(_preview_png(decoded), kind=storage.PREVIEW, digest=digest)
+    storage.blob_put(decoded.original_png, kind=storage.ORIGINAL, digest=digest)
+    storage.blob_put(decoded.preview_png, kind=storage.PREVIEW, digest=digest)
 
     try:
         with transaction.atomic():
@@ -151,12 +226,16 @@ def study_create(
                 original_filename=(filename or "")[:255],
                 uploaded_by=uploaded_by,
                 idempotency_key=idempotency_key,
+                source=source,
+                sop_instance_uid=sop_instance_uid,
+                dicom_header=dicom_header or {},
             )
             study.full_clean(exclude=["image", "patient", "uploaded_by"])
             study.save()
             audit_record(
                 actor=uploaded_by,
-                action="study.upload",
+                username=audit_username,
+                action="study.upload" if source == StudySource.UPLOAD else "study.receive",
                 target=study,
                 study=study,
                 details={
@@ -165,6 +244,7 @@ def study_create(
                     "height": decoded.height,
                     "sha256": digest,
                     "filename": study.original_filename,
+                    **(audit_details or {}),
                 },
             )
     except IntegrityError:

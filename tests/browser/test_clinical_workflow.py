@@ -7,88 +7,19 @@ Screenshots of each step go to test-artifacts/browser/.
 """
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from tests import images
-from tests.factories import TEST_PASSWORD, PatientFactory, UserFactory
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "browser"
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 30_000
-
-
-def chromium_path() -> str | None:
-    configured = os.environ.get("CXR_CHROMIUM")
-    for candidate in ((configured,) if configured else ()) + CHROMIUM_CANDIDATES:
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("chromium")
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium; .ci/run does this)")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-            # While Playwright's loop runs, the ORM works on its own connection: close it, or the test
-            # database cannot be dropped at the end of the session.
-            from django.db import connections
-
-            connections.close_all()
-
-
-@pytest.fixture
-def live_server(django_db_setup, django_db_blocker):
-    """pytest-django's live server, but stopped after this test, so its database connection closes before teardown."""
-    from pytest_django.live_server_helper import LiveServer
-
-    server = LiveServer("localhost")
-    yield server
-    server.stop()
-
-
-def screenshot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page, base_url: str, user, device=None) -> None:
-    page.goto(f"{base_url}/accounts/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", TEST_PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_load_state()
-    if "/accounts/two-factor/" in page.url:
-        from django_otp.oath import totp
-
-        code = totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=device.drift)
-        page.fill("input[name=token]", f"{code:0{device.digits}d}")
-        page.click("main button[type=submit]")
-        page.wait_for_load_state()
-    assert "/accounts/login/" not in page.url, page.content()[:2000]
+from tests.browser.pages import ARTIFACTS, TIMEOUT_MS, screenshot, sign_in
+from tests.factories import PatientFactory, UserFactory
 
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_and_auditor_cannot_upload(
-    browser, live_server, tiny_model_dir, monkeypatch, tmp_path
+    browser, live_server, tiny_model_dir, monkeypatch, queued_inference, tmp_path
 ):
     from diagnosis.models import Alert, AlertDelivery, Feedback, Study
     from diagnosis.services.inference import study_run_inference
@@ -105,16 +36,16 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     shutil.copytree(tiny_model_dir, artifact)
     metadata = json.loads((artifact / "metadata.json").read_text())
     metadata["covid_threshold"] = 0.0
+    # Crop to the lungs, as production does: the heatmap then covers only part of the film.
+    metadata["preprocessing"].update(crop="lungs", lung_segmenter="lung_segmenter")
     (artifact / "metadata.json").write_text(json.dumps(metadata))
     model_version = model_version_register(artifact_dir=artifact, activate=True)
     assert model_version.covid_threshold == 0.0
 
-    queued: list[int] = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda *, study_id: queued.append(study_id))
     monkeypatch.setattr("diagnosis.tasks.deliver_alert.delay",
                         lambda **kwargs: deliver_alert.apply(kwargs=kwargs))
     film = tmp_path / "chest.png"
-    film.write_bytes(images.png_bytes(images.gradient(256, 256, seed=3)))
+    film.write_bytes(images.png_bytes(images.gradient(320, 256, seed=3)))
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
@@ -134,7 +65,7 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     page.wait_for_selector("[data-testid=disclaimer]")
     study = Study.objects.get(accession_number="ACC-BROWSER-1")
     assert page.url.endswith(f"/studies/{study.id}/")
-    assert queued == [study.id]
+    assert queued_inference == [{"study_id": study.id}]
     screenshot(page, "03-study-queued")
 
     # 3. The worker's task runs; the page (polling) shows the result.
@@ -145,11 +76,28 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     assert "does not replace" in page.inner_text("[data-testid=disclaimer]")
     assert model_version.name in page.inner_text("[data-testid=model-version]")
     assert page.is_visible("[data-testid=alert-box][data-alert-state=open]")
-    page.click("#zoom-toggle")
-    assert "zoomed" in page.get_attribute("#study-image", "class")
+    # 4. The heatmap lies over the film, on the part the model analysed, at its true aspect; the film stays.
+    assert page.is_hidden("#heatmap-layer")
     page.click("#heatmap-toggle")
-    page.wait_for_function("document.getElementById('study-image').src.includes('heatmap')")
+    page.wait_for_function("() => document.getElementById('heatmap-layer').complete && "
+                           "document.getElementById('heatmap-layer').naturalWidth > 0")
+    assert page.is_visible("#study-image") and page.is_visible("#heatmap-layer")
+    box = study.predictions.get().heatmap_box
+    assert box != {"top": 0.0, "bottom": 1.0, "left": 0.0, "right": 1.0}  # a lung crop, not the whole film
+    film_rect = page.locator("#study-image").bounding_box()
+    layer_rect = page.locator("#heatmap-layer").bounding_box()
+    assert film_rect["width"] / film_rect["height"] == pytest.approx(320 / 256, rel=0.02)
+    assert layer_rect["x"] == pytest.approx(film_rect["x"] + box["left"] * film_rect["width"], abs=2)
+    assert layer_rect["y"] == pytest.approx(film_rect["y"] + box["top"] * film_rect["height"], abs=2)
+    assert layer_rect["width"] == pytest.approx((box["right"] - box["left"]) * film_rect["width"], abs=2)
+    assert layer_rect["height"] == pytest.approx((box["bottom"] - box["top"]) * film_rect["height"], abs=2)
+    page.fill("#heatmap-opacity", "80")
+    assert page.evaluate("() => getComputedStyle(document.getElementById('heatmap-layer')).opacity") == "0.8"
     screenshot(page, "04-result-with-heatmap")
+    page.click("#heatmap-toggle")
+    assert page.is_hidden("#heatmap-layer") and page.is_visible("#study-image")
+    page.click("#zoom-toggle")
+    assert "zoomed" in page.get_attribute("#film-stack", "class")
 
     # 4. The alert shows in the navbar badge and the alert list; the clinician acknowledges it.
     assert Alert.objects.filter(study=study).count() == 1
@@ -168,7 +116,7 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
 
     # 5. Records feedback on the study.
     page.goto(f"{live_server.url}/studies/{study.id}/")
-    page.check("input[name=agrees][value=no]")
+    page.locator("[data-testid=agreement] label", has_text="Disagree").click()
     predicted = study.predictions.get().predicted_label
     correct = "pneumonia" if predicted != "pneumonia" else "normal"
     page.select_option("select[name=correct_label]", correct)

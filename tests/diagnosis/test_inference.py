@@ -11,8 +11,7 @@ from tests import images
 
 
 @pytest.fixture
-def queued_study(clinician, patient, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def queued_study(clinician, patient, queued_inference, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes())
     study.refresh_from_db()
@@ -42,7 +41,9 @@ def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study,
     assert prediction.predicted_label == max(prediction.probabilities, key=prediction.probabilities.get)
     assert prediction.covid_threshold == active_model.covid_threshold
     assert prediction.heatmap_sha256
-    assert list(image_store.rglob(f"{prediction.heatmap_sha256}.heatmap.png"))
+    # The heatmap is a layer for the part of the film the model saw (the whole film: this model does not crop).
+    assert list(image_store.rglob(f"{prediction.heatmap_sha256}.heatmap-layer.png"))
+    assert prediction.heatmap_box == {"top": 0.0, "bottom": 1.0, "left": 0.0, "right": 1.0}
     assert AuditEvent.objects.filter(action="prediction.create", study_identifier=queued_study.accession_number).count() == 1
 
 
@@ -50,12 +51,13 @@ def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study,
 def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(queued_study, active_model, monkeypatch):
     import ml.inference
     import ml.stability
-    from ml.preprocess import LUNGS_NOT_FOUND, preprocess_checked
+    from ml.preprocess import LUNGS_NOT_FOUND, preprocess_located
 
     def lungs_not_found(pixels, config):
-        return preprocess_checked(pixels, config)[0], [LUNGS_NOT_FOUND]
+        model_input, _warnings, box = preprocess_located(pixels, config)
+        return model_input, [LUNGS_NOT_FOUND], box
 
-    monkeypatch.setattr(ml.inference, "preprocess_checked", lungs_not_found)
+    monkeypatch.setattr(ml.inference, "preprocess_located", lungs_not_found)
     monkeypatch.setattr(ml.stability, "PERTURBATIONS", ())  # only the preprocessing warning is under test
     assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
     prediction = Prediction.objects.get(study=queued_study)
@@ -90,7 +92,7 @@ def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queu
 
 @pytest.mark.django_db
 def test_a_film_unlike_the_training_films_is_stored_as_unfamiliar_and_its_score_audited(
-    clinician, patient, familiar_model_dir, monkeypatch, django_capture_on_commit_callbacks
+    clinician, patient, familiar_model_dir, monkeypatch, queued_inference, django_capture_on_commit_callbacks
 ):
     import ml.stability
     from diagnosis.services.model_registry import model_version_register
@@ -98,7 +100,6 @@ def test_a_film_unlike_the_training_films_is_stored_as_unfamiliar_and_its_score_
     from ml.familiarity import UNFAMILIAR
 
     model_version_register(artifact_dir=familiar_model_dir, activate=True)
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     monkeypatch.setattr(ml.stability, "PERTURBATIONS", ())  # only the familiarity warning is under test
     with django_capture_on_commit_callbacks(execute=True):
         study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.checkerboard()))
@@ -170,34 +171,32 @@ def test_failure_is_retried_then_marked_failed(queued_study, active_model, monke
 
 
 @pytest.mark.django_db
-def test_stale_processing_study_is_requeued(queued_study, active_model, monkeypatch):
+def test_stale_processing_study_is_requeued(queued_study, active_model, queued_inference):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from diagnosis.models import Study
 
-    rung = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: rung.append(kwargs))
+    queued_inference.clear()  # the study's own first queueing
     Study.objects.filter(id=queued_study.id).update(
         status=StudyStatus.PROCESSING, started_at=timezone.now() - timedelta(hours=1), attempt_count=1
     )
     inference.studies_requeue_stale()
     queued_study.refresh_from_db()
     assert queued_study.status == StudyStatus.QUEUED
-    assert rung == [{"study_id": queued_study.id}]
+    assert queued_inference == [{"study_id": queued_study.id}]
 
 
 @pytest.mark.django_db
-def test_activating_a_model_requeues_waiting_studies(queued_study, tiny_model_dir, monkeypatch,
+def test_activating_a_model_requeues_waiting_studies(queued_study, tiny_model_dir, queued_inference,
                                                       django_capture_on_commit_callbacks):
     from diagnosis.services.model_registry import model_version_register
 
-    rung = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: rung.append(kwargs))
+    queued_inference.clear()  # the study's own first queueing
     with django_capture_on_commit_callbacks(execute=True):
         model_version_register(artifact_dir=tiny_model_dir, activate=True)
-    assert rung == [{"study_id": queued_study.id}]
+    assert queued_inference == [{"study_id": queued_study.id}]
 
 
 def hold_study(study, *, lease_seconds_from_now: float, attempts: int = 1, claim: str = "dead-worker:1:abc"):
@@ -245,16 +244,16 @@ def test_a_lapsed_claim_with_no_attempts_left_fails_instead_of_looping(queued_st
 
 
 @pytest.mark.django_db
-def test_the_sweeper_rings_again_for_a_study_whose_worker_stopped_renewing(queued_study, active_model, monkeypatch):
-    rung = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: rung.append(kwargs))
+def test_the_sweeper_rings_again_for_a_study_whose_worker_stopped_renewing(queued_study, active_model,
+                                                                           queued_inference):
+    queued_inference.clear()  # the study's own first queueing
     hold_study(queued_study, lease_seconds_from_now=20)
     assert inference.studies_requeue_stale() == 0
     hold_study(queued_study, lease_seconds_from_now=-1)
     assert inference.studies_requeue_stale() == 1
     queued_study.refresh_from_db()
     assert queued_study.status == StudyStatus.QUEUED
-    assert rung == [{"study_id": queued_study.id}]
+    assert queued_inference == [{"study_id": queued_study.id}]
 
 
 @pytest.mark.django_db

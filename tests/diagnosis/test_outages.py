@@ -81,8 +81,7 @@ def test_upload_while_the_broker_is_down_is_stored_answered_201_and_completed_by
 
 
 @pytest.mark.django_db
-def test_upload_while_the_cache_is_down_is_not_refused(clinician, patient, cache_unreachable, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def test_upload_while_the_cache_is_down_is_not_refused(clinician, patient, cache_unreachable, queued_inference):
     client = APIClient()
     client.force_authenticate(clinician)
     response = upload(client, patient, accession="CACHE-DOWN-1")
@@ -92,8 +91,7 @@ def test_upload_while_the_cache_is_down_is_not_refused(clinician, patient, cache
 
 @pytest.mark.django_db
 def test_a_retry_with_the_same_idempotency_key_returns_the_first_study(clinician, second_clinician, patient,
-                                                                          monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+                                                                          queued_inference):
     client = APIClient()
     client.force_authenticate(clinician)
     first = upload(client, patient, accession="IDEMPOTENT-1", idempotency_key="retry-me-7")

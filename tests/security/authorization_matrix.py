@@ -78,6 +78,16 @@ MATRIX: list[Row] = [
     R("models/<int:version_id>/monitoring/",                 "GET",  "/models/{model_version}/monitoring/",        302, 403, 403, 200, 200),
     R("models/<int:model_version_id>/activate/",             "POST", "/models/{model_version}/activate/",          302, 403, 403, 302, 403),
     R("models/<int:model_version_id>/retire/",               "POST", "/models/{model_version}/retire/",            302, 403, 403, 302, 403),
+    R("models/site/",                                        "GET",  "/models/site/",                              302, 403, 403, 200, 200),
+    R("models/site/import/",                                 "POST", "/models/site/import/",                       302, 403, 403, 302, 403,
+      (("root", "no-such-folder"),)),
+    R("models/site/adapt/",                                  "POST", "/models/site/adapt/",                        302, 403, 403, 302, 403,
+      (("steps", "no-such-step"),)),
+    R("models/rollback/",                                    "POST", "/models/rollback/",                          302, 403, 403, 302, 403),
+    R("models/<int:model_version_id>/compare/",              "GET",  "/models/{model_version}/compare/",           302, 403, 403, 200, 200),
+    R("models/<int:model_version_id>/promote/",              "POST", "/models/{model_version}/promote/",           302, 403, 403, 302, 403),
+    R("models/<int:model_version_id>/shadow/",               "POST", "/models/{model_version}/shadow/",            302, 403, 403, 302, 403,
+      (("enabled", "0"),)),
     # --- administration ---------------------------------------------------------------------------
     R("administration/users/",                               "GET",  "/administration/users/",                     302, 403, 403, 200, 403),
     R("administration/users/new/",                           "GET",  "/administration/users/new/",                 302, 403, 403, 200, 403),
@@ -97,6 +107,9 @@ MATRIX: list[Row] = [
     R("audit/predictions/export.csv",                        "GET",  "/audit/predictions/export.csv",              302, 403, 403, 403, 200),
     # --- API --------------------------------------------------------------------------------------
     R("api/",                                                "GET",  "/api/",                                      401, 200, 200, 200, 200),
+    # STOW-RS takes tokens only (a signed-in browser session is anonymous there); roles with a token:
+    # tests/diagnosis/test_dicomweb.py::test_only_clinical_accounts_may_store.
+    R("dicomweb/studies",                                    "POST", "/dicomweb/studies",                          401, 401, 401, 401, 401),
     R("api/auth/token/",                                     "POST", "/api/auth/token/",                           400, 400, 400, 400, 400),
     R("api/auth/token/",                                     "DELETE", "/api/auth/token/",                         401, 204, 204, 204, 204),
     R("api/schema/",                                         "GET",  "/api/schema/",                               401, 200, 200, 200, 200),

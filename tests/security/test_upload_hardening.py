@@ -19,9 +19,7 @@ from ml.imaging import DICOM_MAX_SEQUENCE_DEPTH, ImageDecodeError, decode_image
 from tests import images
 
 
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+pytestmark = pytest.mark.usefixtures("queued_inference")
 
 
 def stored_files(store) -> list:
