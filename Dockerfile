@@ -49,4 +49,6 @@ RUN DJANGO_SECRET_KEY=build DJANGO_ALLOWED_HOSTS=build DATABASE_URL=sqlite:////t
     python manage.py collectstatic --noinput
 USER portal
 EXPOSE 8000
-CMD ["gunicorn", "cxr_portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60"]
+# Threads: a request waiting on a slow upload or decode does not hold the whole process (decodes are capped
+# per process by CXR_MAX_CONCURRENT_DECODES).
+CMD ["gunicorn", "cxr_portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "60"]
