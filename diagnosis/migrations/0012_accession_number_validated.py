@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnosis', '0009_site_adaptation'),
+        ('diagnosis', '0011_prediction_heatmap_box'),
     ]
 
     operations = [
