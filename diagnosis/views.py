@@ -308,10 +308,10 @@ def study_heatmap(request, study_id: int):
     prediction = study.predictions.first()
     if prediction is None or not prediction.heatmap_sha256:
         raise Http404("This study has no heatmap.")
-    return _image_response(
-        storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP),
-        filename=f"{study.accession_number}-heatmap.png",
-    )
+    # A heatmap with a box is a layer for the film; an older one is the model input with the heatmap blended in.
+    kind = storage.HEATMAP_LAYER if prediction.heatmap_box else storage.HEATMAP
+    return _image_response(storage.blob_get(prediction.heatmap_sha256, kind=kind),
+                           filename=f"{study.accession_number}-heatmap.png")
 
 
 @login_required

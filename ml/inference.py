@@ -14,7 +14,7 @@ from ml.export import make_interpreter, run_interpreter, run_interpreter_outputs
 from ml.familiarity import UNFAMILIAR, FamiliarityModel, split_outputs
 from ml.gradcam import heatmap_from_class_maps
 from ml.labels import POSITIVE_CLASS
-from ml.preprocess import PreprocessConfig, preprocess_checked
+from ml.preprocess import CropBox, PreprocessConfig, preprocess_checked, preprocess_located
 from ml.stability import UNSTABLE, answer_moves, changed_films
 
 
@@ -36,6 +36,8 @@ class PredictionResult:
     familiarity_score: float | None = None
     # The pooled features (C,) of the familiarity pass (None without one); ml.evaluate's source probe reads them.
     features: np.ndarray | None = None
+    # Where on the film the model input (and so the heatmap) comes from.
+    crop_box: CropBox = field(default_factory=CropBox)
 
 
 def _verified(path: Path, sha256: str | None) -> Path:
@@ -115,7 +117,7 @@ class Predictor:
         alert. It costs up to three more passes; ``inference_ms`` excludes them.
         """
         started = time.perf_counter()
-        model_input, warnings = preprocess_checked(pixels, self.config)
+        model_input, warnings, crop_box = preprocess_located(pixels, self.config)
         raw, calibrated = self._run(model_input)
         inference_ms = (time.perf_counter() - started) * 1000.0
         label_index = int(np.argmax(calibrated))
@@ -143,6 +145,7 @@ class Predictor:
             warnings=warnings,
             familiarity_score=familiarity_score,
             features=features,
+            crop_box=crop_box,
         )
 
     def _run(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
