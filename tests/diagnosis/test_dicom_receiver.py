@@ -194,3 +194,15 @@ def test_the_command_refuses_to_start_without_allowed_calling_aes(settings):
     settings.CXR_DICOM_ALLOWED_CALLING_AES = []
     with pytest.raises(CommandError, match="CXR_DICOM_ALLOWED_CALLING_AES"):
         call_command("dicom_receiver", "--port", str(free_port()))
+
+
+def test_a_busy_decoder_answers_out_of_resources_so_the_sender_retries(receiver, queued_inference, monkeypatch):
+    from diagnosis.services.ingest import UploadBusy
+
+    def busy(**kwargs):
+        raise UploadBusy("Too many films are being read at once.", retry_after_seconds=5)
+
+    monkeypatch.setattr("diagnosis.services.dicom.image_prepare", busy)
+
+    assert send(receiver, dicom_films.radiograph()) == [STATUS_OUT_OF_RESOURCES]
+    assert not Study.objects.exists()
