@@ -77,3 +77,13 @@ class WorklistFilterForm(forms.Form):
             status=data["status"], predicted_label=data["predicted_label"], date_from=data["date_from"],
             date_to=data["date_to"], patient=data["patient"].strip(), needs_my_review=data["needs_my_review"],
         )
+
+
+class ModelVersionRetireForm(forms.Form):
+    reason = forms.CharField(label=_("Reason for retiring it (kept in the audit trail)"), max_length=1000,
+                             widget=forms.Textarea(attrs={"rows": 3}))
+    pause_analysis = forms.BooleanField(
+        label=_("Pause analysis: I understand that no version will be active and new studies will wait unanalysed "
+                "until a version is promoted."),
+        required=False,
+    )

@@ -1,7 +1,7 @@
 """Reads that shape data for pages, exports and the API. User-scoped reads start from diagnosis.access."""
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from django.db.models import (
     BooleanField,
@@ -234,6 +234,29 @@ def model_versions_with_held_out_figures(versions) -> list[tuple[ModelVersion, H
 def model_versions_for_page() -> list[tuple[ModelVersion, HeldOutFigures]]:
     """Every version, newest first, with its held-out figures."""
     return model_versions_with_held_out_figures(ModelVersion.objects.select_related("registered_by").order_by("-created_at"))
+
+
+@dataclass(frozen=True)
+class AnalysisPause:
+    """No version is active although one was: an administrator retired it and chose to pause analysis."""
+
+    paused_by: str
+    paused_at: datetime | None
+    reason: str
+
+
+def analysis_pause() -> AnalysisPause | None:
+    """Why analysis is paused, from the retirement that paused it; None while a version is active (or before any)."""
+    from audit.models import AuditEvent
+
+    if ModelVersion.objects.filter(status="active").exists() or not ModelVersion.objects.exists():
+        return None
+    event = (AuditEvent.objects.filter(action="model_version.retire", details__analysis_paused=True)
+             .order_by("-sequence").first())
+    if event is None:
+        return AnalysisPause(paused_by="", paused_at=None, reason="")
+    return AnalysisPause(paused_by=event.actor_username, paused_at=event.created_at,
+                         reason=str(event.details.get("reason", "")))
 
 
 def model_version_get(*, model_version_id: int) -> ModelVersion:

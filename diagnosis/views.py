@@ -31,10 +31,16 @@ from .services.model_registry import model_version_active
 from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
 from .services.reports import study_report_pdf
-from .texts import alert_meaning, class_display_name, monitor_check_description
+from .texts import alert_meaning, class_display_name, monitor_check_description, monitor_summary
 from .upload_messages import upload_message_translated
 
 WORKLIST_PAGE_SIZE = 25
+
+
+def _analysis_state() -> dict:
+    """The active model, or why there is none (analysis paused), for pages that say whether studies get analysed."""
+    active = model_version_active()
+    return {"active_model": active, "analysis_pause": None if active else selectors.analysis_pause()}
 
 
 @login_required
@@ -58,7 +64,7 @@ def worklist(request):
     return render(
         request,
         "diagnosis/worklist.html",
-        {"page": page, "form": form, "pending_ids": pending_ids, "active_model": model_version_active()},
+        {"page": page, "form": form, "pending_ids": pending_ids, **_analysis_state()},
     )
 
 
@@ -175,7 +181,7 @@ def study_upload(request, patient_id: int):
             form_add_service_errors(form, error, field="file", translate=upload_message_translated)
             if isinstance(error, UploadBusy):
                 response = render(request, "diagnosis/study_upload.html",
-                                  {"form": form, "patient": patient, "active_model": model_version_active()}, status=503)
+                                  {"form": form, "patient": patient, **_analysis_state()}, status=503)
                 response["Retry-After"] = str(error.retry_after_seconds)
                 return response
         else:
@@ -184,7 +190,7 @@ def study_upload(request, patient_id: int):
     return render(
         request,
         "diagnosis/study_upload.html",
-        {"form": form, "patient": patient, "active_model": model_version_active()},
+        {"form": form, "patient": patient, **_analysis_state()},
         status=400 if form.errors else 200,
     )
 
@@ -222,7 +228,7 @@ def _render_study(request, study, *, feedback_form=None, status=200):
             "study": study,
             "prediction": prediction,
             "earlier_predictions": predictions[1:],
-            "active_model": model_version_active(),
+            **_analysis_state(),
             "alert": alert,
             "feedback": feedback,
             "my_feedback": my_feedback,
@@ -368,5 +374,6 @@ def model_version_monitoring(request, version_id: int):
         "report": report, "version": version, "days": days, "windows": windows,
         "rows": [_monitor_row(check, report) for check in report.checks],
         "mix": _predicted_mix(report),
+        "summary": monitor_summary(report, days=days),
         "chart": monitoring_chart_svg(report.checks) if report.checks else "",
     })
