@@ -7,6 +7,7 @@ from ml.labels import CLASS_NAMES
 from .models import CorrectLabel, Sex, StudyStatus, ViewPosition
 from .selectors import WorklistFilters
 from .texts import CLASS_DISPLAY_NAMES
+from .validators import validate_accession_number
 
 
 class DateInput(forms.DateInput):
@@ -30,7 +31,7 @@ class StudyUploadForm(forms.Form):
         widget=forms.ClearableFileInput(attrs={"accept": ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"}),
     )
     accession_number = forms.CharField(
-        label=_("Accession number"), max_length=64, required=False,
+        label=_("Accession number"), max_length=64, required=False, validators=[validate_accession_number],
         help_text=_("Leave empty to take it from the DICOM file or generate one."),
     )
     view_position = forms.ChoiceField(label=_("View position"), choices=ViewPosition.choices, required=False)
