@@ -23,6 +23,8 @@ from django.http import Http404
 from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 
+from cxr_portal.filters import within_days
+
 from . import access
 from .models import Alert, Feedback, FeedbackRevision, ModelVersion, Prediction, Study, StudyStatus
 
@@ -333,3 +335,29 @@ def site_adaptation_overview() -> dict:
             "import_dir": settings.CXR_SITE_IMPORT_DIR, "test_share": settings.CXR_SITE_TEST_SHARE,
             "agreement": settings.CXR_SITE_LABEL_AGREEMENT,
             "active": ModelVersion.objects.filter(status="active").first()}
+
+
+def prediction_history_filtered(*, user: str = "", patient: str = "", model: str = "", alert: str = "",
+                                date_from: date | None = None, date_to: date | None = None):
+    """Every prediction with its model version, probabilities, threshold, clinician feedback and alerts, newest first.
+
+    Callers check the reader's capability (VIEW_AUDIT) and audit the read."""
+    predictions = (
+        Prediction.objects.select_related("study__patient", "study__uploaded_by", "model_version")
+        .prefetch_related(
+            Prefetch("feedback", queryset=Feedback.objects.select_related("author").order_by("created_at")),
+            Prefetch("alerts", queryset=Alert.objects.select_related("acknowledged_by", "withdrawn_by").order_by("created_at")),
+        )
+        .order_by("-created_at", "-id")
+    )
+    if user:
+        predictions = predictions.filter(study__uploaded_by__username=user)
+    if patient:
+        predictions = predictions.filter(study__patient__mrn=patient)
+    if model:
+        predictions = predictions.filter(Q(model_version__name__icontains=model) | Q(model_version__version=model))
+    if alert == "yes":
+        predictions = predictions.filter(covid_alert=True)
+    elif alert == "no":
+        predictions = predictions.filter(covid_alert=False)
+    return within_days(predictions, "created_at", date_from, date_to)

@@ -10,7 +10,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -33,6 +33,7 @@ from .services.patients import patient_create
 from .services.reports import study_report_pdf
 from .texts import alert_meaning, class_display_name, monitor_check_description, monitor_summary
 from .upload_messages import upload_message_translated
+from .validators import filename_part
 
 WORKLIST_PAGE_SIZE = 25
 
@@ -292,7 +293,7 @@ def alert_deliveries(request):
 
 def _image_response(data: bytes, *, filename: str) -> HttpResponse:
     response = HttpResponse(data, content_type="image/png")
-    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    response["Content-Disposition"] = content_disposition_header(False, filename)
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
     return response
@@ -303,7 +304,7 @@ def _image_response(data: bytes, *, filename: str) -> HttpResponse:
 def study_image(request, study_id: int):
     study = access.study_get_for_user(user=request.user, study_id=study_id, action="study.image_view")
     return _image_response(
-        storage.blob_get(study.image.sha256, kind=storage.PREVIEW), filename=f"{study.accession_number}.png"
+        storage.blob_get(study.image.sha256, kind=storage.PREVIEW), filename=f"{filename_part(study.accession_number)}.png"
     )
 
 
@@ -317,7 +318,7 @@ def study_heatmap(request, study_id: int):
     # A heatmap with a box is a layer for the film; an older one is the model input with the heatmap blended in.
     kind = storage.HEATMAP_LAYER if prediction.heatmap_box else storage.HEATMAP
     return _image_response(storage.blob_get(prediction.heatmap_sha256, kind=kind),
-                           filename=f"{study.accession_number}-heatmap.png")
+                           filename=f"{filename_part(study.accession_number)}-heatmap.png")
 
 
 @login_required
@@ -325,7 +326,7 @@ def study_heatmap(request, study_id: int):
 def study_report(request, study_id: int):
     study = access.study_get_for_user(user=request.user, study_id=study_id, action="study.report_download")
     response = HttpResponse(study_report_pdf(study=study), content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="cxr-report-{study.accession_number}.pdf"'
+    response["Content-Disposition"] = content_disposition_header(True, f"cxr-report-{filename_part(study.accession_number)}.pdf")
     response["Cache-Control"] = "private, no-store"
     return response
 

@@ -17,6 +17,8 @@ from audit.services import audit_record
 from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosition
 from ml.imaging import DecodedImage, DecoderBusy, ImageDecodeError, decode_image, decode_slot, encode_png, reencoded_png
 
+from diagnosis.validators import validate_accession_number
+
 from . import storage
 from .patients import _dicom_date
 
@@ -197,6 +199,10 @@ def study_store(
     """
     metadata = decoded.metadata
     accession_number = (accession_number or metadata.get("accession_number", "")).strip() or _new_accession_number()
+    try:
+        validate_accession_number(accession_number)
+    except ValidationError as error:
+        raise UploadRejected(f"The accession number {accession_number!r} is not accepted. {error.messages[0]}") from None
     if Study.objects.filter(accession_number=accession_number).exists():
         raise UploadRejected(f"A study with accession number {accession_number} already exists.")
 
