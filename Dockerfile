@@ -9,12 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     DJANGO_SETTINGS_MODULE=cxr_portal.settings.production
-# A named volume mounted on /data/images takes that directory's owner, so the portal user can write images.
+# A named volume mounted on one of these takes that directory's owner, so the portal user can write there
+# (images, audit anchors, site-adapted model versions, their feature cache, site films to import).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libpq5 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 portal \
-    && mkdir -p /data/images && chown portal:portal /data/images
+    && mkdir -p /data/images /data/audit-anchors /data/models /data/feature-cache /data/site-import \
+    && chown portal:portal /data/images /data/audit-anchors /data/models /data/feature-cache /data/site-import
 WORKDIR /app
 
 # Packages first, in their own layers: a code change rebuilds none of them.

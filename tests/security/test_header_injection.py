@@ -16,9 +16,7 @@ from tests.diagnosis import factories
 HOSTILE = ['ACC"; filename=evil.exe', "ACC\r\nSet-Cookie: sessionid=stolen", "ACC\x00", "'ACC'", "ACC\\1", "ACC\t1", "A" * 65]
 
 
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+pytestmark = pytest.mark.usefixtures("queued_inference")
 
 
 @pytest.mark.django_db
