@@ -162,3 +162,19 @@ def test_results_say_when_the_version_is_not_validated_at_this_site(clinician, p
     model.site_evaluation["class_counts"]["covid"] = 0  # a class missing: not validated
     model.save(update_fields=["site_evaluation"])
     assert notice in client.get(reverse("diagnosis:study_detail", args=[study.pk])).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_import_page_reads_only_under_the_import_folder(admin_client, tmp_path, settings, adaptation_settings):
+    from django.urls import reverse
+
+    from diagnosis.models import LabelImport
+
+    settings.CXR_SITE_IMPORT_DIR = tmp_path / "import"
+    (tmp_path / "import" / "site").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    page = admin_client.post(reverse("diagnosis:site_import"), {"root": "../elsewhere"}, follow=True)
+    assert "Only folders under" in page.content.decode()
+    assert not LabelImport.objects.exists()
+    admin_client.post(reverse("diagnosis:site_import"), {"root": "site"})
+    assert LabelImport.objects.get().root == str((tmp_path / "import" / "site").resolve())
