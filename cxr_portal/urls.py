@@ -3,7 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from cxr_portal import observability
-
+from cxr_portal.views import favicon
 from diagnosis.api import AgreementView, AlertViewSet, PatientViewSet, StudyViewSet
 from diagnosis.dicomweb import StowStudiesView
 
@@ -35,5 +35,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script from a URL, so the Content-Security-Policy needs no inline scripts.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the API's JSON, a PDF).
+    path("favicon.ico", favicon),
     # No Django admin: people and model versions change only through the audited administration pages.
 ]
