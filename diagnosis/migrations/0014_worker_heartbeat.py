@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('diagnosis', '0012_accession_number_validated'),
+        ('diagnosis', '0013_stored_image_colour_share'),
     ]
 
     operations = [
