@@ -2,6 +2,7 @@ from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
+from cxr_portal.filters import DateRangeFilterForm
 from ml.labels import CLASS_NAMES
 
 from .models import CorrectLabel, Sex, StudyStatus, ViewPosition
@@ -88,3 +89,11 @@ class ModelVersionRetireForm(forms.Form):
                 "until a version is promoted."),
         required=False,
     )
+
+
+class PredictionFilterForm(DateRangeFilterForm):
+    user = forms.CharField(label=_("Uploaded by"), required=False, max_length=150)
+    model = forms.CharField(label=_("Model version"), required=False, max_length=100)
+    alert = forms.ChoiceField(label=_("COVID-19 alert"), required=False,
+                              choices=[("", _("Any")), ("yes", _("Alerted")), ("no", _("Not alerted"))])
+    field_order = ["user", "patient", "model", "alert", "date_from", "date_to"]

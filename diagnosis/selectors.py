@@ -20,7 +20,10 @@ from django.db.models import (
 )
 from django.conf import settings
 from django.http import Http404
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
+
+from cxr_portal.filters import within_days
 
 from . import access
 from .models import Alert, Feedback, FeedbackRevision, ModelVersion, Prediction, Study, StudyStatus
@@ -154,10 +157,10 @@ VALIDATION_FIGURES = (
 
 
 def _number(value) -> str | None:
-    """A figure to three decimals; None for a missing, non-numeric or NaN one."""
+    """A figure to three decimals with the reader's decimal separator; None for a missing, non-numeric or NaN one."""
     if not isinstance(value, (int, float)) or value != value:
         return None
-    return f"{float(value):.3f}"
+    return number_format(round(float(value), 3), 3, use_l10n=True)
 
 
 def validation_figures(model_version: ModelVersion) -> list[tuple[str, str]]:
@@ -171,7 +174,7 @@ def validation_figures(model_version: ModelVersion) -> list[tuple[str, str]]:
             continue
         rows.append((str(label), str(int(value)) if kind == "count" else number))
     if model_version.covid_threshold is not None:
-        rows.append((str(_("COVID-19 alert threshold")), f"{model_version.covid_threshold:.3f}"))
+        rows.append((str(_("COVID-19 alert threshold")), _number(model_version.covid_threshold)))
     return rows
 
 
@@ -277,7 +280,9 @@ def _with_interval(value, interval) -> str:
     if value is None:
         return "—"
     low, high = (interval or [None, None])[:2]
-    return f"{value:.3f} ({low:.3f}–{high:.3f})" if low is not None and high is not None else f"{value:.3f}"
+    if low is None or high is None:
+        return _number(value) or "—"
+    return f"{_number(value)} ({_number(low)}–{_number(high)})"
 
 
 def _summary_value(summary: dict | None, name: str) -> str:
@@ -330,3 +335,29 @@ def site_adaptation_overview() -> dict:
             "import_dir": settings.CXR_SITE_IMPORT_DIR, "test_share": settings.CXR_SITE_TEST_SHARE,
             "agreement": settings.CXR_SITE_LABEL_AGREEMENT,
             "active": ModelVersion.objects.filter(status="active").first()}
+
+
+def prediction_history_filtered(*, user: str = "", patient: str = "", model: str = "", alert: str = "",
+                                date_from: date | None = None, date_to: date | None = None):
+    """Every prediction with its model version, probabilities, threshold, clinician feedback and alerts, newest first.
+
+    Callers check the reader's capability (VIEW_AUDIT) and audit the read."""
+    predictions = (
+        Prediction.objects.select_related("study__patient", "study__uploaded_by", "model_version")
+        .prefetch_related(
+            Prefetch("feedback", queryset=Feedback.objects.select_related("author").order_by("created_at")),
+            Prefetch("alerts", queryset=Alert.objects.select_related("acknowledged_by", "withdrawn_by").order_by("created_at")),
+        )
+        .order_by("-created_at", "-id")
+    )
+    if user:
+        predictions = predictions.filter(study__uploaded_by__username=user)
+    if patient:
+        predictions = predictions.filter(study__patient__mrn=patient)
+    if model:
+        predictions = predictions.filter(Q(model_version__name__icontains=model) | Q(model_version__version=model))
+    if alert == "yes":
+        predictions = predictions.filter(covid_alert=True)
+    elif alert == "no":
+        predictions = predictions.filter(covid_alert=False)
+    return within_days(predictions, "created_at", date_from, date_to)

@@ -16,9 +16,7 @@ from tests.diagnosis import factories
 HOSTILE = ['ACC"; filename=evil.exe', "ACC\r\nSet-Cookie: sessionid=stolen", "ACC\x00", "'ACC'", "ACC\\1", "ACC\t1", "A" * 65]
 
 
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+pytestmark = pytest.mark.usefixtures("queued_inference")
 
 
 @pytest.mark.django_db
@@ -37,7 +35,7 @@ def test_api_refuses_a_hostile_accession_number(clinician, patient, accession):
     api.force_authenticate(clinician)
     response = api.post("/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("a.png", images.png_bytes()),
                                           "accession_number": accession}, format="multipart")
-    assert response.status_code == 400 and "accession_number" in response.json()
+    assert response.status_code == 400 and "accession_number" in response.json()["errors"]
     assert not Study.objects.exists()
 
 
