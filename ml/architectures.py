@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ml.labels import CLASS_NAMES
 
-ARCHITECTURES = ("seed", "sepres", "sepres-wide", "sepres-large", "tiny")
+ARCHITECTURES = ("seed", "sepres", "sepres-wide", "tiny")
 GRADCAM_LAYER = "gradcam_features"
-# The global average pooling the Dense head reads (sepres, tiny, ensembles); the seed flattens instead.
+# The global average pooling the Dense head reads (sepres, tiny); the seed flattens instead.
 POOLED_FEATURES_LAYER = "gap"
 
 # Keras' default 0.99 leaves the running statistics far from the data after the
@@ -19,7 +19,7 @@ POOLED_FEATURES_LAYER = "gap"
 BN_MOMENTUM = 0.9
 
 # Preferred input size per architecture (the seed's is fixed by its recipe).
-DEFAULT_INPUT_SIZE = {"seed": 256, "sepres": 128, "sepres-wide": 160, "sepres-large": 160, "tiny": 64}
+DEFAULT_INPUT_SIZE = {"seed": 256, "sepres": 128, "sepres-wide": 160, "tiny": 64}
 
 
 def build_model(*, architecture: str, input_size: int, num_classes: int = len(CLASS_NAMES)):
@@ -29,8 +29,6 @@ def build_model(*, architecture: str, input_size: int, num_classes: int = len(CL
         return build_sepres(input_size=input_size, num_classes=num_classes)
     if architecture == "sepres-wide":
         return build_sepres(input_size=input_size, num_classes=num_classes, width=2.0)
-    if architecture == "sepres-large":
-        return build_sepres(input_size=input_size, num_classes=num_classes, width=3.0, depth=2)
     if architecture == "tiny":
         return build_tiny(input_size=input_size, num_classes=num_classes)
     raise ValueError(f"unknown architecture {architecture!r}; choose from {ARCHITECTURES}")
@@ -89,16 +87,14 @@ def _residual_block(x, *, filters: int, stride: int, name: str):
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def build_sepres(*, input_size: int, num_classes: int, width: float = 1.0, depth: int = 1):
+def build_sepres(*, input_size: int, num_classes: int, width: float = 1.0):
     """Small residual CNN with depthwise-separable convolutions and global average pooling.
 
     Global average pooling (instead of flatten) stops the head from memorising
     where in the frame something appears, which is how border and text
     artefacts are usually exploited. ``width`` scales every layer's channels
     ("sepres-wide" is width 2: the 1x model under-fits the lung crops, with
-    training accuracy stuck near validation accuracy). ``depth`` is the number of
-    residual blocks per stage ("sepres-large": width 3, two blocks per stage,
-    to ask whether the lung-only task is still limited by capacity).
+    training accuracy stuck near validation accuracy).
     """
     import keras
 
@@ -111,8 +107,6 @@ def build_sepres(*, input_size: int, num_classes: int, width: float = 1.0, depth
     x = keras.layers.ReLU(name="stem_relu")(x)
     for stage, (filters, stride) in enumerate(((32, 1), (64, 2), (96, 2), (128, 2)), start=1):
         x = _residual_block(x, filters=channels(filters), stride=stride, name=f"block{stage}")
-        for extra in range(1, depth):
-            x = _residual_block(x, filters=channels(filters), stride=1, name=f"block{stage}_{extra + 1}")
     x = keras.layers.Activation("linear", name=GRADCAM_LAYER)(x)
     x = keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(x)
     x = keras.layers.Dropout(0.3, name="dropout")(x)
@@ -135,40 +129,3 @@ def has_pooled_head(model) -> bool:
     """Whether the network ends gradcam_features -> global average pooling -> Dense logits."""
     return any(layer.name == POOLED_FEATURES_LAYER for layer in model.layers)
 
-
-def build_ensemble(members: list, *, name: str = "ensemble"):
-    """One network whose logits are the mean of its members' logits.
-
-    Each member must end ``gradcam_features`` -> global average pooling ->
-    Dense ``logits`` (sepres does). Averaging is linear, so the ensemble is
-    again such a network: the members' feature maps side by side form its
-    ``gradcam_features``, and its Dense layer stacks the members' kernels
-    (divided by their number) and averages their biases. Its Grad-CAM is
-    therefore the mean of the members' class activation maps, and it exports
-    to TFLite (``cam.tflite`` included) like any single model.
-    """
-    import keras
-    import numpy as np
-
-    if not members:
-        raise ValueError("an ensemble needs at least one member")
-    unpooled = sorted({member.name for member in members if not has_pooled_head(member)})
-    if unpooled:
-        raise ValueError(f"averaging needs members that end in global average pooling and a Dense head; "
-                         f"{', '.join(unpooled)} do not (one such member can be used alone)")
-    inputs = keras.Input(members[0].input_shape[1:], name="image")
-    features, kernels, biases = [], [], []
-    for index, member in enumerate(members):
-        backbone = keras.Model(member.inputs, member.get_layer(GRADCAM_LAYER).output, name=f"member{index + 1}")
-        features.append(backbone(inputs))
-        kernel, bias = member.get_layer("logits").get_weights()
-        kernels.append(kernel)
-        biases.append(bias)
-    x = features[0] if len(features) == 1 else keras.layers.Concatenate(name="member_features")(features)
-    x = keras.layers.Activation("linear", name=GRADCAM_LAYER)(x)
-    x = keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(x)
-    head = keras.layers.Dense(kernels[0].shape[1], name="logits")
-    probabilities = keras.layers.Softmax(name="probabilities")(head(x))
-    model = keras.Model(inputs, probabilities, name=name)
-    head.set_weights([np.concatenate(kernels, axis=0) / len(members), np.mean(biases, axis=0)])
-    return model

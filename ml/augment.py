@@ -27,9 +27,6 @@ class AugmentConfig:
     shift_fraction: float = 0.08
     zoom_range: tuple[float, float] = (0.9, 1.15)
     flip: bool = False  # off by default: situs (heart on the left) is real anatomy
-    # Chance of showing a film at 35-100% of its resolution (detectors and exports differ). Off by default:
-    # the shipped recipe was trained without it, and drawing for it would change every later random draw.
-    downscale_probability: float = 0.0
 
     def to_dict(self) -> dict:
         return {
@@ -38,7 +35,6 @@ class AugmentConfig:
             "shift_fraction": self.shift_fraction,
             "zoom_range": list(self.zoom_range),
             "flip": self.flip,
-            "downscale_probability": self.downscale_probability,
         }
 
 
@@ -102,18 +98,9 @@ def _text_marks(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(image, dtype=np.float32) / 255.0
 
 
-def _downscaled(pixels: np.ndarray, *, factor: float) -> np.ndarray:
-    from ml.preprocess import resize
-
-    height, width = pixels.shape
-    return resize(pixels, height=max(32, round(height * factor)), width=max(32, round(width * factor)))
-
-
-def augment_film(pixels: np.ndarray, rng: np.random.Generator, *, downscale_probability: float = 0.0) -> np.ndarray:
+def augment_film(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Randomise source artefacts on a decoded film (HxW float32 in [0, 1])."""
     out = np.asarray(pixels, dtype=np.float32)
-    if downscale_probability > 0 and rng.random() < downscale_probability:
-        out = _downscaled(out, factor=float(rng.uniform(0.35, 1.0)))
     if rng.random() < 0.8:
         gamma = float(np.exp(rng.uniform(np.log(0.6), np.log(1.6))))
         out = np.clip(out, 0, 1) ** gamma

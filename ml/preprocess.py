@@ -160,9 +160,7 @@ def lung_frame(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray
 
     Returns the frame, the lung mask at (S, S) when the config masks outside
     the lungs (else None) and whether the lungs were found (None: not looked
-    for). ``finish_frame`` turns the frame into the model input; ``ml.pack``
-    stores frames so that an accelerator machine without the lung segmenter
-    can rebuild model inputs (and augment them) exactly.
+    for). ``finish_frame`` turns the frame into the model input.
     """
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.adversary import one_hot
 from ml.architectures import ARCHITECTURES, DEFAULT_INPUT_SIZE
 from ml.artifact import (
     HISTORY_FILE,
@@ -87,61 +86,9 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(w) for index, w in enumerate(weights)}
 
 
-def source_balanced_weights(
-    labels: np.ndarray, sources: list[str], *, max_factor: float = 5.0,
-) -> tuple[np.ndarray, dict]:
-    """Per film: its class weight, with each source of its class carrying an equal share of that class.
-
-    Class and collection are confounded in the development pool (most `cohen` films are COVID-19), so a
-    network rewarded equally per film learns "looks like `cohen`" as evidence of COVID-19. Here each
-    (class, source) cell of a class weighs the same in total, so within a class no collection dominates.
-    No film weighs more than ``max_factor`` times what class weighting alone gives it (a cell of 8 films
-    would otherwise carry half its class); the capped mass goes to the class's other cells, so each class
-    keeps its total weight. Returns the weights and the factor per class and source.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    sources = np.asarray(sources)
-    if len(sources) != len(labels):
-        raise ValueError(f"{len(labels)} labels but {len(sources)} sources")
-    if max_factor < 1:
-        raise ValueError(f"max_factor must be at least 1, got {max_factor}")
-    per_class = class_weights(labels)
-    weights = np.empty(len(labels), dtype=np.float32)
-    factors: dict[str, dict[str, float]] = {}
-    for label in np.unique(labels):
-        in_class = labels == label
-        cells = {source: int(np.sum(in_class & (sources == source))) for source in np.unique(sources[in_class])}
-        capped: dict[str, float] = {}
-        while True:  # cap the smallest cells, share what is left equally among the others, until none exceeds
-            free = [source for source in cells if source not in capped]
-            mass = (in_class.sum() - sum(max_factor * cells[source] for source in capped)) / len(free)
-            over = [source for source in free if mass / cells[source] > max_factor]
-            if not over or len(over) == len(free):
-                break
-            capped.update({source: max_factor for source in over})
-        cell_factor = {source: capped.get(source, min(mass / cells[source], max_factor)) for source in cells}
-        for source, factor in cell_factor.items():
-            weights[in_class & (sources == source)] = per_class[int(label)] * factor
-        factors[CLASS_NAMES[int(label)]] = {str(source): round(float(f), 4) for source, f in cell_factor.items()}
-    return weights, factors
-
-
-def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, seed, sources=None,
-                  film_weights=None):
-    """A Keras PyDataset that augments on the fly; defined lazily to keep Keras out of imports.
-
-    With ``sources`` (source index per film) it feeds ``ml.adversary``'s trainer: inputs (image, one-hot
-    class), targets and sample weights per output, the class weights going to the class output.
-    With ``film_weights`` (one per film) every batch carries them as sample weights, in place of the
-    class weights.
-    """
+def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, seed):
+    """A Keras PyDataset of (inputs, labels) that augments on the fly; defined lazily to keep Keras out of imports."""
     import keras
-
-    if film_weights is None:
-        weights = class_weights(labels)
-        weight_per_film = np.array([weights[label] for label in labels], dtype=np.float32)
-    else:
-        weight_per_film = np.asarray(film_weights, dtype=np.float32)
 
     class AugmentedBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
@@ -160,21 +107,12 @@ def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, s
             batch = np.empty((len(picked), config.input_size, config.input_size, 1), dtype=np.float32)
             for row, sample_index in enumerate(picked):
                 if augment.film:
-                    film = augment_film(films[sample_index], self.rng,
-                                        downscale_probability=augment.downscale_probability)
+                    film = augment_film(films[sample_index], self.rng)
                     model_input = preprocess(film, config)
                 else:
                     model_input = model_inputs[sample_index]
                 batch[row] = augment_geometry(model_input, self.rng, augment)
-            if sources is None:
-                if film_weights is not None:
-                    return batch, labels[picked], weight_per_film[picked]
-                return batch, labels[picked]
-            return (
-                (batch, one_hot(labels[picked], len(CLASS_NAMES))),
-                {"class": labels[picked], "source": sources[picked]},
-                {"class": weight_per_film[picked], "source": np.ones(len(picked), dtype=np.float32)},
-            )
+            return batch, labels[picked]
 
     return AugmentedBatches()
 
@@ -214,10 +152,6 @@ def train_model(
     verbose: int = 1,
     familiarity: bool = False,
     monitoring: bool = False,
-    source_adversary: float = 0.0,
-    balance_sources: float = 0.0,
-    train_sources: list[str] | None = None,
-    val_sources: list[str] | None = None,
 ) -> TrainResult:
     """Fit, calibrate on validation, export TFLite and write the artifact folder.
 
@@ -225,10 +159,6 @@ def train_model(
     the training films and thresholds it on the validation films.
     ``monitoring`` then stores the site monitor's reference (``ml.monitoring``):
     what the served model does on the validation films.
-    ``source_adversary`` > 0 trains against a within-class source head at
-    that strength (``ml.adversary``; needs ``train_sources`` and ``val_sources``).
-    ``balance_sources`` > 0 weighs each source of a class equally, no film more than that many times its
-    class weight (``source_balanced_weights``; needs ``train_sources``).
     """
     configure_tensorflow(threads=threads, seed=seed)
     import keras
@@ -243,73 +173,25 @@ def train_model(
     val_inputs = preprocess_batch(val_films, config)
 
     model = build_model(architecture=architecture, input_size=config.input_size)
-    callbacks = []
-    recipe_info = {}
-    film_weights = None
-    if balance_sources > 0:
-        if train_sources is None:
-            raise ValueError("balancing sources needs the source of every training film")
-        film_weights, factors = source_balanced_weights(train_labels, train_sources, max_factor=balance_sources)
-        recipe_info["source_balanced"] = {"max_factor": balance_sources, "factor_per_class_and_source": factors}
-    if source_adversary > 0:
-        from ml.adversary import build_trainer, source_indices, strength_schedule
-
-        if train_sources is None or val_sources is None:
-            raise ValueError("a source adversary needs the source of every training and validation film")
-        source_names = sorted(set(train_sources))
-        if len(source_names) < 2:
-            raise ValueError(f"a source adversary needs films of two sources or more; training has {source_names}")
-        trainer, reversal = build_trainer(model, num_sources=len(source_names))
-        callbacks.append(strength_schedule(reversal, strength=source_adversary, epochs=epochs))
-        train_source_index = source_indices(train_sources, source_names)
-        # A validation film from a source training never saw cannot be scored by the head: weight 0.
-        known = np.array([source in source_names for source in val_sources], dtype=np.float32)
-        val_source_index = source_indices(
-            [source if source in source_names else source_names[0] for source in val_sources], source_names)
-        fit_model = trainer
-        losses = {"class": keras.losses.SparseCategoricalCrossentropy(),
-                  "source": keras.losses.SparseCategoricalCrossentropy()}
-        metrics = {"class": ["accuracy"], "source": ["accuracy"]}
-        validation_data = (
-            (val_inputs, one_hot(val_labels, len(CLASS_NAMES))),
-            {"class": val_labels, "source": val_source_index},
-            {"class": np.ones(len(val_labels), dtype=np.float32), "source": known},
-        )
-        monitor = "val_class_loss"
-        fit_weights = {}
-        recipe_info["source_adversary"] = {
-            "strength": source_adversary, "sources": source_names,
-            "schedule": "strength * (2 / (1 + exp(-10 epoch / max_epochs)) - 1)",
-            "early_stopping_on": monitor,
-        }
-    else:
-        train_source_index = None
-        fit_model = model
-        losses = keras.losses.SparseCategoricalCrossentropy()
-        metrics = ["accuracy"]
-        validation_data = (val_inputs, val_labels)
-        monitor = "val_loss"
-        # Balanced weights come with each batch; Keras multiplies class_weight in, so it is left out then.
-        fit_weights = {"class_weight": class_weights(train_labels)} if film_weights is None else {}
+    losses = keras.losses.SparseCategoricalCrossentropy()
     # Plain Adam for every architecture: the seed's recipe, and good enough for the small models here.
-    fit_model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, metrics=metrics)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, metrics=["accuracy"])
     batches = _make_batches(
         films=train_films, model_inputs=train_inputs, labels=train_labels,
-        batch_size=batch_size, config=config, augment=augment, seed=seed, sources=train_source_index,
-        film_weights=film_weights,
+        batch_size=batch_size, config=config, augment=augment, seed=seed,
     )
-    callbacks += [
-        keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=patience, restore_best_weights=True),
+    callbacks = [
+        keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode="min", factor=0.5, patience=max(2, patience // 2), min_lr=1e-5),
+            monitor="val_loss", mode="min", factor=0.5, patience=max(2, patience // 2), min_lr=1e-5),
     ]
-    history = fit_model.fit(
+    history = model.fit(
         batches,
-        validation_data=validation_data,
+        validation_data=(val_inputs, val_labels),
         epochs=epochs,
         callbacks=callbacks,
         verbose=verbose,
-        **fit_weights,
+        class_weight=class_weights(train_labels),
     )
     history_data = {key: [float(v) for v in values] for key, values in history.history.items()}
     epochs_run = len(history_data.get("loss", []))
@@ -323,7 +205,6 @@ def train_model(
         "augmentation": augment.to_dict(),
         "class_weights": class_weights(train_labels),
         "n_train": int(len(train_labels)),
-        **recipe_info,
     }
     info.update(training_info or {})
     val_metrics, test_metrics = write_artifact(
@@ -377,7 +258,7 @@ def write_artifact(
 ) -> tuple[dict, dict | None]:
     """Calibrate a fitted Keras model on validation, export it and write the artifact folder.
 
-    Shared by ``ml.train`` and ``ml.ensemble``. Returns the validation metrics
+    Returns the validation metrics
     and, when test inputs are given, the test metrics.
     """
     import keras
@@ -664,15 +545,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--input-size", type=int, default=None)
     parser.add_argument("--augment", choices=("light", "strong"), default=None)
-    parser.add_argument("--downscale-augment", type=float, default=0.0, metavar="P",
-                        help="chance of training on a film shown at 35-100%% of its resolution (default 0)")
     parser.add_argument("--preprocess", choices=("plain", "lungs"), default=None)
-    parser.add_argument("--source-adversary", type=float, default=0.0, metavar="STRENGTH",
-                        help="train against a head that names each film's source given its class, through "
-                             "gradient reversal at this strength (ml.adversary; default 0: off)")
-    parser.add_argument("--balance-sources", type=float, default=0.0, metavar="MAX_FACTOR",
-                        help="weigh each source of a class equally, no film more than MAX_FACTOR times its class "
-                             "weight (default 0: off, class weights only)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--patience", type=int, default=6)
@@ -710,8 +583,6 @@ def main(argv: list[str] | None = None) -> int:
         config = replace(config, crop="lungs", mask_outside_lungs=True, lung_segmenter=LUNG_SEGMENTER)
     default_augment = STRONG if args.architecture.startswith("sepres") else LIGHT
     augment = {"light": LIGHT, "strong": STRONG}.get(args.augment or "", default_augment)
-    if args.downscale_augment:
-        augment = replace(augment, downscale_probability=args.downscale_augment)
 
     films = load_films(samples, cache_dir=args.cache_dir)
     by_key = {s.key: film for s, film in zip(samples, films)}
@@ -747,10 +618,6 @@ def main(argv: list[str] | None = None) -> int:
         split_data=asdict(split),
         familiarity=True,
         monitoring=True,
-        source_adversary=args.source_adversary,
-        balance_sources=args.balance_sources,
-        train_sources=[s.source for s in train_samples],
-        val_sources=[s.source for s in val_samples],
     )
     print(json.dumps({"val": result.val_metrics, "test": result.test_metrics}, indent=1))
     return 0

@@ -26,16 +26,6 @@ def test_sepres_wide_doubles_every_layer():
     assert wide.get_layer("stem_conv").filters == 48
 
 
-def test_sepres_large_adds_a_block_per_stage_at_three_times_the_width():
-    wide = build_model(architecture="sepres-wide", input_size=64)
-    large = build_model(architecture="sepres-large", input_size=64)
-    blocks = {layer.name.removesuffix("_add") for layer in large.layers if layer.name.endswith("_add")}
-    assert blocks == {f"block{stage}{suffix}" for stage in range(1, 5) for suffix in ("", "_2")}
-    # The production network's layers keep their names (its saved model still loads).
-    assert {layer.name for layer in wide.layers} < {layer.name for layer in large.layers}
-    assert large.get_layer(GRADCAM_LAYER).output.shape[-1] == 384
-    assert large.count_params() > 4 * wide.count_params()
-
 
 def test_tiny_has_a_few_thousand_parameters():
     assert build_model(architecture="tiny", input_size=64).count_params() < 5000

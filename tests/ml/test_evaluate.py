@@ -140,12 +140,6 @@ def test_manifest_split_and_per_source(artifact, tmp_path):
     val = evaluate.select_samples(data=data, manifest=data / "manifest.csv", split_file=split, subset="val")
     assert {s.source for s in val} == {"beta"} and len(val) == sum(1 for _, _, i in written if i % 2 == 0)
 
-    from ml.compare import main as compare_main
-
-    assert compare_main(["--metrics", str(tmp_path / "eval" / "metrics.json"), "--out", str(tmp_path / "cmp")]) == 0
-    table = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "tiny-test 0 (tiny)" in table and "accuracy on source alpha" in table
-
 
 def test_a_manifest_with_two_sources_per_class_adds_the_source_probe(artifact, tmp_path):
     data = tmp_path / "pool"
@@ -170,12 +164,6 @@ def test_a_manifest_with_two_sources_per_class_adds_the_source_probe(artifact, t
     assert any(f.startswith("Within covid (20 films), a linear probe") for f in m["shortcut_audit"]["findings"])
     report = (out / "report.md").read_text()
     assert "source probe" in report and "| covid | alpha 10 (10 patients), beta 10 (10 patients) |" in report
-
-    from ml.compare import main as compare_main
-
-    assert compare_main(["--metrics", str(out / "metrics.json"), "--out", str(tmp_path / "cmp")]) == 0
-    table = (tmp_path / "cmp" / "comparison.md").read_text()
-    assert "| collection readable within pneumonia from the model's answers (probe AUC) |" in table
 
 
 def test_summary_of_perfect_predictions():
