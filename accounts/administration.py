@@ -227,7 +227,7 @@ def model_version_activate_view(request, model_version_id: int):
         if audit is None:
             messages.info(request, _(
                 "No shortcut audit is recorded for %(model)s: whether it reads the lungs or the film around them "
-                "is unknown (python -m ml.evaluate --record on its test split records one)."
+                "is unknown (python -m ml evaluate --record on its test split records one)."
             ) % {"model": version})
         elif audit.get("shortcut_suspected"):
             messages.warning(request, _(

@@ -16,7 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ml.monitoring import Film, Limits, reference_from_films, run_checks, simulate  # noqa: E402
+from ml.evaluation.monitor_replay import simulate
+from ml.serving.monitoring import Film, Limits, reference_from_films, run_checks
 
 CLASSES = ("covid", "normal", "pneumonia")
 

@@ -2,7 +2,7 @@ from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 
 from .models import CorrectLabel, Sex, StudyStatus, ViewPosition
 from .selectors import WorklistFilters

@@ -372,7 +372,7 @@ def model_version_monitoring(request, version_id: int):
     if days not in windows:
         days = default
     report = model_version_monitoring_report(model_version=version, days=days or None)
-    from ml.plots import monitoring_chart_svg  # matplotlib only for this page, not in every web process
+    from ml.evaluation.plots import monitoring_chart_svg  # matplotlib only for this page, not in every web process
 
     audit_record(actor=request.user, action="model_version.monitoring_view", target=version,
                  details={"days": days, "status": report.status})

@@ -137,7 +137,7 @@ def write_synthetic_folder(root, *, count_per_class: int, seed: int):
     import numpy as np
     from PIL import Image
 
-    from ml.labels import CLASS_NAMES
+    from ml.serving.labels import CLASS_NAMES
 
     films, labels = synthetic_training_set(count_per_class=count_per_class, seed=seed)
     for index, (film, label) in enumerate(zip(films, labels)):
@@ -150,7 +150,7 @@ def write_synthetic_folder(root, *, count_per_class: int, seed: int):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A real (tiny) model artifact trained once per test session on synthetic images."""
-    from ml.train import train_from_arrays
+    from ml.training.train import train_from_arrays
 
     images, labels = synthetic_training_set()
     return train_from_arrays(
@@ -172,9 +172,9 @@ def familiar_model_dir(tiny_model_dir, tmp_path_factory):
 
     import numpy as np
 
-    from ml.artifact import load_metadata
-    from ml.familiarity import add_familiarity
-    from ml.preprocess import PreprocessConfig, preprocess
+    from ml.serving.artifact import load_metadata
+    from ml.serving.preprocess import PreprocessConfig, preprocess
+    from ml.training.familiarity import add_familiarity
 
     path = tmp_path_factory.mktemp("familiar") / "tiny"
     shutil.copytree(tiny_model_dir, path)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from diagnosis.models import ModelVersion, Prediction, Study, StudyStatus
-from ml.imaging import ImageDecodeError, decode_image
+from ml.serving.imaging import ImageDecodeError, decode_image
 
 from . import storage
 from .alerts import alert_raise_for_prediction
@@ -48,7 +48,7 @@ def predictor_for(model_version: ModelVersion):
     with _predictors_lock:
         predictor = _predictors.get(key)
         if predictor is None:
-            from ml.inference import Predictor
+            from ml.serving.predictor import Predictor
 
             predictor = Predictor.load(artifact_dir)
             if predictor.metadata.sha256 != model_version.file_sha256:
@@ -142,7 +142,7 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
         result = predictor.predict_one(decoded.pixels, with_heatmap=True, check_stability=True)
         heatmap_sha = ""
         if result.heatmap is not None:
-            from ml.gradcam import overlay_png
+            from ml.serving.gradcam import overlay_png
 
             heatmap_sha = storage.blob_put(
                 overlay_png(result.model_input, result.heatmap),

@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit.models import Outcome
 from audit.services import audit_record
 from diagnosis.models import Patient, StoredImage, Study, ViewPosition
-from ml.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png, reencoded_png
+from ml.serving.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png, reencoded_png
 
 from . import storage
 from .patients import _dicom_date

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.labels import CLASS_NAMES
+from ml.serving.imaging import decode_path
+from ml.serving.labels import CLASS_NAMES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", "")
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -49,7 +50,7 @@ class Split:
 
 
 def default_data_dir() -> Path:
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     return Path(os.environ.get("CXR_DATA_DIR", repo.parent / "shared" / "data" / "cxr"))
 
 
@@ -214,13 +215,46 @@ def count_by(samples: list[Sample]) -> dict[str, dict[str, int]]:
 
 
 def decode_file(path: Path | str) -> np.ndarray:
-    """Decode through the portal's decoder (ml.imaging) so training sees what serving sees."""
-    try:
-        from ml.imaging import decode_path
-    except ImportError:
-        # ml.imaging is written in parallel; until it lands, 8-bit PNG/JPEG via Pillow matches it.
-        from PIL import Image
+    """Decode through the portal's decoder (ml.serving.imaging) so training sees what serving sees."""
 
-        with Image.open(path) as image:
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
     return np.asarray(decode_path(path).pixels, dtype=np.float32)
+
+
+class EvaluationError(ValueError):
+    """The data cannot be evaluated (nothing found, nothing decodable); the message says why."""
+
+
+def select_samples(*, data: Path, manifest: Path | None, split_file: Path | None, subset: str):
+    """The samples to evaluate; ``subset="loso"`` is the test set of a leave-one-source-out artifact.
+
+    A LOSO artifact's split.json is the shared split with ``notes.leave_out_source``;
+    its train and val parts leave that source out, and its test set
+    (``ml.datasets.leave_one_source_out``) is every image of that source plus
+    the other sources' test images the source lacks a class for.
+    """
+
+    samples = load_dataset(data, manifest)
+    if split_file is not None:
+        split = load_split(split_file)
+        left_out = split.notes.get("leave_out_source")
+        if subset == "loso" and not left_out:
+            raise EvaluationError(f"{split_file} is not a leave-one-source-out split (no notes.leave_out_source).")
+        if subset == "loso" or (left_out and subset in ("train", "val")):
+            # A leave-one-source-out run never trained or calibrated on that source.
+            loso = leave_one_source_out(samples=samples, split=split, source=left_out)
+            samples = {"loso": loso.test, "train": loso.train, "val": loso.val}[subset]
+        else:
+            samples = split.part(samples, subset)
+        if not samples:
+            raise EvaluationError(
+                f"No image of {split_file} subset {subset!r} was found under {data}: "
+                "the split's keys are paths relative to the data root (or manifest folder) it was made from."
+            )
+    if not samples:
+        raise EvaluationError(f"No labelled images under {data} (expected class folders {', '.join(CLASS_NAMES)}).")
+    return samples
+
+
+def label_array(samples) -> np.ndarray:
+    """Class indices (into CLASS_NAMES) of ``samples``."""
+    return np.array([CLASS_NAMES.index(s.label) for s in samples], dtype=np.int64)

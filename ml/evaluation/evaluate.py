@@ -26,18 +26,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import metrics
-from ml.artifact import SHORTCUT_AUDIT_FILE, record_shortcut_audit
-from ml.labels import CLASS_NAMES, POSITIVE_CLASS
+from ml.evaluation import metrics
+from ml.evaluation.datasets import EvaluationError, load_split, select_samples
+from ml.evaluation.familiarity import summarize_familiarity
+from ml.evaluation.lung_region import lung_region_for_config
+from ml.evaluation.plots import (
+    plot_confusion_matrix,
+    plot_familiarity,
+    plot_reliability_diagram,
+    plot_roc_curves,
+    plot_stability,
+)
+from ml.evaluation.report import write_report
+from ml.evaluation.shortcut_audit import load_loso, run_shortcut_audit
+from ml.evaluation.source_probe import probe_model
+from ml.serving.artifact import SHORTCUT_AUDIT_FILE, record_shortcut_audit
+from ml.serving.calibration import apply_temperature
+from ml.serving.imaging import ImageDecodeError, decode_path
+from ml.serving.labels import POSITIVE_CLASS
+from ml.serving.predictor import Predictor
+from ml.serving.stability import PERTURBATIONS, changed_films, probability_changes, summarize_stability
 
 SCHEMA_VERSION = 1
 DEFAULT_RESAMPLES = 1000
 DEFAULT_GRADCAM_SAMPLES = 48
 DEFAULT_BATCH_SIZE = 32
-
-
-class EvaluationError(ValueError):
-    """The data cannot be evaluated (nothing found, nothing decodable); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -157,44 +170,11 @@ def summarize_predictions(
     }
 
 
-def select_samples(*, data: Path, manifest: Path | None, split_file: Path | None, subset: str):
-    """The samples to evaluate; ``subset="loso"`` is the test set of a leave-one-source-out artifact.
-
-    A LOSO artifact's split.json is the shared split with ``notes.leave_out_source``;
-    its train and val parts leave that source out, and its test set
-    (``ml.datasets.leave_one_source_out``) is every image of that source plus
-    the other sources' test images the source lacks a class for.
-    """
-    from ml.datasets import leave_one_source_out, load_dataset, load_split
-
-    samples = load_dataset(data, manifest)
-    if split_file is not None:
-        split = load_split(split_file)
-        left_out = split.notes.get("leave_out_source")
-        if subset == "loso" and not left_out:
-            raise EvaluationError(f"{split_file} is not a leave-one-source-out split (no notes.leave_out_source).")
-        if subset == "loso" or (left_out and subset in ("train", "val")):
-            # A leave-one-source-out run never trained or calibrated on that source.
-            loso = leave_one_source_out(samples=samples, split=split, source=left_out)
-            samples = {"loso": loso.test, "train": loso.train, "val": loso.val}[subset]
-        else:
-            samples = split.part(samples, subset)
-        if not samples:
-            raise EvaluationError(
-                f"No image of {split_file} subset {subset!r} was found under {data}: "
-                "the split's keys are paths relative to the data root (or manifest folder) it was made from."
-            )
-    if not samples:
-        raise EvaluationError(f"No labelled images under {data} (expected class folders {', '.join(CLASS_NAMES)}).")
-    return samples
-
-
 def _artifact_split(artifact_dir: Path):
     """The artifact's own split.json (None: it has none)."""
     path = artifact_dir / "split.json"
     if not path.is_file():
         return None
-    from ml.datasets import load_split
 
     return load_split(path)
 
@@ -231,22 +211,6 @@ def evaluate_artifact(
 ) -> EvaluationOutput:
     from tqdm import tqdm
 
-    from ml.calibration import apply_temperature
-    from ml.familiarity import summarize_familiarity
-    from ml.imaging import ImageDecodeError, decode_path
-    from ml.inference import Predictor
-    from ml.lungs import lung_region_for_config
-    from ml.plots import (
-        plot_confusion_matrix,
-        plot_familiarity,
-        plot_reliability_diagram,
-        plot_roc_curves,
-        plot_stability,
-    )
-    from ml.report import write_report
-    from ml.shortcut_audit import load_loso, run_shortcut_audit
-    from ml.source_probe import probe_model
-    from ml.stability import PERTURBATIONS, changed_films, probability_changes, summarize_stability
 
     artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -496,8 +460,18 @@ def evaluate_artifact(
     return EvaluationOutput(out_dir=out_dir, metrics=result, files=files)
 
 
+EXAMPLE = """example:
+    python -m ml evaluate --model ml/artifacts/production --data ../shared/data/cxr \\
+        --manifest ../shared/data/cxr/manifest.csv --split-file ml/artifacts/dev_split.json --subset test \\
+        --out runs/eval
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ml.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m ml evaluate", description=__doc__.splitlines()[0], epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, type=Path, help="artifact folder (metadata.json, model.tflite)")
     parser.add_argument("--data", required=True, type=Path, help="folder with covid/normal/pneumonia subfolders")
     parser.add_argument("--manifest", type=Path, default=None, help="optional manifest CSV (source, patient)")
@@ -590,7 +564,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     if m["skipped"]:
         print(f"skipped {len(m['skipped'])} undecodable files (listed in metrics.json)")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ml.metrics import CalibrationResult, RocCurve
+from ml.evaluation.metrics import CalibrationResult, RocCurve
 
 _DPI = 110
 

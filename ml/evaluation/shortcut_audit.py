@@ -46,9 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import metrics
-from ml.lungs import lung_mask
-from ml.source_probe import probe_findings
+from ml.evaluation import metrics
+from ml.evaluation.source_probe import probe_findings
+from ml.serving.lungs import lung_mask
 
 SHORTCUT_MARGIN = 0.10
 

@@ -40,8 +40,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ml import metrics
-from ml.calibration import softmax
+from ml.evaluation import metrics
+from ml.serving.calibration import softmax
 
 MIN_PATIENTS_PER_SOURCE = 5
 MAX_FOLDS = 5

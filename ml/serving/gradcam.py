@@ -7,7 +7,10 @@ import io
 import numpy as np
 from PIL import Image
 
-from ml.architectures import GRADCAM_LAYER
+# Every architecture names its last convolutional feature map so; Grad-CAM and the familiarity check read it.
+GRADCAM_LAYER = "gradcam_features"
+# The global average pooling the Dense head reads (sepres, tiny); the seed flattens instead.
+POOLED_FEATURES_LAYER = "gap"
 
 
 def gradcam(keras_model, model_input: np.ndarray, class_index: int) -> np.ndarray:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.artifact import ArtifactMetadata, file_sha256, load_metadata
-from ml.calibration import apply_temperature
-from ml.export import make_interpreter, run_interpreter, run_interpreter_outputs
-from ml.familiarity import UNFAMILIAR, FamiliarityModel, split_outputs
-from ml.gradcam import heatmap_from_class_maps
-from ml.labels import POSITIVE_CLASS
-from ml.preprocess import PreprocessConfig, preprocess_checked
-from ml.stability import UNSTABLE, answer_moves, changed_films
+from ml.serving.artifact import ArtifactMetadata, file_sha256, load_metadata
+from ml.serving.calibration import apply_temperature
+from ml.serving.familiarity import UNFAMILIAR, FamiliarityModel, features_model, split_outputs
+from ml.serving.gradcam import gradcam, heatmap_from_class_maps
+from ml.serving.interpreter import make_interpreter, run_interpreter, run_interpreter_outputs
+from ml.serving.labels import POSITIVE_CLASS
+from ml.serving.preprocess import PreprocessConfig, preprocess_checked
+from ml.serving.stability import UNSTABLE, answer_moves, changed_films
 
 
 @dataclass
@@ -170,7 +170,6 @@ class Predictor:
         if self._features_interpreter is not None:
             return split_outputs(run_interpreter_outputs(self._features_interpreter, model_input))[0]
         if self._keras_features_model is None:
-            from ml.familiarity import features_model
 
             self._keras_features_model = features_model(self.keras_model)
         outputs = self._keras_features_model([model_input[None]], training=False)
@@ -191,7 +190,6 @@ class Predictor:
 
     def heatmap(self, model_input: np.ndarray, class_index: int) -> np.ndarray:
         """Grad-CAM (S, S) in [0, 1] for one preprocessed input (S, S, 1)."""
-        from ml.gradcam import gradcam, heatmap_from_class_maps
 
         if self._cam_interpreter is not None:
             class_maps = run_interpreter(self._cam_interpreter, model_input)

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-from ml.preprocess import FILM_MAX_SIDE, resize, shrink_longest_side
+from ml.serving.pixels import FILM_MAX_SIDE, resize, shrink_longest_side
 
 
 def jpeg_reencoded(film: np.ndarray, *, quality: int = 90) -> np.ndarray:

@@ -7,12 +7,10 @@ Every model ends in a Dense layer named ``logits`` followed by a Softmax named
 
 from __future__ import annotations
 
-from ml.labels import CLASS_NAMES
+from ml.serving.gradcam import GRADCAM_LAYER, POOLED_FEATURES_LAYER
+from ml.serving.labels import CLASS_NAMES
 
 ARCHITECTURES = ("seed", "sepres", "sepres-wide", "tiny")
-GRADCAM_LAYER = "gradcam_features"
-# The global average pooling the Dense head reads (sepres, tiny); the seed flattens instead.
-POOLED_FEATURES_LAYER = "gap"
 
 # Keras' default 0.99 leaves the running statistics far from the data after the
 # few hundred steps these small data sets give; validation then collapses onto one class.

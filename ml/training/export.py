@@ -5,9 +5,14 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import numpy as np
+
+from ml.serving.artifact import file_sha256, load_metadata, save_metadata
+from ml.serving.gradcam import cam_model, gradcam, heatmap_from_class_maps
+from ml.serving.interpreter import make_interpreter, run_interpreter
 
 
 def export_tflite(*, keras_model, path: Path | str) -> Path:
@@ -20,9 +25,7 @@ def export_tflite(*, keras_model, path: Path | str) -> Path:
     def serve(image):
         return keras_model(image, training=False)
 
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
     # Freeze the weights into constants: otherwise the flatbuffer keeps
     # resource variables that the interpreter reads as uninitialised (NaN).
@@ -33,31 +36,8 @@ def export_tflite(*, keras_model, path: Path | str) -> Path:
     return path
 
 
-def make_interpreter(path: Path | str, *, threads: int = 1):
-    """One thread per process: the worker runs one process per core."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def run_interpreter(interpreter, image: np.ndarray) -> np.ndarray:
-    """Run one (S, S, 1) input; returns the probability vector."""
-    return run_interpreter_outputs(interpreter, image)[0]
-
-
-def run_interpreter_outputs(interpreter, image: np.ndarray) -> list[np.ndarray]:
-    """Run one (S, S, 1) input; returns every output, without the batch axis, in the flatbuffer's order."""
-    input_detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(input_detail["index"], np.asarray(image, dtype=np.float32)[None])
-    interpreter.invoke()
-    return [np.array(interpreter.get_tensor(detail["index"])[0]) for detail in interpreter.get_output_details()]
-
-
 def check_class_maps(*, class_maps_of, keras_model, inputs: np.ndarray, n_classes: int) -> float:
     """Largest difference between the heatmaps made from exported class maps and Keras Grad-CAM, over ``inputs``."""
-    from ml.gradcam import gradcam, heatmap_from_class_maps
 
     size = inputs.shape[1]
     differences = []
@@ -90,8 +70,6 @@ def add_cam(artifact_dir: Path | str, *, keras_model=None, check_inputs: np.ndar
     """
     import keras
 
-    from ml.artifact import file_sha256, load_metadata, save_metadata
-    from ml.gradcam import cam_model
 
     artifact_dir = Path(artifact_dir)
     metadata = load_metadata(artifact_dir)
@@ -116,17 +94,19 @@ def add_cam(artifact_dir: Path | str, *, keras_model=None, check_inputs: np.ndar
     return path
 
 
-def main(argv=None) -> int:
-    import argparse
+EXAMPLE = """example:
+    python -m ml export --cam runs/my-model
+"""
 
-    parser = argparse.ArgumentParser(prog="python -m ml.export", description="Add cam.tflite to artifacts.")
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ml export", description="Add cam.tflite to artifacts.", epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--cam", nargs="+", type=Path, required=True, help="artifact folders")
     args = parser.parse_args(argv)
     for artifact_dir in args.cam:
         path = add_cam(artifact_dir)
         print(f"{artifact_dir}: " + (f"wrote {path.name}" if path else "head is not pooling + Dense; Grad-CAM stays in Keras"))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

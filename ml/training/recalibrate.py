@@ -32,8 +32,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ml.calibration import fit_operating_point, sensitivity_lower_bound
-from ml.labels import POSITIVE_CLASS
+from ml.evaluation.datasets import EvaluationError, select_samples
+from ml.evaluation.operating_point import fit_operating_point, sensitivity_lower_bound
+from ml.serving.artifact import load_metadata, save_metadata
+from ml.serving.imaging import ImageDecodeError, decode_path
+from ml.serving.labels import POSITIVE_CLASS
+from ml.serving.monitoring import add_reference, films_from_samples, reference_from_films
+from ml.serving.predictor import Predictor
 
 
 class RecalibrationError(Exception):
@@ -56,7 +61,6 @@ def recalibrate(
 
     Returns the record stored under ``training["recalibrations"]``.
     """
-    from ml.artifact import load_metadata, save_metadata
 
     artifact_dir = Path(artifact_dir)
     metadata = load_metadata(artifact_dir)
@@ -107,8 +111,6 @@ def recalibrate(
 def _raw_probabilities(*, artifact_dir: Path, samples, progress: bool) -> tuple[np.ndarray, np.ndarray, list]:
     from tqdm import tqdm
 
-    from ml.imaging import ImageDecodeError, decode_path
-    from ml.inference import Predictor
 
     predictor = Predictor.load(artifact_dir)
     raw, labels, skipped = [], [], []
@@ -130,8 +132,6 @@ def _refresh_monitoring_reference(*, artifact_dir: Path, samples, description: s
     The old reference counted alerts at the old threshold, so the monitor would compare the site with a model
     that is no longer served. The films the operating point was fitted on are its new validation films.
     """
-    from ml.inference import Predictor
-    from ml.monitoring import add_reference, films_from_samples, reference_from_films
 
     predictor = Predictor.load(artifact_dir)
     reference = reference_from_films(
@@ -142,10 +142,16 @@ def _refresh_monitoring_reference(*, artifact_dir: Path, samples, description: s
     return {"n": reference.n, "data": description}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from ml.evaluate import EvaluationError, select_samples
+EXAMPLE = """example:
+    python -m ml recalibrate --model runs/my-model --version 1.1 --data SITE_ROOT --manifest SITE_ROOT/manifest.csv
+"""
 
-    parser = argparse.ArgumentParser(prog="python -m ml.recalibrate", description=__doc__.splitlines()[0])
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ml recalibrate", description=__doc__.splitlines()[0], epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--model", required=True, type=Path, help="artifact folder to update")
     parser.add_argument("--data", required=True, type=Path, help="folder with covid/normal/pneumonia subfolders")
     parser.add_argument("--manifest", type=Path, default=None)
@@ -189,7 +195,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     record["skipped"] = skipped
     print(json.dumps(record, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

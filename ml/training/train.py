@@ -23,32 +23,41 @@ from pathlib import Path
 
 import numpy as np
 
-from ml.architectures import ARCHITECTURES, DEFAULT_INPUT_SIZE
-from ml.artifact import (
+from ml.evaluation.datasets import (
+    decode_file,
+    default_data_dir,
+    label_array,
+    leave_one_source_out,
+    load_dataset,
+    load_split,
+    make_patient_split,
+    save_split,
+)
+from ml.evaluation.operating_point import classification_metrics, fit_operating_point
+from ml.serving.artifact import (
     HISTORY_FILE,
     KERAS_FILE,
     MODEL_FILE,
     SPLIT_FILE,
     ArtifactMetadata,
     file_sha256,
+    load_metadata,
     save_metadata,
 )
-from ml.augment import LIGHT, STRONG, AugmentConfig, augment_film, augment_geometry
-from ml.calibration import (
-    apply_temperature,
-    classification_metrics,
-    fit_operating_point,
-)
-from ml.labels import CLASS_NAMES, POSITIVE_CLASS
-from ml.preprocess import (
-    FILM_MAX_SIDE,
-    PreprocessConfig,
-    preprocess,
-    preprocess_batch,
-    shrink_longest_side,
-)
+from ml.serving.calibration import apply_temperature
+from ml.serving.labels import CLASS_NAMES, POSITIVE_CLASS
+from ml.serving.monitoring import add_reference, films_from_pixels, reference_from_films
+from ml.serving.pixels import FILM_MAX_SIDE, shrink_longest_side
+from ml.serving.predictor import Predictor
+from ml.serving.preprocess import PreprocessConfig, preprocess, preprocess_batch
+from ml.serving.segmentation import segmenter_dir
+from ml.training.architectures import ARCHITECTURES, DEFAULT_INPUT_SIZE, build_model
+from ml.training.augment import LIGHT, STRONG, AugmentConfig, augment_film, augment_geometry
+from ml.training.export import add_cam, export_tflite, max_tflite_difference
+from ml.training.familiarity import add_familiarity
+from ml.training.keras_setup import configure_tensorflow
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LUNG_SEGMENTER = "lung_segmenter"
 LOSO_EVALUATION = "loso_evaluation"
 
@@ -62,19 +71,6 @@ def default_preprocess(architecture: str, *, input_size: int | None = None) -> P
             lung_segmenter=LUNG_SEGMENTER, equalize_region="frame",
         )
     return PreprocessConfig(input_size=size)
-
-
-def configure_tensorflow(*, threads: int, seed: int) -> None:
-    """Fix seeds and cap threads (the machine's cores are shared)."""
-    import keras
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass  # already initialised in this process (tests): keep the earlier setting
-    keras.utils.set_random_seed(seed)
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -163,7 +159,6 @@ def train_model(
     configure_tensorflow(threads=threads, seed=seed)
     import keras
 
-    from ml.architectures import build_model
 
     out_dir = Path(out_dir)
     train_labels = np.asarray(train_labels, dtype=np.int64)
@@ -216,7 +211,6 @@ def train_model(
         test_labels=test_labels,
     )
     if familiarity:
-        from ml.familiarity import add_familiarity
 
         add_familiarity(
             out_dir,
@@ -226,8 +220,6 @@ def train_model(
             keras_model=model,
         )
     if monitoring:
-        from ml.inference import Predictor
-        from ml.monitoring import add_reference, films_from_pixels, reference_from_films
 
         predictor = Predictor.load(out_dir)
         add_reference(out_dir, reference_from_films(
@@ -263,7 +255,6 @@ def write_artifact(
     """
     import keras
 
-    from ml.export import add_cam, export_tflite, max_tflite_difference
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -337,7 +328,6 @@ def _copy_lung_segmenter(*, config: PreprocessConfig, out_dir: Path) -> None:
     """Keep a copy of the segmenter with the artifact so it is self-contained."""
     if not config.lung_segmenter:
         return
-    from ml.segmentation import segmenter_dir
 
     source = segmenter_dir(config.lung_segmenter)
     target = out_dir / config.lung_segmenter
@@ -408,7 +398,6 @@ def train_from_arrays(
 
 def decode_film(sample, *, max_side: int = FILM_MAX_SIDE) -> np.ndarray:
     """One sample's film as training sees it: decoded (through ml.imaging), longest side at most ``max_side``."""
-    from ml.datasets import decode_file
 
     return shrink_longest_side(decode_file(sample.path), max_side=max_side)
 
@@ -450,7 +439,6 @@ def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
     Entries are keyed "<architecture>/<left-out source>"; an existing file is
     updated, so seed and production runs can be added separately.
     """
-    from ml.artifact import load_metadata
 
     summary = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     for run_dir in run_dirs:
@@ -508,7 +496,6 @@ def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
 
 def training_parts(*, samples, split, leave_out_source: str | None = None):
     """Train, validation and test samples; with ``leave_out_source``, that run's parts (noted in the split)."""
-    from ml.datasets import leave_one_source_out
 
     if not leave_out_source:
         return tuple(split.part(samples, part) for part in ("train", "val", "test"))
@@ -518,21 +505,17 @@ def training_parts(*, samples, split, leave_out_source: str | None = None):
     return loso.train, loso.val, loso.test
 
 
-def label_array(samples) -> np.ndarray:
-    """Class indices (into CLASS_NAMES) of ``samples``."""
-    return np.array([CLASS_NAMES.index(s.label) for s in samples], dtype=np.int64)
+EXAMPLE = """example:
+    python -m ml train --architecture sepres-wide --split-file ml/artifacts/dev_split.json \\
+        --data ../shared/data/cxr --manifest ../shared/data/cxr/manifest.csv --out runs/my-model
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ml.datasets import (
-        default_data_dir,
-        load_dataset,
-        load_split,
-        make_patient_split,
-        save_split,
+    parser = argparse.ArgumentParser(
+        prog="python -m ml train", description=__doc__.splitlines()[0], epilog=EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-
-    parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--manifest", type=Path, default=None)
     parser.add_argument("--architecture", choices=ARCHITECTURES, default="sepres")
@@ -621,7 +604,3 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps({"val": result.val_metrics, "test": result.test_metrics}, indent=1))
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from diagnosis.models import ModelVersion, Prediction, Study, StudyStatus
 from diagnosis.services.ingest import study_create
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 from tests import images
 
 _sequence = itertools.count(1)

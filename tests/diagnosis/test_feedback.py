@@ -169,7 +169,7 @@ def test_export_feedback_dataset_writes_a_manifest_and_the_images(prediction, cl
 
     feedback_record(author=clinician, prediction=prediction, agrees=False, correct_label="pneumonia")
     call_command("export_feedback_dataset", str(tmp_path / "dataset"))
-    from ml.datasets import load_dataset
+    from ml.evaluation.datasets import load_dataset
 
     samples = load_dataset(tmp_path / "dataset", manifest=tmp_path / "dataset" / "manifest.csv")
     assert [(sample.label, sample.source) for sample in samples] == [("pneumonia", "cxr-portal-feedback")]

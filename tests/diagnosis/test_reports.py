@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from diagnosis.services import storage
 from diagnosis.services.feedback import feedback_record
-from ml.imaging import encode_png
+from ml.serving.imaging import encode_png
 from tests import images
 from tests.diagnosis import factories
 

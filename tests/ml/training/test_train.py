@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from ml.artifact import file_sha256, load_metadata, verify_artifact
-from ml.labels import CLASS_NAMES
+from ml.serving.artifact import file_sha256, load_metadata, verify_artifact
+from ml.serving.labels import CLASS_NAMES
 
 
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
-    from ml.train import train_from_arrays
+    from ml.training.train import train_from_arrays
 
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(3), 20)
@@ -47,7 +47,7 @@ def test_artifact_folder_is_complete(tiny_artifact):
 def test_tflite_matches_keras_on_fixed_inputs(tiny_artifact):
     import keras
 
-    from ml.export import max_tflite_difference
+    from ml.training.export import max_tflite_difference
 
     path, _ = tiny_artifact
     model = keras.models.load_model(path / "model.keras", compile=False)
@@ -56,7 +56,7 @@ def test_tflite_matches_keras_on_fixed_inputs(tiny_artifact):
 
 
 def test_predictor_returns_calibrated_probabilities_and_heatmap(tiny_artifact):
-    from ml.inference import Predictor
+    from ml.serving.predictor import Predictor
 
     path, images = tiny_artifact
     predictor = Predictor.load(path)
@@ -71,9 +71,9 @@ def test_predictor_returns_calibrated_probabilities_and_heatmap(tiny_artifact):
 
 
 def test_predictor_warns_when_a_change_that_should_not_matter_moves_the_answer(tiny_artifact, monkeypatch):
-    import ml.stability
-    from ml.inference import Predictor
-    from ml.stability import UNSTABLE, Perturbation
+    import ml.serving.stability
+    from ml.serving.predictor import Predictor
+    from ml.serving.stability import UNSTABLE, Perturbation
 
     path, images = tiny_artifact
     predictor = Predictor.load(path)
@@ -88,17 +88,17 @@ def test_predictor_warns_when_a_change_that_should_not_matter_moves_the_answer(t
     assert checked.probabilities == plain.probabilities  # the check adds a warning at most, never changes the answer
     assert UNSTABLE not in plain.warnings
 
-    monkeypatch.setattr(ml.stability, "PERTURBATIONS", (Perturbation("same", "unchanged", lambda film: film),))
+    monkeypatch.setattr(ml.serving.stability, "PERTURBATIONS", (Perturbation("same", "unchanged", lambda film: film),))
     assert UNSTABLE not in predictor.predict_one(first, check_stability=True).warnings
     # A "change" that swaps in a film of another class is the extreme case of a moved answer.
-    monkeypatch.setattr(ml.stability, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
+    monkeypatch.setattr(ml.serving.stability, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
     assert predictor.predict_one(first, check_stability=True).warnings == [UNSTABLE]
     assert predictor.predict_one(first).warnings == []
 
 
 def test_collect_loso_gathers_runs_by_architecture_and_source(tmp_path):
-    from ml.artifact import ArtifactMetadata, save_metadata
-    from ml.train import collect_loso
+    from ml.serving.artifact import ArtifactMetadata, save_metadata
+    from ml.training.train import collect_loso
 
     runs = []
     for architecture, source, auc in (("seed", "cohen", 0.57), ("sepres", "cohen", 0.58)):

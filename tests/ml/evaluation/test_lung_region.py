@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from ml import lungs
-from ml.datasets import default_data_dir
-from ml.preprocess import PreprocessConfig
-from ml.segmentation import dice_score
+from ml.evaluation import lung_region
+from ml.evaluation.datasets import default_data_dir
+from ml.serving import lungs
+from ml.serving.preprocess import PreprocessConfig
+from ml.training.segmenter import dice_score
 
 LUNG_MASKS = default_data_dir() / "lung_masks"
 
@@ -44,10 +45,10 @@ def test_lung_crop_frame_covers_more_of_the_input():
 
 
 def test_region_uses_the_prior_for_the_input_frame_without_segmenter():
-    full = lungs.lung_region_for_config(PreprocessConfig(input_size=64), use_segmenter=False)
+    full = lung_region.lung_region_for_config(PreprocessConfig(input_size=64), use_segmenter=False)
     assert "prior" in full.description
     assert np.array_equal(full.mask(np.zeros((80, 90)), np.zeros((64, 64, 1))), lungs.lung_mask(np.zeros((64, 64))))
-    cropped = lungs.lung_region_for_config(
+    cropped = lung_region.lung_region_for_config(
         PreprocessConfig(input_size=64, crop="lungs", lung_segmenter="lung_segmenter"), use_segmenter=False
     )
     assert np.array_equal(
@@ -56,15 +57,15 @@ def test_region_uses_the_prior_for_the_input_frame_without_segmenter():
 
 
 def test_region_is_the_preprocessing_mask_when_preprocessing_blanks_outside_the_lungs(monkeypatch):
-    from ml import segmentation
+    from ml.serving import segmentation
 
     film = np.full((100, 80), 0.5, dtype=np.float32)
     film_mask = np.zeros((100, 80), dtype=bool)
     film_mask[20:80, 10:70] = True
     monkeypatch.setattr(segmentation, "segment_lungs", lambda pixels, segmenter: (film_mask, True))
     config = PreprocessConfig(input_size=50, mask_outside_lungs=True, lung_segmenter="lung_segmenter")
-    region = lungs.lung_region_for_config(config)
-    from ml.preprocess import preprocess
+    region = lung_region.lung_region_for_config(config)
+    from ml.serving.preprocess import preprocess
 
     model_input = preprocess(film, config)
     mask = region.mask(film, model_input)
@@ -91,8 +92,6 @@ def test_prior_overlaps_drawn_v7_masks():
 
 
 def test_region_is_segmented_per_image_for_whole_film_inputs_when_a_segmenter_exists(monkeypatch):
-    from ml import segmentation
-
     class HalfFilmSegmenter:
         threshold = 0.5
 
@@ -101,32 +100,30 @@ def test_region_is_segmented_per_image_for_whole_film_inputs_when_a_segmenter_ex
             probability[:, :48] = 0.9  # left half of the film
             return probability
 
-    monkeypatch.setattr(lungs, "_segmenter_available", lambda name: True)
-    monkeypatch.setattr(segmentation, "load_segmenter", lambda name: HalfFilmSegmenter())
-    region = lungs.lung_region_for_config(PreprocessConfig(input_size=20))
+    monkeypatch.setattr(lung_region, "_segmenter_available", lambda name: True)
+    monkeypatch.setattr(lung_region, "load_segmenter", lambda name: HalfFilmSegmenter())
+    region = lung_region.lung_region_for_config(PreprocessConfig(input_size=20))
     assert "segmentation" in region.description
     mask = region.mask(np.zeros((100, 80), dtype=np.float32), np.zeros((20, 20, 1)))
     assert mask[:, :10].all() and not mask[:, 10:].any()
 
 
 def test_segmentation_failure_falls_back_to_the_prior(monkeypatch):
-    from ml import segmentation
-
     class BlankSegmenter:
         threshold = 0.5
 
         def probability_map(self, pixels):
             return np.zeros((96, 96), dtype=np.float32)
 
-    monkeypatch.setattr(lungs, "_segmenter_available", lambda name: True)
-    monkeypatch.setattr(segmentation, "load_segmenter", lambda name: BlankSegmenter())
-    region = lungs.lung_region_for_config(PreprocessConfig(input_size=20))
+    monkeypatch.setattr(lung_region, "_segmenter_available", lambda name: True)
+    monkeypatch.setattr(lung_region, "load_segmenter", lambda name: BlankSegmenter())
+    region = lung_region.lung_region_for_config(PreprocessConfig(input_size=20))
     mask = region.mask(np.zeros((100, 80), dtype=np.float32), np.zeros((20, 20, 1)))
     assert np.array_equal(mask, lungs.lung_mask(np.zeros((20, 20))))
 
 
 @pytest.mark.skipif(
-    not (LUNG_MASKS.is_dir() and lungs._segmenter_available("lung_segmenter")),
+    not (LUNG_MASKS.is_dir() and lung_region._segmenter_available("lung_segmenter")),
     reason="development pool or trained lung segmenter not available",
 )
 def test_segmented_region_matches_held_out_v7_masks_in_the_input_frame():
@@ -136,13 +133,13 @@ def test_segmented_region_matches_held_out_v7_masks_in_the_input_frame():
 
     from PIL import Image
 
-    from ml.datasets import decode_file
-    from ml.segmentation import segmenter_dir
+    from ml.evaluation.datasets import decode_file
+    from ml.serving.segmentation import segmenter_dir
 
     held_out = json.loads((segmenter_dir("lung_segmenter") / "segmenter.json").read_text())["val_images"][::4]
     with open(LUNG_MASKS / "index.csv", newline="") as handle:
         mask_of = {row["file"]: row["mask"] for row in csv.DictReader(handle)}
-    region = lungs.lung_region_for_config(PreprocessConfig(input_size=128))
+    region = lung_region.lung_region_for_config(PreprocessConfig(input_size=128))
     scores = []
     for name in held_out:
         film = decode_file(default_data_dir() / name)

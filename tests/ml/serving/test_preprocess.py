@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from ml.preprocess import PreprocessConfig, equalize_histogram, preprocess
+from ml.serving.pixels import equalize_histogram
+from ml.serving.preprocess import PreprocessConfig, preprocess
 
 
 def _film(height=512, width=400, seed=0):

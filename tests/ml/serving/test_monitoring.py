@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from ml.monitoring import (
+from ml.evaluation.monitor_replay import simulate
+from ml.serving.monitoring import (
     ALARM,
     OK,
     TOO_FEW,
@@ -18,7 +19,6 @@ from ml.monitoring import (
     reference_breaches,
     reference_from_films,
     run_checks,
-    simulate,
     stratified_fisher_one_sided,
 )
 
@@ -339,7 +339,7 @@ def test_too_many_alerts_alarm_without_any_feedback(reference):
 
 
 def test_streams_at_another_covid_share_draw_that_share_and_can_break_the_ceilings_assumption(reference):
-    from ml.monitoring import _stream_order
+    from ml.evaluation.monitor_replay import _stream_order
 
     films = ([Film("covid", True, (), "covid")] * 30 + [Film("normal", True, (), "normal")] * 9
              + [Film("normal", False, (), "normal")] * 21)  # validation-like: the alert on 30% of the others
@@ -381,9 +381,9 @@ def test_cli_stores_the_reference_then_replays_the_test_films(familiar_model_dir
     import json
     import shutil
 
-    from ml import monitoring
-    from ml.artifact import file_sha256, load_metadata
-    from ml.datasets import load_dataset, make_patient_split, save_split
+    from ml.evaluation import monitor_replay
+    from ml.evaluation.datasets import load_dataset, make_patient_split, save_split
+    from ml.serving.artifact import file_sha256, load_metadata
     from tests.conftest import write_synthetic_folder
 
     data = write_synthetic_folder(tmp_path / "data", count_per_class=10, seed=21)
@@ -392,15 +392,15 @@ def test_cli_stores_the_reference_then_replays_the_test_films(familiar_model_dir
     save_split(make_patient_split(samples=load_dataset(data), seed=0), model / "split.json")
     model_sha = file_sha256(model / "model.tflite")
 
-    assert monitoring.main(["--model", str(model), "--data", str(data), "--simulate", "--quiet"]) == 2
+    assert monitor_replay.main(["--model", str(model), "--data", str(data), "--simulate", "--quiet"]) == 2
     assert "has no reference" in capsys.readouterr().err
-    assert monitoring.main(["--model", str(model), "--data", str(data), "--quiet"]) == 0
+    assert monitor_replay.main(["--model", str(model), "--data", str(data), "--quiet"]) == 0
     reference = load_metadata(model).monitoring
     assert reference["n"] == sum(map(sum, reference["confusion"])) > 0
     assert file_sha256(model / "model.tflite") == model_sha
 
     out = tmp_path / "sim" / "replay.json"
-    assert monitoring.main(["--model", str(model), "--data", str(data), "--simulate", "--subset", "test",
+    assert monitor_replay.main(["--model", str(model), "--data", str(data), "--simulate", "--subset", "test",
                             "--streams", "5", "--feedback", "1.0", "0.5", "--out", str(out), "--quiet"]) == 0
     written = json.loads(out.read_text())
     assert [run["feedback_share"] for run in written["simulations"]] == [1.0, 0.5]

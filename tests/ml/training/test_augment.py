@@ -1,6 +1,6 @@
 import numpy as np
 
-from ml.augment import STRONG, augment_film, augment_geometry
+from ml.training.augment import STRONG, augment_film, augment_geometry
 
 
 def test_film_augmentation_keeps_shape_and_range():

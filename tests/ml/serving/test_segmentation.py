@@ -5,13 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from ml.preprocess import PreprocessConfig, preprocess_with_lung_mask
+from ml.serving.preprocess import PreprocessConfig, preprocess_with_lung_mask
 
 
 @pytest.fixture(scope="module")
 def segmenter_root(tmp_path_factory):
-    from ml.export import export_tflite
-    from ml.segmentation import METADATA_FILE, MODEL_FILE, build_unet
+    from ml.serving.segmentation import METADATA_FILE, MODEL_FILE
+    from ml.training.export import export_tflite
+    from ml.training.segmenter import build_unet
 
     root = tmp_path_factory.mktemp("segmenters")
     for name, threshold in (("untrained", 0.5), ("never_finds_lungs", 1.5)):
@@ -25,7 +26,7 @@ def segmenter_root(tmp_path_factory):
 @pytest.fixture
 def segmenters(segmenter_root, monkeypatch):
     """The stand-in segmenters ("untrained", "never_finds_lungs") in place of the trained one, for one test."""
-    from ml.segmentation import load_segmenter
+    from ml.serving.segmentation import load_segmenter
 
     monkeypatch.setenv("CXR_SEGMENTER_ROOT", str(segmenter_root))
     load_segmenter.cache_clear()
@@ -39,8 +40,8 @@ LUNG_CROP = dict(input_size=64, equalize="histogram", crop="lungs", mask_outside
 
 
 def test_mask_has_film_size_and_falls_back_to_the_prior(segmenters):
-    from ml.lungs import prior_lung_mask
-    from ml.segmentation import segment_lungs
+    from ml.serving.lungs import prior_lung_mask
+    from ml.serving.segmentation import segment_lungs
 
     film = np.random.default_rng(0).uniform(0, 1, (300, 250)).astype(np.float32)
     mask, _ = segment_lungs(film, segmenter="untrained")
@@ -71,7 +72,7 @@ def test_frame_equalisation_keeps_lung_density_relative_to_the_chest(segmenters)
 def test_square_filters_equal_pillows_rank_filters(size):
     from PIL import Image, ImageFilter
 
-    from ml.segmentation import _square_filter
+    from ml.serving.segmentation import _square_filter
 
     rng = np.random.default_rng(size)
     mask = rng.random((96, 80)) < 0.55
@@ -83,7 +84,7 @@ def test_square_filters_equal_pillows_rank_filters(size):
 
 
 def test_preprocessing_reports_when_the_lungs_were_not_found(segmenters):
-    from ml.preprocess import LUNGS_NOT_FOUND, preprocess, preprocess_checked
+    from ml.serving.preprocess import LUNGS_NOT_FOUND, preprocess, preprocess_checked
 
     film = np.random.default_rng(2).uniform(0.2, 1, (200, 180)).astype(np.float32)
     lungs = PreprocessConfig(**LUNG_CROP)
@@ -95,7 +96,7 @@ def test_preprocessing_reports_when_the_lungs_were_not_found(segmenters):
 
 
 def test_a_strip_too_thin_for_any_lung_pixel_is_preprocessed_whole(segmenters):
-    from ml.preprocess import LUNGS_NOT_FOUND, preprocess_checked
+    from ml.serving.preprocess import LUNGS_NOT_FOUND, preprocess_checked
 
     # 8192 x 32 shrinks to one pixel across in the working frame: the fallback lung prior has no pixel there.
     strip = np.random.default_rng(3).uniform(0, 1, (8192, 32)).astype(np.float32)

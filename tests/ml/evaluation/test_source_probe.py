@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from ml.source_probe import (
+from ml.evaluation.source_probe import (
     MIN_PATIENTS_PER_SOURCE,
     fit_logistic,
     input_grid,
@@ -141,8 +141,8 @@ def test_model_probe_covers_input_features_and_answers_and_reads_as_a_sentence()
 
 
 def test_features_from_keras_equal_those_of_the_exported_features_model(familiar_model_dir, tmp_path):
-    from ml.inference import Predictor
-    from ml.preprocess import preprocess_checked
+    from ml.serving.predictor import Predictor
+    from ml.serving.preprocess import preprocess_checked
     from tests.conftest import synthetic_training_set
 
     without_check = tmp_path / "no-familiarity"

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ml.stability import (
+from ml.serving.stability import (
     PERTURBATIONS,
     answer_moves,
     changed_films,

@@ -3,7 +3,7 @@ import csv
 import numpy as np
 from PIL import Image
 
-from ml.datasets import (
+from ml.evaluation.datasets import (
     Sample,
     leave_one_source_out,
     load_dataset,
@@ -11,7 +11,7 @@ from ml.datasets import (
     make_patient_split,
     save_split,
 )
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 
 
 def _write_png(path, value=128):

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ml.gradcam import gradcam, overlay_png
+from ml.serving.gradcam import gradcam, overlay_png
 
 
 def test_overlay_is_a_png_of_the_input_size():
@@ -15,7 +15,7 @@ def test_overlay_is_a_png_of_the_input_size():
 
 
 def test_gradcam_heatmap_has_input_size_and_unit_range():
-    from ml.architectures import build_model
+    from ml.training.architectures import build_model
 
     model = build_model(architecture="tiny", input_size=32)
     image = np.random.default_rng(0).uniform(0, 1, (32, 32, 1)).astype(np.float32)
@@ -30,8 +30,8 @@ def test_cam_tflite_gives_the_keras_grad_cam_without_tensorflow(tiny_model_dir, 
     import subprocess
     import sys
 
-    from ml.artifact import load_metadata
-    from ml.inference import Predictor
+    from ml.serving.artifact import load_metadata
+    from ml.serving.predictor import Predictor
 
     metadata = load_metadata(tiny_model_dir)
     assert metadata.cam_file == "cam.tflite" and (tiny_model_dir / "cam.tflite").is_file()
@@ -43,7 +43,7 @@ def test_cam_tflite_gives_the_keras_grad_cam_without_tensorflow(tiny_model_dir, 
             assert np.abs(predictor.heatmap(image, class_index) - gradcam(predictor.keras_model, image, class_index)).max() <= 1e-4
 
     code = (
-        "import sys, json, numpy as np; from ml.inference import Predictor; "
+        "import sys, json, numpy as np; from ml.serving.predictor import Predictor; "
         f"p = Predictor.load({str(tiny_model_dir)!r}); "
         "r = p.predict_one(np.random.default_rng(0).uniform(0, 1, (80, 80)).astype(np.float32), with_heatmap=True); "
         "print(json.dumps([r.heatmap.shape[0], float(r.heatmap.max()), 'tensorflow' in sys.modules, 'keras' in sys.modules]))"
@@ -59,7 +59,7 @@ def test_tampered_cam_file_is_refused(tiny_model_dir, tmp_path):
 
     import pytest
 
-    from ml.inference import Predictor
+    from ml.serving.predictor import Predictor
 
     copy = tmp_path / "model"
     shutil.copytree(tiny_model_dir, copy)
@@ -69,8 +69,8 @@ def test_tampered_cam_file_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_heads_that_are_not_pooling_plus_dense_have_no_cam_model():
-    from ml.architectures import build_model
-    from ml.gradcam import cam_model
+    from ml.serving.gradcam import cam_model
+    from ml.training.architectures import build_model
 
     assert cam_model(build_model(architecture="seed", input_size=64)) is None
     maps = cam_model(build_model(architecture="sepres", input_size=64))

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ml.imaging import ImageDecodeError, decode_image, encode_png, sniff_format
+from ml.serving.imaging import ImageDecodeError, decode_image, encode_png, sniff_format
 from tests import images
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ml import evaluate
+from ml.evaluation import evaluate
+from ml.evaluation.datasets import select_samples
 
 SIZE = 48
 CLASSES = ("covid", "normal", "pneumonia")
@@ -25,7 +26,7 @@ def _films(n: int, seed: int):
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    from ml.train import train_from_arrays
+    from ml.training.train import train_from_arrays
 
     films, labels = _films(90, seed=0)
     out = tmp_path_factory.mktemp("artifact")
@@ -137,7 +138,7 @@ def test_manifest_split_and_per_source(artifact, tmp_path):
     assert loso["n"] == sum(1 for _, _, i in written if i % 2)
     # Its validation part (what ml.recalibrate refits on) leaves alpha out too.
     split.write_text(json.dumps({"seed": 0, "train": [], "val": keys, "test": [], "notes": {"leave_out_source": "alpha"}}))
-    val = evaluate.select_samples(data=data, manifest=data / "manifest.csv", split_file=split, subset="val")
+    val = select_samples(data=data, manifest=data / "manifest.csv", split_file=split, subset="val")
     assert {s.source for s in val} == {"beta"} and len(val) == sum(1 for _, _, i in written if i % 2 == 0)
 
 
@@ -181,7 +182,7 @@ def test_summary_of_perfect_predictions():
 def test_training_overlap_ignores_the_left_out_source(tmp_path):
     from pathlib import Path
 
-    from ml.datasets import Sample
+    from ml.evaluation.datasets import Sample
 
     (tmp_path / "split.json").write_text(
         json.dumps({"seed": 0, "train": ["a", "b"], "val": ["c"], "test": ["d"], "notes": {"leave_out_source": "x"}})
@@ -212,8 +213,8 @@ def test_cli_explains_an_empty_or_unreadable_folder(artifact, tmp_path, capsys):
 def test_recalibrate_refits_temperature_and_threshold_and_keeps_the_model(artifact, tmp_path, capsys):
     import shutil
 
-    from ml import recalibrate
-    from ml.artifact import load_metadata, verify_artifact
+    from ml.serving.artifact import load_metadata, verify_artifact
+    from ml.training import recalibrate
 
     copy = tmp_path / "model"
     shutil.copytree(artifact, copy)
@@ -248,7 +249,7 @@ def test_recalibrate_refits_temperature_and_threshold_and_keeps_the_model(artifa
 
 
 def test_recalibrate_explains_data_without_covid(artifact, tmp_path, capsys):
-    from ml import recalibrate
+    from ml.training import recalibrate
 
     data = tmp_path / "site"
     _write_folder(data, classes=("normal", "pneumonia"))
@@ -260,7 +261,7 @@ def test_recalibrate_explains_data_without_covid(artifact, tmp_path, capsys):
 def test_record_stores_the_shortcut_audit_with_the_artifact_it_evaluated(artifact, tmp_path, capsys):
     import shutil
 
-    from ml.artifact import SHORTCUT_AUDIT_FILE, held_out_evaluation, load_metadata
+    from ml.serving.artifact import SHORTCUT_AUDIT_FILE, held_out_evaluation, load_metadata
 
     model = tmp_path / "model"
     shutil.copytree(artifact, model)

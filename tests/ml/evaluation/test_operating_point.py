@@ -1,12 +1,8 @@
 import numpy as np
 import pytest
 
-from ml.calibration import (
-    apply_temperature,
-    choose_threshold,
-    classification_metrics,
-    fit_temperature,
-)
+from ml.evaluation.operating_point import choose_threshold, classification_metrics, fit_temperature
+from ml.serving.calibration import apply_temperature
 
 
 def test_temperature_one_leaves_probabilities_unchanged():
@@ -42,7 +38,7 @@ def test_metrics_report_accuracy_and_sensitivity():
 
 
 def test_sensitivity_lower_bound_matches_closed_forms():
-    from ml.calibration import sensitivity_lower_bound
+    from ml.evaluation.operating_point import sensitivity_lower_bound
 
     # All detected: the bound solves p**n = 1 - confidence.
     assert sensitivity_lower_bound(102, 102, confidence=0.95) == pytest.approx(0.05 ** (1 / 102), abs=1e-9)
@@ -56,7 +52,7 @@ def test_sensitivity_lower_bound_matches_closed_forms():
 
 
 def test_confident_threshold_proves_the_target_and_costs_specificity():
-    from ml.calibration import sensitivity_lower_bound
+    from ml.evaluation.operating_point import sensitivity_lower_bound
 
     rng = np.random.default_rng(2)
     is_positive = rng.random(600) < 0.3

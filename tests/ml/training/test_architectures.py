@@ -1,7 +1,8 @@
 import subprocess
 import sys
 
-from ml.architectures import ARCHITECTURES, GRADCAM_LAYER, build_model
+from ml.serving.gradcam import GRADCAM_LAYER
+from ml.training.architectures import ARCHITECTURES, build_model
 
 
 def test_seed_matches_its_published_shape():
@@ -26,15 +27,15 @@ def test_sepres_wide_doubles_every_layer():
     assert wide.get_layer("stem_conv").filters == 48
 
 
-
 def test_tiny_has_a_few_thousand_parameters():
     assert build_model(architecture="tiny", input_size=64).count_params() < 5000
 
 
 def test_importing_serving_modules_does_not_load_tensorflow_or_django():
     code = (
-        "import sys, ml.preprocess, ml.inference, ml.datasets, ml.artifact, ml.calibration, ml.augment, "
-        "ml.gradcam, ml.export, ml.architectures, ml.train, ml.segmentation; "
+        "import sys, ml.serving.preprocess, ml.serving.predictor, ml.evaluation.datasets, ml.serving.artifact, "
+        "ml.serving.calibration, ml.training.augment, ml.serving.gradcam, ml.training.export, "
+        "ml.training.architectures, ml.training.train, ml.serving.segmentation; "
         "print('tensorflow' in sys.modules, 'keras' in sys.modules, 'django' in sys.modules)"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

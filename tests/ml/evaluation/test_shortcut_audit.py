@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from ml import shortcut_audit
-from ml.lungs import lung_mask
+from ml.evaluation import shortcut_audit
+from ml.serving.lungs import lung_mask
 
 SIZE = 32
 
@@ -109,7 +109,7 @@ def test_audit_summarises_gradcam_maps_and_attaches_loso(tmp_path):
 
 
 def test_report_tabulates_loso_runs():
-    from ml.report import loso_lines
+    from ml.evaluation.report import loso_lines
 
     loso = {
         "runs": {
