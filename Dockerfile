@@ -17,6 +17,7 @@ COPY --chown=portal:portal . .
 # Placeholder values: collectstatic only needs settings to load; the real ones come from .env at run time.
 RUN DJANGO_SECRET_KEY=build DJANGO_ALLOWED_HOSTS=build DATABASE_URL=sqlite:////tmp/build.sqlite3 \
     CELERY_BROKER_URL=memory:// CXR_STORAGE_KEY=MDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA= \
+    CXR_AUDIT_KEY=build-placeholder-audit-key-000000000000 \
     python manage.py collectstatic --noinput
 
 # A named volume mounted here takes this directory's owner, so the portal user can write images.

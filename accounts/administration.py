@@ -1,4 +1,6 @@
-"""Pages for administrators: people, their access, and model versions. Every change goes through an audited service."""
+"""Pages for administrators: people and their access. Every change goes through an audited service.
+
+Model versions are managed on the Models page (diagnosis.model_version_views)."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,9 +15,9 @@ from rest_framework.authtoken.models import Token
 
 from audit.services import audit_record
 from cxr_portal.form_errors import form_add_service_errors
-from diagnosis.access import require_capability
 
 from . import selectors, services
+from .access import require_capability
 from .administration_forms import PasswordResetForm, RoleForm, UserCreateForm, UserSearchForm
 from .models import User
 from .roles import Capability, RoleName
@@ -171,88 +173,3 @@ def user_token_revoke_view(request, user_id: int):
     return _user_action(request, user_id, action="auth.token_revoke", done=_("API token of %(username)s revoked."),
                         run=lambda user: services.api_token_revoke(actor=request.user, user=user))
 
-
-# Model versions -------------------------------------------------------------------------------
-
-
-@login_required
-@require_GET
-def model_version_list(request):
-    from diagnosis.models import ModelVersion
-
-    require_capability(user=request.user, capability=Capability.MANAGE_MODELS, action="model_version.list")
-    from diagnosis.selectors import model_versions_with_held_out_figures
-
-    versions = ModelVersion.objects.select_related("registered_by").order_by("-created_at")
-    return render(request, "administration/model_versions.html",
-                  {"versions": model_versions_with_held_out_figures(versions)})
-
-
-def _model_version_action(request, model_version_id: int, *, action: str, run, done: str):
-    from diagnosis.models import ModelVersion
-
-    require_capability(user=request.user, capability=Capability.MANAGE_MODELS, action=action)
-    model_version = ModelVersion.objects.filter(id=model_version_id).first()
-    if model_version is None:
-        raise Http404(_("No such model version."))
-    try:
-        run(model_version)
-    except ValidationError as error:
-        for message in error.messages:
-            messages.error(request, message)
-    else:
-        messages.success(request, done % {"model": str(model_version)})
-    return redirect("administration:model_versions")
-
-
-def _percent(value) -> str:
-    return f"{value:.0%}" if isinstance(value, (int, float)) else "?"
-
-
-@login_required
-@require_POST
-def model_version_activate_view(request, model_version_id: int):
-    """Promote a candidate, or roll back to a retired version: either way it becomes the one active version.
-
-    When the version's own validation films already break a limit the site monitor holds it to, the
-    administrator is told now: the monitor's comparisons with validation will never show that failure. So
-    too when its shortcut audit suspects a shortcut, or when it has none.
-    """
-    from diagnosis.services.model_registry import model_version_activate
-    from diagnosis.services.monitoring import model_version_reference_breaches
-
-    def activate(version):
-        model_version_activate(model_version=version, actor=request.user)
-        audit = (version.evaluation or {}).get("shortcut_audit")
-        if audit is None:
-            messages.info(request, _(
-                "No shortcut audit is recorded for %(model)s: whether it reads the lungs or the film around them "
-                "is unknown (python -m ml evaluate --record on its test split records one)."
-            ) % {"model": version})
-        elif audit.get("shortcut_suspected"):
-            messages.warning(request, _(
-                "%(model)s still classifies %(accuracy)s of its test films correctly with the lungs hidden "
-                "(chance %(chance)s): it reads the film around the lungs, which does not carry over to another "
-                "hospital's films."
-            ) % {"model": version, "accuracy": _percent(audit.get("lungs_hidden_accuracy")),
-                 "chance": _percent(audit.get("chance_accuracy"))})
-        for breach in model_version_reference_breaches(version):
-            messages.warning(request, _(
-                "On its own validation films %(model)s already breaks the site monitor's %(check)s limit "
-                "(%(hits)s of %(films)s films against %(limit)s). The monitor compares this site with those films, "
-                "so only its limit checks can show this failure: watch its first results closely."
-            ) % {"model": version, "check": breach.code, "hits": breach.reference_hits, "films": breach.reference_n,
-                 "limit": f"{breach.limit:.0%}"})
-
-    return _model_version_action(request, model_version_id, action="model_version.activate",
-                                 done=_("%(model)s is now the active model."), run=activate)
-
-
-@login_required
-@require_POST
-def model_version_retire_view(request, model_version_id: int):
-    from diagnosis.services.model_registry import model_version_retire
-
-    return _model_version_action(request, model_version_id, action="model_version.retire",
-                                 done=_("%(model)s retired."),
-                                 run=lambda version: model_version_retire(model_version=version, actor=request.user))

@@ -15,7 +15,4 @@ urlpatterns = [
     path("users/<int:user_id>/unlock/", views.user_unlock_view, name="user_unlock"),
     path("users/<int:user_id>/two-factor-reset/", views.user_two_factor_reset_view, name="user_two_factor_reset"),
     path("users/<int:user_id>/token-revoke/", views.user_token_revoke_view, name="user_token_revoke"),
-    path("models/", views.model_version_list, name="model_versions"),
-    path("models/<int:model_version_id>/activate/", views.model_version_activate_view, name="model_version_activate"),
-    path("models/<int:model_version_id>/retire/", views.model_version_retire_view, name="model_version_retire"),
 ]

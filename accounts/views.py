@@ -4,10 +4,11 @@ import base64
 import io
 
 from django.contrib.auth import authenticate
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import reverse
+from django.urls import Resolver404, resolve, reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
@@ -21,18 +22,69 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from . import services
-from .forms import TwoFactorForm
-from .roles import user_requires_two_factor
+from .forms import LoginForm, TwoFactorForm
+from .roles import Capability, user_can, user_requires_two_factor
 
 SETUP_DEVICE_SESSION_KEY = "cxr_totp_setup_device"
 
+# The capability each page needs, by URL name (exact) or namespace. The views check the same capabilities on
+# every request; this only picks where a sign-in lands, so nobody is sent to a page their role refuses (and
+# the audit trail does not record a refusal they never asked for).
+PAGE_CAPABILITIES: dict[str, tuple[Capability, ...]] = {
+    "diagnosis:home": (),
+    "diagnosis:model_versions": (Capability.MANAGE_MODELS, Capability.VIEW_AUDIT),
+    "diagnosis:model_version_monitoring": (Capability.MANAGE_MODELS, Capability.VIEW_AUDIT),
+    "diagnosis:model_version_activate": (Capability.MANAGE_MODELS,),
+    "diagnosis:model_version_retire": (Capability.MANAGE_MODELS,),
+    "diagnosis:alert_deliveries": (Capability.MANAGE_USERS,),
+    "diagnosis": (Capability.VIEW_CLINICAL,),
+    "administration": (Capability.MANAGE_USERS,),
+    "audit": (Capability.VIEW_AUDIT,),
+}
 
-def _next_url(request) -> str:
+
+def page_allowed_for(user, path: str) -> bool:
+    """Whether ``user``'s role may open the page at ``path`` (a sign-in page never: it would loop)."""
+    try:
+        match = resolve(path.split("?", 1)[0])
+    except Resolver404:
+        return False
+    if match.namespace == "accounts":
+        return False
+    needed = PAGE_CAPABILITIES.get(match.view_name, PAGE_CAPABILITIES.get(match.namespace, ()))
+    return not needed or any(user_can(user, capability) for capability in needed)
+
+
+def landing_url(request, user) -> str:
+    """Where a sign-in ends: the page asked for (``next``) when it is on this site and the role may open it,
+    otherwise the role's home page."""
     candidate = request.POST.get("next") or request.GET.get("next") or ""
-    if candidate and url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()},
-                                                      require_https=request.is_secure()):
+    if (candidate and url_has_allowed_host_and_scheme(candidate, allowed_hosts={request.get_host()},
+                                                       require_https=request.is_secure())
+            and page_allowed_for(user, candidate)):
         return candidate
     return reverse("diagnosis:home")
+
+
+def _next_url(request) -> str:
+    return landing_url(request, request.user)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's sign-in page; it lands on ``next`` only when the role may open it (landing_url)."""
+
+    template_name = "accounts/login.html"
+    authentication_form = LoginForm
+    redirect_authenticated_user = True
+
+    def get_success_url(self) -> str:
+        user = self.request.user if self.request.user.is_authenticated else None
+        if user is not None and user_requires_two_factor(user):
+            # The second factor comes next; it carries ``next`` on and decides once the role is proven.
+            candidate = self.get_redirect_url()
+            target = reverse("accounts:two_factor")
+            return f"{target}?{urlencode({'next': candidate})}" if candidate else target
+        return landing_url(self.request, user)
 
 
 @login_required

@@ -9,16 +9,20 @@ class Outcome(models.TextChoices):
 
 
 class AuditEvent(models.Model):
-    """One thing that happened, append-only and chained to the event before it by hash.
+    """One thing that happened, append-only and chained to the event before it by a keyed hash (HMAC).
 
-    PostgreSQL refuses UPDATE and DELETE on this table (see the migration's trigger);
-    ``manage.py audit_verify`` recomputes the chain.
+    PostgreSQL refuses UPDATE and DELETE on this table (see the migration's trigger), the application's
+    database role may only INSERT and SELECT, and ``manage.py audit_anchor`` writes the chain's head to
+    a file outside the database. ``manage.py audit_verify`` recomputes the chain against the anchors.
     """
 
     sequence = models.BigIntegerField(unique=True, editable=False)
     created_at = models.DateTimeField(editable=False)
+    # No database constraint and no cascade: deleting a user must not UPDATE audit rows, which the
+    # application's database role may not do (docs/operations.md, "Database roles").
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+        related_name="+",
     )
     actor_username = models.CharField(max_length=150, blank=True)
     actor_role = models.CharField(max_length=32, blank=True)

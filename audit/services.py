@@ -1,11 +1,16 @@
 """Write audit events: one call per action, inside the transaction of the change it records."""
 
 import hashlib
+import hmac
 import json
 
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
+
+from cxr_portal.keys import MINIMUM_AUDIT_KEY_CHARACTERS
 
 from .context import current_request_context
 from .models import AuditEvent, Outcome
@@ -20,7 +25,7 @@ def _canonical(value) -> str:
 
 
 def event_hash_payload(event: AuditEvent) -> dict:
-    # actor_id is left out: deleting a user nulls it, and the username/role snapshot carries who it was.
+    # actor_id is left out: the username/role snapshot carries who it was, also after the user is deleted.
     return {
         "sequence": event.sequence,
         "created_at": event.created_at.isoformat(),
@@ -39,8 +44,24 @@ def event_hash_payload(event: AuditEvent) -> dict:
     }
 
 
+def audit_chain_key() -> bytes:
+    """The HMAC key of the chain (``CXR_AUDIT_KEY``), never stored in the database."""
+    configured = settings.AUDIT_CHAIN_KEY
+    if configured:
+        if len(configured) < MINIMUM_AUDIT_KEY_CHARACTERS:
+            raise ImproperlyConfigured(f"CXR_AUDIT_KEY must be at least {MINIMUM_AUDIT_KEY_CHARACTERS} characters.")
+        return configured.encode("utf-8")
+    # Zero-configuration development and tests only: production settings refuse to start without a key.
+    return hashlib.sha256(b"cxr-portal audit chain:" + settings.SECRET_KEY.encode("utf-8")).digest()
+
+
+def keyed_digest(text: str) -> str:
+    return hmac.new(audit_chain_key(), text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 def compute_event_hash(event: AuditEvent) -> str:
-    return hashlib.sha256(_canonical(event_hash_payload(event)).encode("utf-8")).hexdigest()
+    """HMAC-SHA256 of the event and the hash before it: without the key a rewritten chain cannot be recomputed."""
+    return keyed_digest(_canonical(event_hash_payload(event)))
 
 
 def _lock_chain() -> None:

@@ -3,25 +3,21 @@
 Each read is itself written to the audit trail, with the filters used.
 """
 
-import csv
-
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import StreamingHttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from accounts.access import require_capability
 from accounts.roles import Capability
-from diagnosis.access import require_capability
+from cxr_portal.csv_export import csv_download
 
 from . import selectors
 from .forms import AuditEventFilterForm, PredictionFilterForm
 from .services import audit_record
 
 PAGE_SIZE = 50
-# Spreadsheet programs run a cell that starts with one of these as a formula.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _filters(form) -> dict:
@@ -32,31 +28,6 @@ def _filters(form) -> dict:
 
 def _filters_for_audit(filters: dict) -> dict:
     return {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in filters.items()}
-
-
-def csv_cell(value) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-def _csv_response(rows, *, header: list[str], filename: str) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
-
-    def lines():
-        yield writer.writerow(header)
-        for row in rows:
-            yield writer.writerow([csv_cell(cell) for cell in row])
-
-    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Cache-Control"] = "private, no-store"
-    return response
 
 
 @login_required
@@ -85,7 +56,7 @@ def event_export(request):
     audit_record(actor=request.user, action="audit.export",
                  details={"filters": _filters_for_audit(filters), "rows": events.count()})
     rows = ([getattr(event, column) for column in EVENT_COLUMNS] for event in events.iterator(chunk_size=2000))
-    return _csv_response(rows, header=EVENT_COLUMNS, filename=f"audit-log-{timezone.now():%Y%m%d-%H%M%S}.csv")
+    return csv_download(rows, header=EVENT_COLUMNS, filename=f"audit-log-{timezone.now():%Y%m%d-%H%M%S}.csv")
 
 
 @login_required
@@ -105,16 +76,22 @@ PREDICTION_COLUMNS = ["prediction_id", "created_at", "patient_mrn", "accession_n
                       "probability_pneumonia", "covid_threshold", "covid_alert", "feedback", "alerts"]
 
 
+def _alert_state(alert) -> str:
+    """The alert's state as the alert list shows it: withdrawn and acknowledged alerts were both reviewed."""
+    if alert.withdrawn_at is not None:
+        who = alert.withdrawn_by.username if alert.withdrawn_by else ""
+        return f"withdrawn by {who} {alert.withdrawn_at:%Y-%m-%d %H:%M} (result marked wrong)"
+    if alert.acknowledged_at is not None:
+        return f"acknowledged by {alert.acknowledged_by.username} {alert.acknowledged_at:%Y-%m-%d %H:%M}"
+    return "open"
+
+
 def _prediction_row(prediction) -> list:
     study = prediction.study
     probabilities = prediction.probabilities or {}
     feedback = "; ".join(f"{item.author.username}: {item.correct_label}" + (f" ({item.note})" if item.note else "")
                          for item in prediction.feedback.all())
-    alerts = "; ".join(
-        f"{alert.created_at:%Y-%m-%d %H:%M} "
-        + (f"acknowledged by {alert.acknowledged_by.username} {alert.acknowledged_at:%Y-%m-%d %H:%M}" if alert.acknowledged_by else "unacknowledged")
-        for alert in prediction.alerts.all()
-    )
+    alerts = "; ".join(f"{alert.created_at:%Y-%m-%d %H:%M} {_alert_state(alert)}" for alert in prediction.alerts.all())
     return [prediction.id, prediction.created_at.isoformat(), study.patient.mrn, study.accession_number,
             study.uploaded_by.username if study.uploaded_by else "", prediction.model_version.name,
             prediction.model_version.version, prediction.predicted_label, probabilities.get("covid"),
@@ -132,4 +109,4 @@ def prediction_export(request):
                  details={"filters": _filters_for_audit(filters), "rows": predictions.count()})
     # Prefetching needs a chunk size with iterator(); 500 keeps memory flat on a long history.
     rows = (_prediction_row(prediction) for prediction in predictions.iterator(chunk_size=500))
-    return _csv_response(rows, header=PREDICTION_COLUMNS, filename=f"prediction-history-{timezone.now():%Y%m%d-%H%M%S}.csv")
+    return csv_download(rows, header=PREDICTION_COLUMNS, filename=f"prediction-history-{timezone.now():%Y%m%d-%H%M%S}.csv")

@@ -1,8 +1,16 @@
 """Project-wide HTTP hardening that no single app owns."""
 
+import logging
+import sys
+
 from django.conf import settings
-from django.http import HttpResponse
+from django.db import InterfaceError, OperationalError
+from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
+from django.views import defaults
+
+logger = logging.getLogger(__name__)
 
 
 class RequestSizeLimitMiddleware:
@@ -48,3 +56,49 @@ class SecurityHeadersMiddleware:
         if disposition.lower().startswith("inline"):
             response.headers["Content-Disposition"] = "attachment" + disposition[len("inline"):]
         return response
+
+
+# What an unreachable or restarting PostgreSQL looks like to Django.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER_SECONDS = 10
+
+
+def database_unavailable_response(request) -> HttpResponse:
+    """503 with Retry-After: JSON for the API, a page that reloads itself for people. Queries nothing."""
+    if request.path.startswith("/api/"):
+        response = JsonResponse(
+            {"detail": _("The service is temporarily unavailable (database). Please retry shortly.")}, status=503
+        )
+    else:
+        response = HttpResponse(
+            render_to_string("503.html", {"retry_after": DATABASE_RETRY_AFTER_SECONDS}), status=503
+        )
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+class DatabaseUnavailableMiddleware:
+    """A view that fails because PostgreSQL is down answers 503, not 500.
+
+    Failures inside other middleware (loading the session or the user) reach server_error below instead.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if isinstance(exception, DATABASE_ERRORS):
+            logger.warning("Database unavailable: %s %s: %s", request.method, request.path, exception)
+            return database_unavailable_response(request)
+        return None
+
+
+def server_error(request):
+    """handler500: Django calls it while handling the exception, so sys.exc_info() names the cause."""
+    if isinstance(sys.exc_info()[1], DATABASE_ERRORS):
+        return database_unavailable_response(request)
+    return defaults.server_error(request)

@@ -3,6 +3,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from rest_framework.routers import DefaultRouter
 
 from diagnosis.api import AgreementView, AlertViewSet, PatientViewSet, StudyViewSet
+from diagnosis.dicomweb import StowStudiesView
 
 router = DefaultRouter(use_regex_path=False)
 # One URL per operation (no /api/studies.json twins): fewer routes to authorise and to test.
@@ -10,6 +11,9 @@ router.include_format_suffixes = False
 router.register("patients", PatientViewSet, basename="patient")
 router.register("studies", StudyViewSet, basename="study")
 router.register("alerts", AlertViewSet, basename="alert")
+
+# PostgreSQL down while a middleware loads the session or the user: a 503 page, not a 500.
+handler500 = "cxr_portal.middleware.server_error"
 
 urlpatterns = [
     path("", include("diagnosis.urls")),
@@ -21,6 +25,8 @@ urlpatterns = [
     path("api/model-versions/agreement/", AgreementView.as_view(), name="api-model-version-agreement"),
     path("api/", include(router.urls)),
     path("api/auth/", include("accounts.api_urls")),
+    # DICOMweb STOW-RS for systems that push chest radiographs over HTTP (token auth).
+    path("dicomweb/studies", StowStudiesView.as_view(), name="dicomweb-stow-studies"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script from a URL, so the Content-Security-Policy needs no inline scripts.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),

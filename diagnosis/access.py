@@ -5,25 +5,15 @@ through these functions. Each checks the user's capability (accounts.roles),
 denies by default, and writes the read (or the refused attempt) to the audit trail.
 """
 
-from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
 from django.utils.translation import gettext as _
 
+from accounts.access import require_capability
 from accounts.roles import Capability, user_can
-from audit.models import Outcome
 from audit.services import audit_record
 
 from .models import Alert, AlertDelivery, Patient, Prediction, Study
-
-
-def require_capability(*, user, capability: Capability, action: str, target=None) -> None:
-    if user_can(user, capability):
-        return
-    if getattr(user, "is_authenticated", False):
-        audit_record(actor=user, action=action, target=target, outcome=Outcome.DENIED,
-                     details={"required": capability.value})
-    raise PermissionDenied(_("Your role does not allow this."))
 
 
 def require_model_oversight(*, user, action: str) -> None:

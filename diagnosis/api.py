@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.roles import Capability, user_can
+from cxr_portal.middleware import DATABASE_ERRORS, database_unavailable_response
 from audit.services import audit_record
 
 from . import access, selectors
@@ -36,12 +37,20 @@ from .services.feedback import feedback_record
 from .services.fhir import study_fhir_bundle
 from .services.reports import study_report_pdf
 from .upload_messages import upload_message_translated
-from .services.ingest import UploadRateLimited, study_create
+from .services.ingest import UploadRateLimited, UploadReplayed, study_create
 from .services.patients import patient_create
 
 
+IDEMPOTENCY_KEY_MAX_LENGTH = 128
+
+
 def exception_handler(exc, context):
-    """Django's ValidationError (raised by services) becomes a 400 with its messages, never a 500."""
+    """Django's ValidationError (raised by services) becomes a 400 with its messages, never a 500.
+
+    PostgreSQL being down becomes a 503 with Retry-After (cxr_portal.middleware.database_unavailable_response).
+    """
+    if isinstance(exc, DATABASE_ERRORS):
+        return database_unavailable_response(context["request"])
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
             detail = {name: [upload_message_translated(m) for m in messages] for name, messages in exc.message_dict.items()}
@@ -164,17 +173,26 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         serializer = StudyUploadSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        idempotency_key = request.headers.get("Idempotency-Key", "").strip()
+        if len(idempotency_key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+            raise DRFValidationError({"Idempotency-Key": [f"At most {IDEMPOTENCY_KEY_MAX_LENGTH} characters."]})
         patient = access.patient_for_upload(user=request.user, patient_id=data["patient"])
         upload = data["file"]
-        study = study_create(
-            patient=patient,
-            uploaded_by=request.user,
-            data=upload.read(),
-            filename=upload.name,
-            accession_number=data.get("accession_number", ""),
-            view_position=data.get("view_position", ""),
-            acquisition_date=data.get("acquisition_date"),
-        )
+        try:
+            study = study_create(
+                patient=patient,
+                uploaded_by=request.user,
+                data=upload.read(),
+                filename=upload.name,
+                accession_number=data.get("accession_number", ""),
+                view_position=data.get("view_position", ""),
+                acquisition_date=data.get("acquisition_date"),
+                idempotency_key=idempotency_key,
+            )
+        except UploadReplayed as replay:
+            # A retry of an upload that was stored: the first study, not a second one.
+            return Response(StudySerializer(access.study_get_for_user(user=request.user, study_id=replay.study.id)).data,
+                            status=status.HTTP_200_OK)
         return Response(StudySerializer(access.studies_for_user(user=request.user).get(id=study.id)).data,
                         status=status.HTTP_201_CREATED)
 

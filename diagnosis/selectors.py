@@ -18,7 +18,7 @@ from django.db.models import (
     Value,
     When,
 )
-
+from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
 from . import access
@@ -47,10 +47,16 @@ def worklist_studies(*, user, filters: WorklistFilters) -> QuerySet[Study]:
         latest_label=Subquery(latest.values("predicted_label")[:1]),
         latest_covid_probability=Subquery(latest.values("covid_probability")[:1], output_field=FloatField()),
         suspected_covid=Exists(Alert.objects.filter(study=OuterRef("pk"), withdrawn_at__isnull=True)),
-    ).annotate(
+    )
+    # The most recent clinician judgement of the latest prediction: the worklist shows it beside the model's.
+    latest_review = Feedback.objects.filter(prediction_id=OuterRef("latest_prediction_id")).order_by("-updated_at", "-id")
+    studies = studies.annotate(
         reviewed_by_me=Exists(
             Feedback.objects.filter(prediction_id=OuterRef("latest_prediction_id"), author_id=user.id)
         ),
+        review_label=Subquery(latest_review.values("correct_label")[:1]),
+        review_agrees=Subquery(latest_review.values("agrees")[:1], output_field=BooleanField()),
+        review_author=Subquery(latest_review.values("author__username")[:1]),
     )
     if filters.status:
         studies = studies.filter(status=filters.status)
@@ -222,3 +228,15 @@ def held_out_figures(model_version: ModelVersion) -> HeldOutFigures:
 
 def model_versions_with_held_out_figures(versions) -> list[tuple[ModelVersion, HeldOutFigures]]:
     return [(version, held_out_figures(version)) for version in versions]
+
+
+def model_versions_for_page() -> list[tuple[ModelVersion, HeldOutFigures]]:
+    """Every version, newest first, with its held-out figures."""
+    return model_versions_with_held_out_figures(ModelVersion.objects.select_related("registered_by").order_by("-created_at"))
+
+
+def model_version_get(*, model_version_id: int) -> ModelVersion:
+    model_version = ModelVersion.objects.filter(pk=model_version_id).first()
+    if model_version is None:
+        raise Http404(_("No such model version."))
+    return model_version

@@ -87,6 +87,7 @@ class StudySerializer(serializers.ModelSerializer):
             "id", "accession_number", "patient", "view_position", "acquisition_date", "status",
             "attempt_count", "error_message", "original_filename", "image_format", "image_width",
             "image_height", "created_at", "completed_at", "prediction", "earlier_predictions", "alert",
+            "source", "sop_instance_uid",
         ]
         read_only_fields = fields
 

@@ -1,14 +1,18 @@
 """Texts that must read the same everywhere a result is shown (pages, API, PDF, e-mail), in the reader's language."""
 
-from django.utils.translation import gettext, gettext_lazy
+from django.utils import timezone
+from django.utils.formats import date_format, number_format
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
+
+# In English for machine receivers (the alert webhook); people read clinical_disclaimer() in their language.
+CLINICAL_DISCLAIMER = gettext_noop(
+    "This result supports, and does not replace, the judgement of a qualified clinician. "
+    "CXR Portal is not a medical device and does not make a diagnosis."
+)
 
 
 def clinical_disclaimer() -> str:
-    # Same words as settings.CLINICAL_DISCLAIMER, through the translation catalogue.
-    return gettext(
-        "This result supports, and does not replace, the judgement of a qualified clinician. "
-        "CXR Portal is not a medical device and does not make a diagnosis."
-    )
+    return gettext(CLINICAL_DISCLAIMER)
 
 
 # The model's class names (ml.labels.DISPLAY_NAMES) in the reader's language; ml/ itself stays free of Django.
@@ -39,11 +43,39 @@ def alert_meaning(metrics: dict | None) -> str | None:
     ) % {"caught": round(100 * sensitivity), "false": round(100 * (1 - specificity))}
 
 
-ALERT_STATES = {
-    "open": gettext_lazy("open"),
-    "acknowledged": gettext_lazy("acknowledged"),
-    "withdrawn": gettext_lazy("withdrawn"),
-}
+def alert_under_other_class(*, predicted_label: str, covid_probability: float, covid_threshold: float | None) -> str | None:
+    """Why a COVID-19 alert stands under another result, in plain words; None when the result is COVID-19 itself.
+
+    The result is the class with the highest probability; the alert fires from a lower COVID-19 probability on
+    purpose, so that fewer COVID-19 films are missed. Without this sentence a red alert under "Pneumonia" reads
+    as a contradiction.
+    """
+    if predicted_label == "covid" or covid_threshold is None or covid_probability < covid_threshold:
+        return None
+    return gettext(
+        "Why an alert when the result is %(result)s: the result is the class with the highest probability, but the "
+        "COVID-19 alert is raised on purpose from a lower probability (%(threshold)s), so that fewer COVID-19 cases "
+        "are missed. This film's COVID-19 probability (%(probability)s) is below that of %(result)s but above the "
+        "alert threshold: review it for COVID-19 as well."
+    ) % {"result": class_display_name(predicted_label),
+         "threshold": number_format(round(covid_threshold, 3), 3, use_l10n=True),
+         "probability": number_format(round(covid_probability, 3), 3, use_l10n=True)}
+
+
+def _when(moment) -> str:
+    return date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT")
+
+
+def alert_state_text(alert) -> str:
+    """Who did what to an alert and when, in the same words on the study page, the alert list, the prediction
+    history and the PDF: a withdrawn alert was reviewed too, and must never read as "unacknowledged"."""
+    if alert.withdrawn_at is not None:
+        return gettext("Withdrawn: %(user)s recorded that the result is wrong (%(when)s).") % {
+            "user": alert.withdrawn_by.get_username() if alert.withdrawn_by else "—", "when": _when(alert.withdrawn_at)}
+    if alert.acknowledged_at is not None:
+        return gettext("Acknowledged by %(user)s (%(when)s).") % {
+            "user": alert.acknowledged_by.get_username(), "when": _when(alert.acknowledged_at)}
+    return gettext("Open: not yet acknowledged by a clinician.")
 
 
 # Why a result is less reliable than usual (codes from ml.preprocess and ml.stability), in the reader's language.

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import model_version_views, views
 
 app_name = "diagnosis"
 
@@ -21,6 +21,10 @@ urlpatterns = [
     path("alerts/", views.alert_list, name="alert_list"),
     path("alerts/<int:alert_id>/acknowledge/", views.alert_acknowledge_view, name="alert_acknowledge"),
     path("alerts/deliveries/", views.alert_deliveries, name="alert_deliveries"),
-    path("models/", views.model_versions, name="model_versions"),
+    path("models/", model_version_views.model_versions, name="model_versions"),
+    path("models/<int:model_version_id>/activate/", model_version_views.model_version_activate_view,
+         name="model_version_activate"),
+    path("models/<int:model_version_id>/retire/", model_version_views.model_version_retire_view,
+         name="model_version_retire"),
     path("models/<int:version_id>/monitoring/", views.model_version_monitoring, name="model_version_monitoring"),
 ]

@@ -1,6 +1,5 @@
 """Pages. Each view validates, calls one access function or service, and renders."""
 
-import csv
 from dataclasses import asdict
 
 from django.conf import settings
@@ -17,11 +16,12 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from accounts.roles import Capability, user_can
 from audit.services import audit_record
+from cxr_portal.csv_export import csv_download
 from cxr_portal.form_errors import form_add_service_errors
 
 from . import access, selectors
 from .forms import FeedbackForm, PatientForm, PatientSearchForm, StudyUploadForm, WorklistFilterForm
-from .models import DeliveryOutcome, ModelVersion, StudyStatus
+from .models import DeliveryOutcome, StudyStatus
 from .selectors import WorklistFilters
 from .services import storage
 from .services.alerts import alert_acknowledge
@@ -72,35 +72,30 @@ def worklist_export_csv(request):
     filters = WorklistFilterForm(request.GET).filters()
     studies = list(selectors.worklist_studies(user=request.user, filters=filters)[:WORKLIST_EXPORT_LIMIT])
     audit_record(actor=request.user, action="study.export_csv", details={"rows": len(studies), **_filter_details(filters)})
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = 'attachment; filename="worklist.csv"'
-    response["Cache-Control"] = "private, no-store"
-    writer = csv.writer(response)
-    writer.writerow([
-        "accession_number", "patient_mrn", "patient_name", "status", "predicted_label", "covid_probability",
-        "suspected_covid", "alert_state", "uploaded_at", "completed_at", "model_version", "warnings",
-    ])
-    for study in studies:
-        predictions = list(study.predictions.all())
-        latest = predictions[0] if predictions else None
-        alert = getattr(study, "alert", None)
-        writer.writerow([_csv_cell(value) for value in (
-            study.accession_number, study.patient.mrn, study.patient.name, study.status,
-            latest.predicted_label if latest else "",
-            f"{latest.covid_probability:.4f}" if latest else "",
-            "yes" if study.suspected_covid else "no",
-            alert.state if alert else "",
-            study.created_at.isoformat(), study.completed_at.isoformat() if study.completed_at else "",
-            str(latest.model_version) if latest else "",
-            " ".join(latest.warnings or []) if latest else "",
-        )])
-    return response
+    return csv_download((_worklist_row(study) for study in studies), header=WORKLIST_EXPORT_COLUMNS,
+                        filename="worklist.csv")
 
 
-def _csv_cell(value) -> str:
-    # A cell starting with one of these runs as a formula in spreadsheet programs.
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+WORKLIST_EXPORT_COLUMNS = [
+    "accession_number", "patient_mrn", "patient_name", "status", "predicted_label", "covid_probability",
+    "suspected_covid", "alert_state", "uploaded_at", "completed_at", "model_version", "warnings",
+]
+
+
+def _worklist_row(study) -> list:
+    predictions = list(study.predictions.all())
+    latest = predictions[0] if predictions else None
+    alert = getattr(study, "alert", None)
+    return [
+        study.accession_number, study.patient.mrn, study.patient.name, study.status,
+        latest.predicted_label if latest else "",
+        f"{latest.covid_probability:.4f}" if latest else "",
+        "yes" if study.suspected_covid else "no",
+        alert.state if alert else "",
+        study.created_at.isoformat(), study.completed_at.isoformat() if study.completed_at else "",
+        str(latest.model_version) if latest else "",
+        " ".join(latest.warnings or []) if latest else "",
+    ]
 
 
 def _filter_details(filters: WorklistFilters) -> dict:
@@ -324,16 +319,6 @@ def study_report(request, study_id: int):
     return response
 
 
-@login_required
-@require_GET
-def model_versions(request):
-    access.require_model_oversight(user=request.user, action="model_version.list")
-    return render(request, "diagnosis/model_versions.html", {
-        "versions": selectors.model_versions_with_held_out_figures(ModelVersion.objects.all()),
-        "agreement": selectors.agreement_by_model_version(),
-    })
-
-
 MONITOR_WINDOWS_DAYS = (30, 90, 365, 0)  # 0: every result of the version
 
 
@@ -360,9 +345,7 @@ def _monitor_row(check, report) -> dict:
 @require_GET
 def model_version_monitoring(request, version_id: int):
     access.require_model_oversight(user=request.user, action="model_version.monitoring_view")
-    version = ModelVersion.objects.filter(pk=version_id).first()
-    if version is None:
-        raise Http404(_("No such model version."))
+    version = selectors.model_version_get(model_version_id=version_id)
     default = settings.CXR_MONITOR_WINDOW_DAYS
     windows = [*sorted({*MONITOR_WINDOWS_DAYS, default} - {0}), 0]  # the scheduled run's window is always offered
     try:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ml.evaluation import evaluate, monitor_replay
-from ml.training import export, familiarity, recalibrate, segmenter, train
+from ml.training import adapt, export, familiarity, recalibrate, segmenter, train
 
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "train": (train.main, "train a classifier and write a complete artifact folder"),
@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "monitor": (monitor_replay.main, "store the site monitor's reference in an artifact, or replay a stream (--simulate)"),
     "export": (export.main, "add the heatmap model (cam.tflite) to an artifact"),
     "segmenter": (segmenter.main, "train the lung segmenter preprocessing crops to"),
+    "adapt": (adapt.main, "fit a site-adapted candidate from an artifact and the site's labelled films"),
 }
 
 

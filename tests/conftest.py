@@ -12,6 +12,13 @@ def image_store(settings, tmp_path):
 
 
 @pytest.fixture(autouse=True)
+def audit_anchor_file(settings, tmp_path):
+    """Every test gets its own anchor file, outside the project."""
+    settings.AUDIT_ANCHOR_FILE = tmp_path / "audit-anchors.jsonl"
+    return settings.AUDIT_ANCHOR_FILE
+
+
+@pytest.fixture(autouse=True)
 def empty_cache():
     from django.core.cache import cache
 
@@ -88,14 +95,49 @@ def patient(db):
     return PatientFactory(mrn="MRN000123", name="Maria Lopez")
 
 
+def inference_queue_as_list(monkeypatch) -> list[dict]:
+    """run_inference.delay replaced: each queued study's arguments land in the list instead of on the broker."""
+    queued: list[dict] = []
+    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: queued.append(kwargs))
+    return queued
+
+
 @pytest.fixture
-def study(clinician, patient, monkeypatch):
+def queued_inference(monkeypatch) -> list[dict]:
+    """What the code under test queued for inference, e.g. [{"study_id": 7}]; nothing reaches Celery."""
+    return inference_queue_as_list(monkeypatch)
+
+
+@pytest.fixture
+def study(clinician, patient, queued_inference):
     """A received study; the inference task is not queued (on_commit does not run inside a test transaction)."""
     from diagnosis.services.ingest import study_create
     from tests import images
 
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     return study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-STUDY")
+
+
+@pytest.fixture
+def admin_client(client, administrator):
+    """A client signed in as the administrator (pytest-django's own admin_client needs a Django superuser)."""
+    client.force_login(administrator)
+    return client
+
+
+def only_event(action: str):
+    from audit.models import AuditEvent
+
+    events = list(AuditEvent.objects.filter(action=action))
+    assert len(events) == 1, f"expected exactly one {action} event, found {len(events)}"
+    return events[0]
+
+
+def csv_rows(response) -> list[dict]:
+    """The rows of a CSV download, keyed by its header."""
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
 
 
 def logged_in_client(user) -> Client:

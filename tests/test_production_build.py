@@ -19,6 +19,7 @@ def build_environment(static_root: Path) -> dict[str, str]:
         "DATABASE_URL": "sqlite:////tmp/build.sqlite3",
         "CELERY_BROKER_URL": "memory://",
         "CXR_STORAGE_KEY": "MDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA=",
+        "CXR_AUDIT_KEY": "build-placeholder-audit-key-000000000000",
         "DJANGO_STATIC_ROOT": str(static_root),
     }
 

@@ -22,7 +22,6 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -61,6 +60,8 @@ MIDDLEWARE = [
     "cxr_portal.middleware.SecurityHeadersMiddleware",
     # Last, so it sees the lockout flag that authentication set on the request.
     "axes.middleware.AxesMiddleware",
+    # Innermost, so it sees a view's database error before anything turns it into a 500.
+    "cxr_portal.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "cxr_portal.urls"
@@ -93,7 +94,7 @@ AUTH_USER_MODEL = "accounts.User"
 # Axes first: it refuses a locked-out username/address pair before any password is checked.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "accounts:login"
-LOGIN_REDIRECT_URL = "diagnosis:worklist"
+LOGIN_REDIRECT_URL = "diagnosis:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -143,6 +144,8 @@ LANGUAGE_CODE = "en"
 # Every page, e-mail and the PDF report go through the translation catalogues in locale/.
 LANGUAGES = [("en", "English"), ("es", "Español")]
 LOCALE_PATHS = [BASE_DIR / "locale"]
+# Dates in one format everywhere; numbers with the language's decimal separator (cxr_portal/formats/).
+FORMAT_MODULE_PATH = ["cxr_portal.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -156,6 +159,17 @@ IMAGE_STORE_DIR = env.path("CXR_IMAGE_STORE_DIR", default=str(VAR_DIR / "images"
 # AES-256-GCM key for the image store: 32 bytes, URL-safe base64 (python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())").
 # Empty here derives a development key from SECRET_KEY; production settings require it.
 STORAGE_ENCRYPTION_KEY = env("CXR_STORAGE_KEY", default="")
+# Production sets this: an empty key is then an error, never a fallback.
+STORAGE_KEY_REQUIRED = False
+# Keys images were encrypted under before a rotation (`manage.py storage_rotate_key`), comma-separated.
+STORAGE_PREVIOUS_KEYS = env.list("CXR_STORAGE_PREVIOUS_KEYS", default=[])
+# The audit trail's chain is an HMAC-SHA256 under this key, kept outside the database and apart from
+# SECRET_KEY and CXR_STORAGE_KEY: whoever can write the audit table cannot forge a chain without it.
+# Empty here derives a development key from SECRET_KEY; production settings require it.
+AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
+# Append-only file of anchors (sequence, HMAC and time of the chain's head). Keep it where the database
+# owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
+AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
 MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=8192 * 8192)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -203,18 +217,29 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "diagnosis.run_inference": {"queue": "inference"},
+    # Slow, rare jobs on their own queue, so that they never hold up a study's inference.
+    "diagnosis.import_labelled_studies": {"queue": "training"},
+    "diagnosis.adapt_model": {"queue": "training"},
     "diagnosis.deliver_alert": {"queue": "default"},
 }
+# An upload waits at most about a second for an unreachable broker before it is answered anyway
+# (diagnosis.services.inference.study_enqueue); the sweeper rings for it later.
+CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CXR_BROKER_CONNECTION_TIMEOUT_SECONDS", default=1.0)
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
 CELERY_TASK_TIME_LIMIT = 300
 CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_BEAT_SCHEDULE = {
     "requeue-stale-studies": {
         "task": "diagnosis.requeue_stale_studies",
-        "schedule": timedelta(minutes=2),
+        "schedule": timedelta(seconds=env.int("CXR_INFERENCE_SWEEP_SECONDS", default=15)),
     },
     "redeliver-alerts": {
         "task": "diagnosis.redeliver_alerts",
         "schedule": timedelta(minutes=5),
+    },
+    "anchor-audit-chain": {
+        "task": "audit.anchor_chain_head",
+        "schedule": timedelta(minutes=env.int("CXR_AUDIT_ANCHOR_EVERY_MINUTES", default=10)),
     },
     "monitor-active-model": {
         "task": "diagnosis.monitor_active_model",
@@ -237,8 +262,16 @@ elif CELERY_BROKER_URL.startswith("filesystem"):
     }
 
 INFERENCE_MAX_ATTEMPTS = env.int("CXR_INFERENCE_MAX_ATTEMPTS", default=3)
-# A study left in "queued" or "processing" this long is assumed lost by the broker and re-queued.
-INFERENCE_STALE_AFTER = timedelta(seconds=env.int("CXR_INFERENCE_STALE_SECONDS", default=600))
+# Recovery bounds (docs/operations.md, "Recovery bounds"). A worker renews its claim on a study every third of
+# the lease; once the lease lapses the study is taken over. A study whose worker died is rung again within
+# INFERENCE_LEASE + INFERENCE_SWEEP_INTERVAL (45 s by default), at once if Celery redelivers its message.
+INFERENCE_LEASE = timedelta(seconds=env.int("CXR_INFERENCE_LEASE_SECONDS", default=30))
+INFERENCE_SWEEP_INTERVAL = CELERY_BEAT_SCHEDULE["requeue-stale-studies"]["schedule"]
+# A study still "received" this long after upload never reached the broker (it was down): ring again.
+INFERENCE_RECEIVED_GRACE = timedelta(seconds=env.int("CXR_INFERENCE_RECEIVED_GRACE_SECONDS", default=10))
+# A study "queued" this long is assumed lost by the broker (a Redis restart) and rung again; a duplicate
+# message is harmless, the claim lets one delivery through.
+INFERENCE_STALE_AFTER = timedelta(seconds=env.int("CXR_INFERENCE_STALE_SECONDS", default=60))
 
 LOGGING = {
     "version": 1,
@@ -248,11 +281,6 @@ LOGGING = {
     # Axes logs every sign-in at INFO; the audit trail already records them.
     "loggers": {"axes": {"level": "WARNING"}},
 }
-
-CLINICAL_DISCLAIMER = (
-    "This result supports, and does not replace, the judgement of a qualified clinician. "
-    "CXR Portal is not a medical device and does not make a diagnosis."
-)
 
 # COVID-19 alerts: delivered by the "default" queue's workers, in-app always, e-mail and webhook when configured.
 CXR_ALERT_EMAIL_RECIPIENTS = env.list("CXR_ALERT_EMAIL_RECIPIENTS", default=[])
@@ -279,3 +307,28 @@ CXR_ALERT_RETRY_BASE_SECONDS = env.int("CXR_ALERT_RETRY_BASE_SECONDS", default=3
 # Absolute links in e-mails and webhooks.
 CXR_PUBLIC_BASE_URL = env("CXR_PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 DEFAULT_FROM_EMAIL = env("DJANGO_DEFAULT_FROM_EMAIL", default="cxr-portal@localhost")
+
+# Site adaptation (issue 20). A study is confirmed when its latest feedback names a class; with 2, two
+# clinicians' latest feedback must name the same class. Each site patient falls, by a stable hash, in the locked
+# site test part (this share) or the adaptation part. A version is "validated at this site" once evaluated on at
+# least CXR_SITE_VALIDATION_MIN_FILMS site films with every class present.
+CXR_SITE_LABEL_AGREEMENT = env.int("CXR_SITE_LABEL_AGREEMENT", default=1)
+CXR_SITE_TEST_SHARE = env.float("CXR_SITE_TEST_SHARE", default=0.5)
+CXR_SITE_VALIDATION_MIN_FILMS = env.int("CXR_SITE_VALIDATION_MIN_FILMS", default=100)
+CXR_ADAPT_TARGET_SENSITIVITY = env.float("CXR_ADAPT_TARGET_SENSITIVITY", default=0.95)
+CXR_ADAPT_SITE_WEIGHT = env.float("CXR_ADAPT_SITE_WEIGHT", default=0.5)
+# Where candidates are written, the pooled-feature cache, and the only folder the import page reads from.
+CXR_CANDIDATE_DIR = env.path("CXR_CANDIDATE_DIR", default=str(VAR_DIR / "models"))
+CXR_FEATURE_CACHE_DIR = env.path("CXR_FEATURE_CACHE_DIR", default=str(VAR_DIR / "feature-cache"))
+CXR_SITE_IMPORT_DIR = env.path("CXR_SITE_IMPORT_DIR", default=str(VAR_DIR / "site-import"))
+
+# DICOM receiver (python manage.py dicom_receiver): the AE title and port a PACS sends to, and the calling AE
+# titles allowed to send (none: the receiver refuses to start). TLS when a certificate is given; callers must then
+# present a certificate signed by CXR_DICOM_TLS_CLIENT_CA if that is set.
+CXR_DICOM_AE_TITLE = env("CXR_DICOM_AE_TITLE", default="CXR_PORTAL")
+CXR_DICOM_PORT = env.int("CXR_DICOM_PORT", default=11112)
+CXR_DICOM_BIND_ADDRESS = env("CXR_DICOM_BIND_ADDRESS", default="127.0.0.1")
+CXR_DICOM_ALLOWED_CALLING_AES = env.list("CXR_DICOM_ALLOWED_CALLING_AES", default=[])
+CXR_DICOM_TLS_CERTIFICATE = env("CXR_DICOM_TLS_CERTIFICATE", default="")
+CXR_DICOM_TLS_KEY = env("CXR_DICOM_TLS_KEY", default="")
+CXR_DICOM_TLS_CLIENT_CA = env("CXR_DICOM_TLS_CLIENT_CA", default="")

@@ -1,5 +1,9 @@
 """Production settings: every secret comes from the environment; nothing insecure by default."""
 
+from django.core.exceptions import ImproperlyConfigured
+
+from cxr_portal.keys import audit_key_check, storage_key_parse
+
 from .base import *  # noqa: F401,F403
 from .base import env
 
@@ -12,8 +16,21 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Shared by every web process: the per-user upload rate limit must count across all of them.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
                        "LOCATION": env("CXR_CACHE_URL", default=CELERY_BROKER_URL)}}
-# Images are encrypted at rest; without the key the portal does not start.
+# Images are encrypted at rest; without a well-formed key the portal does not start. Web processes and
+# workers also check at start that it decrypts the image store's key check (diagnosis.services.storage).
 STORAGE_ENCRYPTION_KEY = env("CXR_STORAGE_KEY")
+STORAGE_KEY_REQUIRED = True
+# Keys images were encrypted under before a rotation (`manage.py storage_rotate_key`), comma-separated.
+STORAGE_PREVIOUS_KEYS = env.list("CXR_STORAGE_PREVIOUS_KEYS", default=[])
+# The audit chain's HMAC key; without it the portal does not start either.
+AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY")
+try:
+    storage_key_parse(STORAGE_ENCRYPTION_KEY)
+    for previous_key in STORAGE_PREVIOUS_KEYS:
+        storage_key_parse(previous_key)
+    audit_key_check(AUDIT_CHAIN_KEY, secret_key=SECRET_KEY, storage_key=STORAGE_ENCRYPTION_KEY)
+except ValueError as error:
+    raise ImproperlyConfigured(str(error)) from None
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)

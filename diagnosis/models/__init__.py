@@ -10,13 +10,16 @@ from .core import (
     Sex,
     StoredImage,
     Study,
+    StudySource,
     StudyStatus,
     ViewPosition,
 )
 from .feedback import CorrectLabel, Feedback, FeedbackRevision
+from .site import AdaptationRun, JobStatus, LabelImport, ShadowPrediction, SiteLabel
 
 __all__ = [
+    "AdaptationRun", "JobStatus", "LabelImport", "ShadowPrediction", "SiteLabel",
     "Alert", "AlertChannel", "AlertDelivery", "CorrectLabel", "DeliveryOutcome", "Feedback", "FeedbackRevision",
     "ModelVersion", "ModelVersionStatus", "PENDING_STATUSES", "Patient", "Prediction", "Sex", "StoredImage", "Study",
-    "StudyStatus", "ViewPosition",
+    "StudySource", "StudyStatus", "ViewPosition",
 ]

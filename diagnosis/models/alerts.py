@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from ..texts import alert_meaning
+from ..texts import alert_meaning, alert_state_text, alert_under_other_class
 
 
 class Alert(models.Model):
@@ -49,6 +49,14 @@ class Alert(models.Model):
         if self.acknowledged_at is not None:
             return "acknowledged"
         return "open"
+
+    def other_class_explanation(self) -> str | None:
+        """Why this alert stands under a result that is not COVID-19 (None when the result is COVID-19)."""
+        return alert_under_other_class(predicted_label=self.prediction.predicted_label,
+                                       covid_probability=self.covid_probability, covid_threshold=self.covid_threshold)
+
+    def state_text(self) -> str:
+        return alert_state_text(self)
 
     def meaning(self) -> str | None:
         """What this alert means, from the validation figures of the version that raised it (a newer model's

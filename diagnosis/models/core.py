@@ -64,6 +64,14 @@ class StudyStatus(models.TextChoices):
 PENDING_STATUSES = (StudyStatus.RECEIVED, StudyStatus.QUEUED, StudyStatus.PROCESSING)
 
 
+class StudySource(models.TextChoices):
+    """How the film reached the portal."""
+
+    UPLOAD = "upload", _("Upload")
+    PACS = "pacs", "PACS"
+    STOW = "stow", "DICOMweb"
+
+
 class Study(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
     accession_number = models.CharField(max_length=64, unique=True)
@@ -80,10 +88,30 @@ class Study(models.Model):
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    source = models.CharField(max_length=8, choices=StudySource.choices, default=StudySource.UPLOAD)
+    # Received over DICOM: the instance's UID (a repeat is ignored) and its header without pixel data, in the
+    # DICOM JSON model, from which results sent back to the PACS take the patient, study and reference.
+    sop_instance_uid = models.CharField("SOP Instance UID", max_length=64, blank=True, default="")
+    dicom_header = models.JSONField(default=dict, blank=True)
+    # The worker holding a "processing" study renews this lease while it runs (settings.INFERENCE_LEASE_SECONDS);
+    # once it lapses the worker is presumed gone and any delivery of the task, or the sweeper, takes the study over.
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.CharField(max_length=200, blank=True, help_text="Worker and claim that hold the study")
+    # A client's Idempotency-Key header on upload: a retry with the same key gets the same study back.
+    idempotency_key = models.CharField(max_length=128, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
         verbose_name_plural = "studies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["uploaded_by", "idempotency_key"], condition=~Q(idempotency_key=""),
+                name="study_idempotency_key_unique_per_user",
+            ),
+            models.UniqueConstraint(
+                fields=["sop_instance_uid"], condition=~Q(sop_instance_uid=""), name="study_unique_sop_instance_uid"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Study {self.accession_number}"
@@ -125,6 +153,16 @@ class ModelVersion(models.Model):
     monitor_status = models.CharField(max_length=16, blank=True, default="")
     monitor_checked_at = models.DateTimeField(null=True, blank=True)
     monitor_alarms = models.JSONField(default=list, blank=True, help_text="The checks that alarmed, with their counts")
+    # Site adaptation: the version it was adapted from, the version it replaced when activated (rollback
+    # returns there), whether it runs silently on new studies, and its results on the locked site test part.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    previous_active = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    shadow = models.BooleanField(default=False)
+    site_evaluation = models.JSONField(
+        default=dict, blank=True,
+        help_text="Results on the locked site test part (and the development test split), with the paired "
+                  "comparison against the version active when it was evaluated",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -141,6 +179,14 @@ class ModelVersion(models.Model):
     @property
     def monitor_alarming(self) -> bool:
         return self.monitor_status == ALARM
+
+    @property
+    def site_validated(self) -> bool:
+        """Evaluated on at least CXR_SITE_VALIDATION_MIN_FILMS of this site's films, every class among them."""
+        evaluation = self.site_evaluation or {}
+        counts = evaluation.get("class_counts") or {}
+        return (evaluation.get("n", 0) >= settings.CXR_SITE_VALIDATION_MIN_FILMS
+                and all(counts.get(name, 0) > 0 for name in CLASS_NAMES))
 
 
 class Prediction(models.Model):

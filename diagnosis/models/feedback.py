@@ -46,10 +46,6 @@ class Feedback(models.Model):
     def __str__(self) -> str:
         return f"{self.author} on {self.prediction}: {self.correct_label}"
 
-    @property
-    def is_training_label(self) -> bool:
-        return self.correct_label in DISPLAY_NAMES
-
 
 class FeedbackRevision(models.Model):
     """An immutable snapshot written on every create and edit: who, when, and what changed."""

@@ -29,7 +29,7 @@ from django.utils.translation import gettext as _
 
 from audit.services import audit_record
 from diagnosis.models import Alert, AlertChannel, AlertDelivery, DeliveryOutcome, Prediction
-from diagnosis.texts import clinical_disclaimer, result_warning_message
+from diagnosis.texts import CLINICAL_DISCLAIMER, clinical_disclaimer, result_warning_message
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def alert_payload(alert: Alert) -> dict:
         "warnings": list(alert.prediction.warnings or []),
         "raised_at": alert.created_at.isoformat(),
         "url": settings.CXR_PUBLIC_BASE_URL.rstrip("/") + reverse("diagnosis:study_detail", args=[alert.study_id]),
-        "disclaimer": settings.CLINICAL_DISCLAIMER,
+        "disclaimer": CLINICAL_DISCLAIMER,
     }
 
 

@@ -1,16 +1,25 @@
 """Run the active model on a study. Safe to run twice: the database decides who does the work.
 
 PostgreSQL is the source of truth for a study's state; the broker only rings the bell.
-A task that arrives for a study that is not queued does nothing.
+A task that arrives for a study another live worker holds waits for that worker's lease; one that arrives
+for a finished study does nothing.
+
+Claims are leases: the worker holding a "processing" study renews ``lease_expires_at`` every third of
+settings.INFERENCE_LEASE while it runs. A worker that dies stops renewing, and once the lease lapses the next
+delivery of the task (Celery redelivers at once when a pool process dies) or the sweeper takes the study over.
 """
 
 import logging
+import os
+import socket
 import threading
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -25,15 +34,20 @@ from .model_registry import artifact_dir_for, model_version_active, same_operati
 logger = logging.getLogger(__name__)
 
 
-class InferenceRetry(Exception):
-    """Inference failed but the study has attempts left; the task should retry later."""
+# What PostgreSQL being down or restarting looks like to Django: the task retries, the study is not failed.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True)
 class InferenceOutcome:
     study_id: int
-    status: str  # "completed" | "skipped" | "waiting_for_model" | "failed" | "retry"
+    # "completed" | "skipped" | "waiting_for_model" | "failed" | "retry" (after retry_delay)
+    # | "held" (another live worker holds it: look again after retry_after_seconds)
+    # | "database_unavailable" (retry soon, resuming this claim)
+    status: str
     detail: str = ""
+    claim: str = ""
+    retry_after_seconds: float = 0.0
 
 
 # One loaded model per worker process, keyed by the model file's SHA-256 and its artifact folder: two
@@ -64,14 +78,25 @@ def predictor_for(model_version: ModelVersion):
         return predictor
 
 
-def study_enqueue(*, study_id: int) -> None:
-    """Mark a study queued and ring the bell. Call after commit."""
+def study_enqueue(*, study_id: int) -> bool:
+    """Mark a study queued and ring the bell. Call after commit. Never raises for a broker outage.
+
+    If the bell cannot ring the study goes back to "received", and the sweeper rings again within
+    settings.INFERENCE_RECEIVED_GRACE plus one sweep. Returns whether the broker took the message.
+    """
     from diagnosis.tasks import run_inference
 
     Study.objects.filter(id=study_id, status=StudyStatus.RECEIVED).update(
         status=StudyStatus.QUEUED, queued_at=timezone.now()
     )
-    run_inference.delay(study_id=study_id)
+    try:
+        run_inference.delay(study_id=study_id)
+    except Exception:  # noqa: BLE001 - kombu, redis-py and socket errors alike: the study is stored, that is what counts
+        logger.warning("Study %s stored but not queued: the broker is unavailable; the sweeper will queue it",
+                       study_id, exc_info=True)
+        Study.objects.filter(id=study_id, status=StudyStatus.QUEUED).update(status=StudyStatus.RECEIVED)
+        return False
+    return True
 
 
 def studies_requeue_waiting() -> int:
@@ -89,26 +114,42 @@ def studies_requeue_waiting() -> int:
     return len(study_ids)
 
 
+def _lapsed_claims(now):
+    # Rows claimed before leases existed have no lease: their start time plus one lease stands in for it.
+    return Q(status=StudyStatus.PROCESSING) & (
+        Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True, started_at__lt=now - settings.INFERENCE_LEASE)
+    )
+
+
 def studies_requeue_stale() -> int:
-    """Re-queue studies whose message the broker lost or whose worker died mid-task."""
+    """Ring the bell again for studies the broker never got, lost, or whose worker died mid-task.
+
+    Runs every settings.INFERENCE_SWEEP_INTERVAL. A study whose worker died is rung again at most
+    INFERENCE_LEASE + INFERENCE_SWEEP_INTERVAL after the worker's last renewal.
+    """
     from diagnosis.tasks import run_inference
 
     now = timezone.now()
-    cutoff = now - settings.INFERENCE_STALE_AFTER
-    stale_processing = Study.objects.filter(status=StudyStatus.PROCESSING, started_at__lt=cutoff)
-    stale_processing.filter(attempt_count__gte=settings.INFERENCE_MAX_ATTEMPTS).update(
+    abandoned = Study.objects.filter(_lapsed_claims(now))
+    abandoned.filter(attempt_count__gte=settings.INFERENCE_MAX_ATTEMPTS).update(
         status=StudyStatus.FAILED,
         error_message="The worker stopped responding on every attempt; the study was not classified.",
         completed_at=now,
+        lease_expires_at=None,
     )
-    revived = list(stale_processing.values_list("id", flat=True))
-    Study.objects.filter(id__in=revived, status=StudyStatus.PROCESSING).update(status=StudyStatus.QUEUED, queued_at=now)
+    revived = list(abandoned.values_list("id", flat=True))
+    Study.objects.filter(_lapsed_claims(now), id__in=revived).update(
+        status=StudyStatus.QUEUED, queued_at=now, lease_expires_at=None
+    )
     lost = list(
         Study.objects.filter(
-            Q(status=StudyStatus.RECEIVED, created_at__lt=cutoff) | Q(status=StudyStatus.QUEUED, queued_at__lt=cutoff)
+            Q(status=StudyStatus.RECEIVED, created_at__lt=now - settings.INFERENCE_RECEIVED_GRACE)
+            | Q(status=StudyStatus.QUEUED, queued_at__lt=now - settings.INFERENCE_STALE_AFTER)
         ).values_list("id", flat=True)
     )
-    Study.objects.filter(id__in=lost, status=StudyStatus.RECEIVED).update(status=StudyStatus.QUEUED, queued_at=now)
+    Study.objects.filter(id__in=lost, status__in=[StudyStatus.RECEIVED, StudyStatus.QUEUED]).update(
+        status=StudyStatus.QUEUED, queued_at=now
+    )
     study_ids = sorted(set(revived) | set(lost))
     if model_version_active() is not None:
         for study_id in study_ids:
@@ -116,24 +157,90 @@ def studies_requeue_stale() -> int:
     return len(study_ids)
 
 
-def _claim(study_id: int) -> bool:
-    claimed = Study.objects.filter(id=study_id, status=StudyStatus.QUEUED).update(
+def _new_claim() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _claim(study_id: int, *, resume_claim: str = "") -> str:
+    """Take the study if it waits, if its holder's lease lapsed, or if it is our own claim resumed. "" if not."""
+    now = timezone.now()
+    claim = _new_claim()
+    claimable = Q(status__in=[StudyStatus.RECEIVED, StudyStatus.QUEUED]) | (
+        _lapsed_claims(now) & Q(attempt_count__lt=settings.INFERENCE_MAX_ATTEMPTS)
+    )
+    if resume_claim:
+        claimable |= Q(status=StudyStatus.PROCESSING, claimed_by=resume_claim)
+    claimed = Study.objects.filter(claimable, id=study_id).update(
         status=StudyStatus.PROCESSING,
-        started_at=timezone.now(),
-        attempt_count=F("attempt_count") + 1,
+        started_at=now,
+        lease_expires_at=now + settings.INFERENCE_LEASE,
+        claimed_by=claim,
+        attempt_count=F("attempt_count") + (0 if resume_claim else 1),
         error_message="",
     )
-    # Nothing got updated: another delivery of this task got there first, or the study is done.
-    return claimed == 1
+    # Nothing got updated: another delivery holds it, or the study is done.
+    return claim if claimed == 1 else ""
 
 
-def study_run_inference(*, study_id: int) -> InferenceOutcome:
+def _not_claimed(study_id: int) -> InferenceOutcome:
+    study = Study.objects.filter(id=study_id).values("status", "lease_expires_at", "attempt_count").first()
+    if study is None or study["status"] != StudyStatus.PROCESSING:
+        return InferenceOutcome(study_id, "skipped", "The study is not waiting for inference.")
+    lease_ends = study["lease_expires_at"]
+    if lease_ends is not None and lease_ends > timezone.now():
+        remaining = (lease_ends - timezone.now()).total_seconds()
+        return InferenceOutcome(study_id, "held", "Another worker holds the study.", retry_after_seconds=remaining + 1)
+    # The lease lapsed but the attempts are spent: the worker died on this film every time.
+    Study.objects.filter(_lapsed_claims(timezone.now()), id=study_id).update(
+        status=StudyStatus.FAILED, lease_expires_at=None, completed_at=timezone.now(),
+        error_message="The worker stopped responding on every attempt; the study was not classified.",
+    )
+    return InferenceOutcome(study_id, "failed", "The worker stopped responding on every attempt.")
+
+
+@contextmanager
+def _lease_renewed(study_id: int, claim: str):
+    """Renew the claim's lease from a background thread while the body runs (the model call can take seconds)."""
+    stop = threading.Event()
+    interval = settings.INFERENCE_LEASE.total_seconds() / 3
+
+    def renew():
+        try:
+            while not stop.wait(interval):
+                Study.objects.filter(id=study_id, status=StudyStatus.PROCESSING, claimed_by=claim).update(
+                    lease_expires_at=timezone.now() + settings.INFERENCE_LEASE
+                )
+        except DATABASE_ERRORS:
+            logger.warning("Could not renew the lease on study %s", study_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+    renewer = threading.Thread(target=renew, name=f"lease-{study_id}", daemon=True)
+    renewer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewer.join(timeout=interval)
+
+
+def study_run_inference(*, study_id: int, resume_claim: str = "") -> InferenceOutcome:
     model_version = model_version_active()
     if model_version is None:
         return InferenceOutcome(study_id, "waiting_for_model", "No model is active; the study stays queued.")
-    if not _claim(study_id):
-        return InferenceOutcome(study_id, "skipped", "The study is not queued.")
+    claim = _claim(study_id, resume_claim=resume_claim)
+    if not claim:
+        return _not_claimed(study_id)
+    try:
+        with _lease_renewed(study_id, claim):
+            return _run_claimed(study_id, model_version)
+    except DATABASE_ERRORS as error:
+        # PostgreSQL restarted or is unreachable: nothing was written, so the task retries and resumes this claim.
+        logger.warning("Database unavailable during inference of study %s: %s", study_id, error)
+        return InferenceOutcome(study_id, "database_unavailable", str(error), claim=claim)
 
+
+def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome:
     study = Study.objects.select_related("image", "patient").get(id=study_id)
     try:
         predictor = predictor_for(model_version)
@@ -152,6 +259,8 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
     except ImageDecodeError as error:
         # A stored image that no longer decodes will not get better on retry.
         return _fail(study, f"The stored image could not be decoded: {error}", retry=False)
+    except DATABASE_ERRORS:
+        raise
     except Exception as error:  # noqa: BLE001 - any failure is recorded on the study, then retried or failed
         logger.exception("Inference failed for study %s", study_id)
         return _fail(study, f"Inference failed: {type(error).__name__}: {error}", retry=True)
@@ -171,7 +280,9 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
                 heatmap_sha256=heatmap_sha,
                 warnings=list(result.warnings),
             )
-            Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED, completed_at=timezone.now())
+            Study.objects.filter(id=study.id).update(
+                status=StudyStatus.COMPLETED, completed_at=timezone.now(), lease_expires_at=None
+            )
             audit_record(
                 action="prediction.create",
                 username="worker",
@@ -191,8 +302,12 @@ def study_run_inference(*, study_id: int) -> InferenceOutcome:
             alert_raise_for_prediction(prediction=prediction)
     except IntegrityError:
         # The unique (study, model version) constraint: a prediction already exists, so this run is a duplicate.
-        Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED)
+        Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED, lease_expires_at=None)
         return InferenceOutcome(study_id, "skipped", "A prediction from this model already exists.")
+    from .adaptation import shadow_predictions_record
+
+    # After the study's own result is committed: a shadow candidate's answer is stored, never shown.
+    shadow_predictions_record(study=study, pixels=decoded.pixels)
     return InferenceOutcome(study_id, "completed", prediction.predicted_label)
 
 
@@ -200,12 +315,12 @@ def _fail(study: Study, message: str, *, retry: bool) -> InferenceOutcome:
     attempts = Study.objects.values_list("attempt_count", flat=True).get(id=study.id)
     if retry and attempts < settings.INFERENCE_MAX_ATTEMPTS:
         Study.objects.filter(id=study.id, status=StudyStatus.PROCESSING).update(
-            status=StudyStatus.QUEUED, queued_at=timezone.now(), error_message=message
+            status=StudyStatus.QUEUED, queued_at=timezone.now(), error_message=message, lease_expires_at=None
         )
         return InferenceOutcome(study.id, "retry", message)
     with transaction.atomic():
         Study.objects.filter(id=study.id).update(
-            status=StudyStatus.FAILED, error_message=message, completed_at=timezone.now()
+            status=StudyStatus.FAILED, error_message=message, completed_at=timezone.now(), lease_expires_at=None
         )
         audit_record(action="prediction.fail", username="worker", target=study, study=study, outcome="failed",
                      details={"error": message, "attempts": attempts})

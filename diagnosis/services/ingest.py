@@ -1,18 +1,19 @@
 """Accept an uploaded chest X-ray: validate it fully before anything is stored."""
 
 import datetime
+import logging
 import secrets
 import time
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.models import Outcome
 from audit.services import audit_record
-from diagnosis.models import Patient, StoredImage, Study, ViewPosition
+from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosition
 from ml.serving.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png, reencoded_png
 
 from . import storage
@@ -20,9 +21,19 @@ from .patients import _dicom_date
 
 PREVIEW_MAX_SIDE = 1024
 
+logger = logging.getLogger(__name__)
+
 
 class UploadRejected(ValidationError):
     """The file cannot become a study; nothing was stored."""
+
+
+class UploadReplayed(Exception):
+    """The client already uploaded under this Idempotency-Key: nothing new is stored, the first study stands."""
+
+    def __init__(self, study: Study):
+        super().__init__(f"Already uploaded as study {study.id}")
+        self.study = study
 
 
 class UploadRateLimited(UploadRejected):
@@ -37,11 +48,16 @@ def upload_rate_check(*, user, patient: Patient | None = None) -> None:
     """
     window = settings.UPLOAD_RATE_WINDOW_SECONDS
     key = f"upload-rate:{user.pk}:{int(time.time() // window)}"
-    cache.add(key, 0, timeout=window + 5)
     try:
-        attempts = cache.incr(key)
-    except ValueError:  # the key expired between add and incr
-        cache.set(key, attempts := 1, timeout=window + 5)
+        cache.add(key, 0, timeout=window + 5)
+        try:
+            attempts = cache.incr(key)
+        except ValueError:  # the key expired between add and incr
+            cache.set(key, attempts := 1, timeout=window + 5)
+    except Exception:  # noqa: BLE001 - whatever the cache backend raises when its server is down
+        # The limit protects the decoder from floods; refusing clinical work because Redis is down would be worse.
+        logger.warning("Upload rate limit not checked: the cache is unavailable", exc_info=True)
+        return
     if attempts > settings.UPLOAD_RATE_LIMIT:
         audit_record(actor=user, action="study.upload", outcome=Outcome.DENIED, patient=patient,
                      details={"reason": "rate_limited", "limit": settings.UPLOAD_RATE_LIMIT, "window_seconds": window})
@@ -93,13 +109,55 @@ def study_create(
     accession_number: str = "",
     view_position: str = "",
     acquisition_date: datetime.date | None = None,
+    idempotency_key: str = "",
+    check_rate: bool = True,
 ) -> Study:
     """Validate, store and register a study, then queue it for inference after commit.
 
-    A refused file changes nothing: no file, no row, no audit event.
+    A refused file changes nothing: no file, no row, no audit event. With an idempotency key this user already
+    sent, raises UploadReplayed carrying the first study, so a client's retry never creates a second one.
+    ``check_rate=False`` is for an administrator's bulk import of labelled films (diagnosis.services.site_films),
+    which is not an upload flood.
     """
-    upload_rate_check(user=uploaded_by, patient=patient)
+    if idempotency_key:
+        _raise_if_replayed(uploaded_by=uploaded_by, idempotency_key=idempotency_key)
+    if check_rate:
+        upload_rate_check(user=uploaded_by, patient=patient)
     decoded = image_validate(data=data)
+    return study_store(
+        decoded=decoded,
+        data=data,
+        patient=patient,
+        accession_number=accession_number,
+        view_position=view_position,
+        acquisition_date=acquisition_date,
+        filename=filename,
+        uploaded_by=uploaded_by,
+        idempotency_key=idempotency_key,
+    )
+
+
+def study_store(
+    *,
+    decoded: DecodedImage,
+    data: bytes,
+    patient: Patient,
+    accession_number: str = "",
+    view_position: str = "",
+    acquisition_date: datetime.date | None = None,
+    filename: str = "",
+    uploaded_by=None,
+    idempotency_key: str = "",
+    source: str = StudySource.UPLOAD,
+    sop_instance_uid: str = "",
+    dicom_header: dict | None = None,
+    audit_username: str = "",
+    audit_details: dict | None = None,
+) -> Study:
+    """Store a validated image and register its study, audited; queue it for inference after commit.
+
+    The one path every study takes, whatever brought it (an upload, the DICOM receiver, STOW-RS).
+    """
     metadata = decoded.metadata
     accession_number = (accession_number or metadata.get("accession_number", "")).strip() or _new_accession_number()
     if Study.objects.filter(accession_number=accession_number).exists():
@@ -111,41 +169,59 @@ def study_create(
     storage.blob_put(reencoded_png(decoded), kind=storage.ORIGINAL, digest=digest)
     storage.blob_put(_preview_png(decoded), kind=storage.PREVIEW, digest=digest)
 
-    with transaction.atomic():
-        image, _ = StoredImage.objects.get_or_create(
-            sha256=digest,
-            defaults={
-                "format": decoded.format,
-                "width": decoded.width,
-                "height": decoded.height,
-                "size_bytes": len(data),
-            },
-        )
-        study = Study(
-            patient=patient,
-            accession_number=accession_number[:64],
-            view_position=_view_position(view_position or metadata.get("view_position")),
-            acquisition_date=acquisition_date or _dicom_date(metadata.get("study_date")),
-            image=image,
-            original_filename=(filename or "")[:255],
-            uploaded_by=uploaded_by,
-        )
-        study.full_clean(exclude=["image", "patient", "uploaded_by"])
-        study.save()
-        audit_record(
-            actor=uploaded_by,
-            action="study.upload",
-            target=study,
-            study=study,
-            details={
-                "format": decoded.format,
-                "width": decoded.width,
-                "height": decoded.height,
-                "sha256": digest,
-                "filename": study.original_filename,
-            },
-        )
-        from .inference import study_enqueue
+    try:
+        with transaction.atomic():
+            image, _ = StoredImage.objects.get_or_create(
+                sha256=digest,
+                defaults={
+                    "format": decoded.format,
+                    "width": decoded.width,
+                    "height": decoded.height,
+                    "size_bytes": len(data),
+                },
+            )
+            study = Study(
+                patient=patient,
+                accession_number=accession_number[:64],
+                view_position=_view_position(view_position or metadata.get("view_position")),
+                acquisition_date=acquisition_date or _dicom_date(metadata.get("study_date")),
+                image=image,
+                original_filename=(filename or "")[:255],
+                uploaded_by=uploaded_by,
+                idempotency_key=idempotency_key,
+                source=source,
+                sop_instance_uid=sop_instance_uid,
+                dicom_header=dicom_header or {},
+            )
+            study.full_clean(exclude=["image", "patient", "uploaded_by"])
+            study.save()
+            audit_record(
+                actor=uploaded_by,
+                username=audit_username,
+                action="study.upload" if source == StudySource.UPLOAD else "study.receive",
+                target=study,
+                study=study,
+                details={
+                    "format": decoded.format,
+                    "width": decoded.width,
+                    "height": decoded.height,
+                    "sha256": digest,
+                    "filename": study.original_filename,
+                    **(audit_details or {}),
+                },
+            )
+    except IntegrityError:
+        if idempotency_key:  # a concurrent retry with the same key committed first
+            _raise_if_replayed(uploaded_by=uploaded_by, idempotency_key=idempotency_key)
+        raise
+    from .inference import study_enqueue
 
-        transaction.on_commit(lambda: study_enqueue(study_id=study.id))
+    # After commit, and study_enqueue never raises for a broker outage: the stored study stands either way.
+    transaction.on_commit(lambda: study_enqueue(study_id=study.id))
     return study
+
+
+def _raise_if_replayed(*, uploaded_by, idempotency_key: str) -> None:
+    earlier = Study.objects.filter(uploaded_by=uploaded_by, idempotency_key=idempotency_key).first()
+    if earlier is not None:
+        raise UploadReplayed(earlier)

@@ -47,7 +47,7 @@ def missing_evaluation_parts(model_version: ModelVersion) -> list[str]:
 
 def _record_missing_evaluation(model_version: ModelVersion, *, artifact_dir: Path, actor) -> None:
     """Add the held-out results the version lacks (registered before they were kept, or recorded since in its
-    unchanged folder, e.g. by ``ml.evaluate --record``). What it already carries is never rewritten."""
+    unchanged folder, e.g. by ``python -m ml evaluate --record``). What it already carries is never rewritten."""
     from ml.serving.artifact import held_out_evaluation
 
     missing = missing_evaluation_parts(model_version)
@@ -87,7 +87,7 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
             # ml.recalibrate keeps the file: without this, the old temperature and threshold would stay in force.
             raise ValidationError(_(
                 "%(name)s %(version)s is already registered with a different temperature or COVID-19 threshold "
-                "(a recalibrated artifact): give it a new version (ml.recalibrate --version) and register that."
+                "(a recalibrated artifact): give it a new version (python -m ml recalibrate --version) and register that."
             ) % {"name": metadata.name, "version": metadata.version})
         model_version = existing
         _record_missing_evaluation(existing, artifact_dir=artifact_dir, actor=actor)
@@ -128,7 +128,9 @@ def model_version_activate(*, model_version: ModelVersion, actor=None) -> ModelV
         old.save(update_fields=["status"])
     model_version.status = ModelVersionStatus.ACTIVE
     model_version.activated_at = timezone.now()
-    model_version.save(update_fields=["status", "activated_at"])
+    if previous:  # what a rollback returns to
+        model_version.previous_active = previous[0]
+    model_version.save(update_fields=["status", "activated_at", "previous_active"])
     audit_record(
         actor=actor,
         action="model_version.activate",

@@ -1,4 +1,4 @@
-"""The site monitor (ml.monitoring) run on this site's results.
+"""The site monitor (ml.serving.monitoring) run on this site's results.
 
 A model version's results here, and the clinician feedback on them, are
 compared with what the version did on its own validation films. The

@@ -16,19 +16,20 @@ def patient_create(
     name: str,
     birth_date: datetime.date | None = None,
     sex: str = Sex.UNKNOWN,
+    username: str = "",
 ) -> Patient:
     mrn = mrn.strip()
     if Patient.objects.filter(mrn=mrn).exists():
         raise ValidationError({"mrn": _("A patient with MRN %(mrn)s already exists.") % {"mrn": mrn}})
     patient = Patient(mrn=mrn, name=name.strip(), birth_date=birth_date, sex=sex or Sex.UNKNOWN, created_by=actor)
-    patient.full_clean()
+    patient.full_clean(exclude=["created_by"])  # None when a PACS or DICOMweb sender created it
     patient.save()
-    audit_record(actor=actor, action="patient.create", target=patient, patient=patient,
+    audit_record(actor=actor, username=username, action="patient.create", target=patient, patient=patient,
                  details={"mrn": mrn, "name": patient.name})
     return patient
 
 
-def patient_get_or_create_from_dicom(*, actor, metadata: dict[str, str]) -> Patient | None:
+def patient_get_or_create_from_dicom(*, actor, metadata: dict[str, str], username: str = "") -> Patient | None:
     """The patient a DICOM file names, created if new; None when the file names no patient."""
     mrn = metadata.get("patient_id", "").strip()
     if not mrn:
@@ -38,6 +39,7 @@ def patient_get_or_create_from_dicom(*, actor, metadata: dict[str, str]) -> Pati
         return existing
     return patient_create(
         actor=actor,
+        username=username,
         mrn=mrn,
         name=metadata.get("patient_name", "").replace("^", " ").strip() or f"Patient {mrn}",
         birth_date=_dicom_date(metadata.get("birth_date")),

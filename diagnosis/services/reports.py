@@ -17,7 +17,7 @@ from xml.sax.saxutils import escape
 
 from diagnosis.models import Study
 from diagnosis.selectors import feedback_for_study, validation_figures
-from diagnosis.texts import ALERT_STATES, clinical_disclaimer
+from diagnosis.texts import clinical_disclaimer
 
 from . import storage
 
@@ -103,7 +103,10 @@ def study_report_pdf(*, study: Study) -> bytes:
         ))
         alert = getattr(study, "alert", None)
         if alert is not None:
-            story.append(Paragraph(escape(_("COVID-19 alert: %(state)s") % {"state": ALERT_STATES[alert.state]}), body))
+            story.append(Paragraph("<b>%s</b> %s" % (escape(_("COVID-19 alert.")), escape(alert.state_text())), body))
+            explanation = alert.other_class_explanation()
+            if explanation:
+                story.append(Paragraph(escape(explanation), body))
             meaning = alert.meaning()
             if meaning:
                 story.append(Paragraph(escape(meaning), body))

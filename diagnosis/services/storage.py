@@ -11,8 +11,8 @@ pixels (kind ORIGINAL), so nothing a client crafted (DICOM headers, PNG chunks, 
 polyglot tails) reaches the disk, a viewer or the worker.
 """
 
-import base64
 import hashlib
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -20,6 +20,11 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from cxr_portal.keys import storage_key_parse
+
+logger = logging.getLogger(__name__)
 
 MAGIC = b"CXRE1"  # format version of the encrypted file: magic, 12-byte nonce, ciphertext with tag
 NONCE_BYTES = 12
@@ -40,33 +45,56 @@ def _path_for(digest: str, kind: str) -> Path:
 
 
 def storage_key() -> bytes:
-    configured = getattr(settings, "STORAGE_ENCRYPTION_KEY", "")
-    if configured:
-        key = base64.urlsafe_b64decode(configured.encode("ascii") + b"=" * (-len(configured) % 4))
-        if len(key) != 32:
-            raise ValueError("CXR_STORAGE_KEY must be 32 bytes, URL-safe base64 encoded.")
-        return key
+    configured = settings.STORAGE_ENCRYPTION_KEY
+    if configured or settings.STORAGE_KEY_REQUIRED:
+        try:
+            return storage_key_parse(configured)
+        except ValueError as error:
+            raise ImproperlyConfigured(str(error)) from None
     # Zero-configuration development and tests only: production settings refuse to start without a key.
     return hashlib.sha256(b"cxr-portal image store:" + settings.SECRET_KEY.encode("utf-8")).digest()
+
+
+def _previous_keys() -> list[bytes]:
+    return [storage_key_parse(text) for text in settings.STORAGE_PREVIOUS_KEYS]
 
 
 def _associated_data(digest: str, kind: str) -> bytes:
     return f"{digest}.{kind}".encode("ascii")
 
 
-def encrypt(data: bytes, *, digest: str, kind: str) -> bytes:
+def _encrypt(data: bytes, associated_data: bytes) -> bytes:
     nonce = os.urandom(NONCE_BYTES)
-    return MAGIC + nonce + AESGCM(storage_key()).encrypt(nonce, data, _associated_data(digest, kind))
+    return MAGIC + nonce + AESGCM(storage_key()).encrypt(nonce, data, associated_data)
+
+
+def _decrypt(blob: bytes, associated_data: bytes, name: str) -> tuple[bytes, bool]:
+    """The plaintext, and whether it took a previous key (the file waits for `storage_rotate_key`)."""
+    if not blob.startswith(MAGIC):
+        raise StoredBlobUnreadable(f"{name} is not an encrypted CXR Portal file.")
+    nonce, ciphertext = blob[len(MAGIC): len(MAGIC) + NONCE_BYTES], blob[len(MAGIC) + NONCE_BYTES:]
+    for number, key in enumerate([storage_key(), *_previous_keys()]):
+        try:
+            return AESGCM(key).decrypt(nonce, ciphertext, associated_data), number > 0
+        except InvalidTag:
+            continue
+    raise StoredBlobUnreadable(f"{name} does not decrypt (wrong key, altered, or renamed).")
+
+
+def encrypt(data: bytes, *, digest: str, kind: str) -> bytes:
+    return _encrypt(data, _associated_data(digest, kind))
 
 
 def decrypt(blob: bytes, *, digest: str, kind: str) -> bytes:
-    if not blob.startswith(MAGIC):
-        raise StoredBlobUnreadable(f"{digest}.{kind} is not an encrypted CXR Portal file.")
-    nonce = blob[len(MAGIC): len(MAGIC) + NONCE_BYTES]
+    return _decrypt(blob, _associated_data(digest, kind), f"{digest}.{kind}")[0]
+
+
+def _readable(path: Path, *, digest: str, kind: str) -> bool:
     try:
-        return AESGCM(storage_key()).decrypt(nonce, blob[len(MAGIC) + NONCE_BYTES:], _associated_data(digest, kind))
-    except InvalidTag:
-        raise StoredBlobUnreadable(f"{digest}.{kind} does not decrypt (wrong key, altered, or renamed).") from None
+        decrypt(path.read_bytes(), digest=digest, kind=kind)
+    except (StoredBlobUnreadable, OSError):
+        return False
+    return True
 
 
 def blob_put(data: bytes, *, kind: str, digest: str | None = None) -> str:
@@ -77,26 +105,30 @@ def blob_put(data: bytes, *, kind: str, digest: str | None = None) -> str:
     digest = digest or sha256_hex(data)
     path = _path_for(digest, kind)
     if path.exists():
-        return digest
-    path.parent.mkdir(parents=True, exist_ok=True)
+        if _readable(path, digest=digest, kind=kind):
+            return digest
+        # Stored under another key or damaged: the same content written now replaces it, so a study
+        # uploaded again under the right key is not tied to the unreadable file for good.
+        logger.warning("Replacing unreadable stored file %s.%s", digest, kind)
     # Write to a temporary file and rename, so a crash never leaves half a file under a valid name.
+    _write_atomically(path, encrypt(data, digest=digest, kind=kind))
+    return digest
+
+
+def _write_atomically(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
     try:
         with os.fdopen(handle, "wb") as stream:
-            stream.write(encrypt(data, digest=digest, kind=kind))
+            stream.write(content)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
-    return digest
 
 
 def blob_get(digest: str, *, kind: str) -> bytes:
     return decrypt(_path_for(digest, kind).read_bytes(), digest=digest, kind=kind)
-
-
-def blob_exists(digest: str, *, kind: str) -> bool:
-    return _path_for(digest, kind).exists()
 
 
 # Kinds of blob. ORIGINAL is the upload re-encoded as PNG (16-bit for DICOM, keeping its depth);
@@ -104,3 +136,79 @@ def blob_exists(digest: str, *, kind: str) -> bool:
 ORIGINAL = "original"
 PREVIEW = "preview.png"
 HEATMAP = "heatmap.png"
+
+
+# The key check: a small file in the store, encrypted under the key, that every web process and worker
+# decrypts at start (and `check --deploy` too). A wrong key stops the portal instead of storing new
+# films under it that the other processes cannot read.
+KEY_CHECK_NAME = "key-check"
+KEY_CHECK_PLAINTEXT = b"CXR Portal image store key check"
+
+
+class StorageKeyMismatch(ImproperlyConfigured):
+    pass
+
+
+def _key_check_path() -> Path:
+    return Path(settings.IMAGE_STORE_DIR) / KEY_CHECK_NAME
+
+
+def _stored_files():
+    store = Path(settings.IMAGE_STORE_DIR)
+    for path in sorted(store.glob("[0-9a-f][0-9a-f]/*.*")):
+        digest, _, kind = path.name.partition(".")
+        if len(digest) == 64 and not path.name.startswith("."):
+            yield path, digest, kind
+
+
+def storage_key_verify(*, create: bool = True) -> str:
+    """Check the configured key against the store; write the key check on first use. Returns what it did.
+
+    Raises StorageKeyMismatch (an ImproperlyConfigured) when the key does not decrypt the key check, or,
+    for a store from before key checks, the first stored file.
+    """
+    storage_key()  # a malformed or missing key raises here
+    path = _key_check_path()
+    if path.exists():
+        try:
+            _decrypt(path.read_bytes(), KEY_CHECK_NAME.encode("ascii"), KEY_CHECK_NAME)
+        except StoredBlobUnreadable:
+            raise StorageKeyMismatch(f"CXR_STORAGE_KEY does not decrypt the image store's key check ({path}): "
+                                     "this is not the key the stored images were encrypted with.") from None
+        return "verified"
+    first = next(_stored_files(), None)
+    if first is not None and not _readable(first[0], digest=first[1], kind=first[2]):
+        raise StorageKeyMismatch(f"CXR_STORAGE_KEY does not decrypt the stored file {first[0]}: "
+                                 "this is not the key the stored images were encrypted with.")
+    if not create:
+        return "not yet written"
+    _write_atomically(path, _encrypt(KEY_CHECK_PLAINTEXT, KEY_CHECK_NAME.encode("ascii")))
+    return "created"
+
+
+def storage_key_verify_at_start() -> None:
+    """Web processes and workers call this as they start; production refuses to start on a bad key."""
+    if settings.STORAGE_KEY_REQUIRED:
+        storage_key_verify()
+
+
+def storage_rotate_key() -> dict[str, int]:
+    """Re-encrypt every stored file under CXR_STORAGE_KEY that still needs one of CXR_STORAGE_PREVIOUS_KEYS."""
+    counts = {"re-encrypted": 0, "current": 0, "unreadable": 0}
+    for path, digest, kind in _stored_files():
+        try:
+            data, needed_previous = _decrypt(path.read_bytes(), _associated_data(digest, kind), path.name)
+        except StoredBlobUnreadable:
+            logger.error("Cannot re-encrypt %s: no configured key decrypts it", path)
+            counts["unreadable"] += 1
+            continue
+        if needed_previous:
+            _write_atomically(path, encrypt(data, digest=digest, kind=kind))
+            counts["re-encrypted"] += 1
+        else:
+            counts["current"] += 1
+    check = _key_check_path()
+    if check.exists():
+        _decrypt(check.read_bytes(), KEY_CHECK_NAME.encode("ascii"), KEY_CHECK_NAME)
+    _write_atomically(check, _encrypt(KEY_CHECK_PLAINTEXT, KEY_CHECK_NAME.encode("ascii")))
+    return counts

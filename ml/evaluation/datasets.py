@@ -206,14 +206,6 @@ def leave_one_source_out(*, samples: list[Sample], split: Split, source: str) ->
     return LeaveOneSourceOut(source=source, train=train, val=val, test=test, description=description)
 
 
-def count_by(samples: list[Sample]) -> dict[str, dict[str, int]]:
-    """{class: {source: count}} for reports."""
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for sample in samples:
-        counts[sample.label][sample.source] += 1
-    return {label: dict(by_source) for label, by_source in counts.items()}
-
-
 def decode_file(path: Path | str) -> np.ndarray:
     """Decode through the portal's decoder (ml.serving.imaging) so training sees what serving sees."""
 

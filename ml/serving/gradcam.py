@@ -13,6 +13,11 @@ GRADCAM_LAYER = "gradcam_features"
 POOLED_FEATURES_LAYER = "gap"
 
 
+
+def has_pooled_head(model) -> bool:
+    """Whether the network ends gradcam_features -> global average pooling -> Dense logits."""
+    return any(layer.name == POOLED_FEATURES_LAYER for layer in model.layers)
+
 def gradcam(keras_model, model_input: np.ndarray, class_index: int) -> np.ndarray:
     """Heatmap (S, S) in [0, 1] of where the model looked for ``class_index``.
 

@@ -121,9 +121,3 @@ def build_tiny(*, input_size: int, num_classes: int):
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name=GRADCAM_LAYER)(x)
     x = keras.layers.GlobalAveragePooling2D(name=POOLED_FEATURES_LAYER)(x)
     return keras.Model(inputs, _head(x, num_classes=num_classes), name="tiny")
-
-
-def has_pooled_head(model) -> bool:
-    """Whether the network ends gradcam_features -> global average pooling -> Dense logits."""
-    return any(layer.name == POOLED_FEATURES_LAYER for layer in model.layers)
-

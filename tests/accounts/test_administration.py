@@ -1,4 +1,4 @@
-"""Administrators manage people and model versions; each change writes exactly one complete audit event."""
+"""Administrators manage people and their access; each change writes exactly one complete audit event."""
 
 import pytest
 from django.urls import reverse
@@ -6,22 +6,10 @@ from rest_framework.authtoken.models import Token
 
 from accounts.models import User
 from audit.models import AuditEvent
-from diagnosis.models import ModelVersion
+from tests.conftest import only_event
 from tests.factories import TEST_PASSWORD, UserFactory
 
 NEW_PASSWORD = "a different long phrase 77"
-
-
-@pytest.fixture
-def admin_client(client, administrator):
-    client.force_login(administrator)
-    return client
-
-
-def only_event(action: str) -> AuditEvent:
-    events = list(AuditEvent.objects.filter(action=action))
-    assert len(events) == 1, f"expected exactly one {action} event, found {len(events)}"
-    return events[0]
 
 
 def assert_complete(event: AuditEvent, *, actor: User, target: User | None = None) -> None:
@@ -157,47 +145,6 @@ def test_other_roles_cannot_manage_users(client, role):
     assert AuditEvent.objects.filter(action="user.deactivate", outcome="denied", actor_username=user.username).count() == 1
 
 
-def make_version(name: str, status: str = "candidate") -> ModelVersion:
-    return ModelVersion.objects.create(name=name, version="1", artifact_path=f"/nowhere/{name}", file_sha256="0" * 64,
-                                       architecture="tiny", class_names=["covid", "normal", "pneumonia"], input_size=64,
-                                       metrics={"accuracy": 0.91, "macro_auc": 0.95}, status=status)
-
-
-@pytest.mark.django_db
-def test_promote_retire_and_roll_back_model_versions(admin_client, administrator):
-    first = make_version("first", status="active")
-    second = make_version("second")
-    page = admin_client.get(reverse("administration:model_versions")).content.decode()
-    assert "macro_auc: 0.950" in page and "Promote" in page
-
-    admin_client.post(reverse("administration:model_version_activate", args=[second.id]))
-    first.refresh_from_db(), second.refresh_from_db()
-    assert (first.status, second.status) == ("retired", "active")
-    promote = only_event("model_version.activate")
-    assert promote.actor_username == administrator.username and promote.object_id == str(second.id)
-    assert "Roll back to this" in admin_client.get(reverse("administration:model_versions")).content.decode()
-
-    admin_client.post(reverse("administration:model_version_activate", args=[first.id]))  # roll back
-    first.refresh_from_db(), second.refresh_from_db()
-    assert (first.status, second.status) == ("active", "retired")
-    assert AuditEvent.objects.filter(action="model_version.activate").count() == 2
-
-    admin_client.post(reverse("administration:model_version_retire", args=[first.id]))
-    first.refresh_from_db()
-    assert first.status == "retired"
-    retire = only_event("model_version.retire")
-    assert retire.details == {"old_status": "active", "new_status": "retired"}
-
-
-@pytest.mark.django_db
-def test_auditor_cannot_change_model_versions(client, auditor):
-    version = make_version("candidate")
-    client.force_login(auditor)
-    assert client.post(reverse("administration:model_version_activate", args=[version.id])).status_code == 403
-    version.refresh_from_db()
-    assert version.status == "candidate"
-
-
 def queries_for(client, url) -> int:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -221,69 +168,3 @@ def test_user_list_query_count_does_not_grow_with_users(admin_client):
     few = queries_for(admin_client, reverse("administration:user_list"))
     add_users(2, 12)
     assert queries_for(admin_client, reverse("administration:user_list")) == few
-
-
-@pytest.mark.django_db
-def test_model_version_pages_show_the_held_out_evaluation(admin_client, client, auditor):
-    evaluated = make_version("evaluated")
-    ModelVersion.objects.filter(pk=evaluated.pk).update(evaluation={
-        "test": {"n": 261, "accuracy": 0.72, "macro_auc": 0.899, "covid_auc": 0.927, "covid_sensitivity": 0.979,
-                 "covid_specificity": 0.476, "ece": 0.055},
-        "loso": {"cohen": {"n": 488, "covid_auc": 0.541, "accuracy": 0.6}, "nih": {"n": 1094, "covid_auc": 0.7}},
-    })
-    make_version("unevaluated")
-    administration_page = admin_client.get(reverse("administration:model_versions")).content.decode()
-    client.force_login(auditor)
-    for page in (administration_page, client.get(reverse("diagnosis:model_versions")).content.decode()):
-        assert "Test split (261 films)" in page and "Macro AUC: 0.899" in page and "Expected calibration error: 0.055" in page
-        assert "cohen: 0.541 (488 films)" in page and "nih: 0.700 (1094 films)" in page
-        assert "Not recorded" in page  # the version without held-out results says so
-
-
-SHORTCUT_AUDIT = {
-    "sha256": "0" * 64, "subset": "test", "n": 261, "chance_accuracy": 1 / 3, "margin": 0.1, "full_accuracy": 0.824,
-    "lungs_hidden_accuracy": 0.563, "lungs_hidden_accuracy_ci": [0.498, 0.626], "lungs_only_accuracy": 0.387,
-    "gradcam_n": 48, "gradcam_share_outside_lungs": 0.682, "gradcam_area_outside_lungs": 0.68,
-    "shortcut_suspected": True,
-    "source_probe": {"pneumonia": {"sources": {"cohen": 16, "nih": 73}, "auc": 0.759, "auc_ci": [0.6, 0.9],
-                                   "input_auc": 0.749, "outputs_auc": 0.849}},
-}
-
-
-@pytest.mark.django_db
-def test_model_version_pages_show_the_shortcut_audit(admin_client, client, auditor):
-    audited = make_version("audited")
-    ModelVersion.objects.filter(pk=audited.pk).update(evaluation={"shortcut_audit": SHORTCUT_AUDIT})
-    administration_page = admin_client.get(reverse("administration:model_versions")).content.decode()
-    client.force_login(auditor)
-    for page in (administration_page, client.get(reverse("diagnosis:model_versions")).content.decode()):
-        assert "Shortcut audit (261 test films)" in page and "Shortcut suspected" in page
-        assert "Accuracy with the lungs hidden (chance 0.333): 0.563" in page
-        assert "Accuracy with only the lungs visible: 0.387" in page
-        assert "Grad-CAM share outside the lungs (a uniform map: 68%): 68%" in page
-        assert "Pneumonia, cohen vs nih: 0.759" in page
-        assert "Not recorded" not in page
-
-
-@pytest.mark.django_db
-def test_activating_a_version_says_what_its_shortcut_audit_found(admin_client):
-    suspected, clean, unaudited = make_version("suspected"), make_version("clean"), make_version("unaudited")
-    ModelVersion.objects.filter(pk=suspected.pk).update(evaluation={"shortcut_audit": SHORTCUT_AUDIT})
-    ModelVersion.objects.filter(pk=clean.pk).update(
-        evaluation={"shortcut_audit": {**SHORTCUT_AUDIT, "shortcut_suspected": False, "lungs_hidden_accuracy": 0.295}})
-
-    def activate(version) -> str:
-        response = admin_client.post(reverse("administration:model_version_activate", args=[version.id]), follow=True)
-        version.refresh_from_db()
-        assert version.status == "active"  # a warning, not a refusal: the administrator decides
-        return " ".join(str(message) for message in response.context["messages"])
-
-    said = activate(suspected)
-    assert "suspected 1 still classifies 56% of its test films correctly with the lungs hidden (chance 33%)" in said
-    assert "shortcut" not in activate(clean).lower()
-    assert "No shortcut audit is recorded for unaudited 1" in activate(unaudited)
-    # A hand-edited record without the figures still warns, and never breaks the page.
-    ModelVersion.objects.filter(pk=unaudited.pk).update(
-        evaluation={"shortcut_audit": {"shortcut_suspected": True, "lungs_hidden_accuracy": None}})
-    activate(clean)
-    assert "unaudited 1 still classifies ? of its test films correctly" in activate(unaudited)

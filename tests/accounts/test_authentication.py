@@ -184,3 +184,47 @@ def test_second_factor_never_redirects_off_site(auditor):
     post_login(browser, auditor.username, TEST_PASSWORD)
     response = browser.post(reverse("accounts:two_factor"), {"token": current_code(device), "next": "https://evil.example/"})
     assert response.status_code == 302 and response["Location"] == reverse("diagnosis:home")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role,asked,landing", [
+    ("administrator", "/worklist/", "/models/"),
+    ("administrator", "/administration/users/", "/administration/users/"),
+    ("auditor", "/administration/users/", "/worklist/"),
+    ("auditor", "/audit/events/", "/audit/events/"),
+])
+def test_sign_in_lands_on_next_only_when_the_role_may_open_it(role, asked, landing):
+    user = UserFactory(**{role: True})
+    device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    browser = Client()
+    # Log out leads to the bare sign-in page; the second factor then carries the default landing on.
+    response = browser.post(f"{reverse('accounts:login')}?next={asked}",
+                            {"username": user.username, "password": TEST_PASSWORD, "next": asked})
+    assert response.status_code == 302 and response["Location"].startswith(reverse("accounts:two_factor"))
+    response = browser.post(response["Location"], {"token": current_code(device), "next": asked})
+    assert response.status_code == 302
+    final = browser.get(response["Location"], follow=True)
+    assert final.status_code == 200
+    assert (final.redirect_chain[-1][0] if final.redirect_chain else response["Location"]) == landing
+    assert not AuditEvent.objects.filter(actor_username=user.username, outcome="denied").exists()
+
+
+@pytest.mark.django_db
+def test_administrator_signing_in_from_the_bare_login_page_reaches_the_model_page_without_a_refusal():
+    user = UserFactory(administrator=True)
+    device = TOTPDevice.objects.create(user=user, name="phone", confirmed=True)
+    browser = Client()
+    first = post_login(browser, user.username, TEST_PASSWORD)
+    second = browser.post(first["Location"], {"token": current_code(device)}, follow=True)
+    assert second.status_code == 200
+    assert second.redirect_chain[-1][0] == reverse("diagnosis:model_versions")
+    assert not AuditEvent.objects.filter(action="study.list", actor_username=user.username).exists()
+
+
+@pytest.mark.django_db
+def test_clinician_asking_for_the_audit_log_lands_on_the_worklist(clinician):
+    browser = Client()
+    response = browser.post(reverse("accounts:login"), {"username": "dr_ana", "password": TEST_PASSWORD,
+                                                        "next": reverse("audit:event_list")})
+    assert response["Location"] == reverse("diagnosis:home")
+    assert not AuditEvent.objects.filter(actor_username="dr_ana", outcome="denied").exists()

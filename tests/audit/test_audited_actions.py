@@ -19,8 +19,7 @@ ADDRESS = "10.9.8.7"
 
 
 @pytest.fixture
-def world(db, clinician, auditor, patient, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def world(db, clinician, auditor, patient, queued_inference):
     study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-AUDIT")
     prediction = make_prediction(study, make_model_version("audit-model"), covid=0.9)
     Study.objects.filter(id=study.id).update(status="completed")
@@ -116,8 +115,7 @@ def test_login_logout_and_failed_login_are_one_event_each(clinician):
 
 
 @pytest.mark.django_db
-def test_upload_is_one_event(clinician, patient, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def test_upload_is_one_event(clinician, patient, queued_inference):
     client = browser_for(clinician)
     since = last_sequence()
     response = client.post("/api/studies/", {"patient": patient.id, "accession_number": "ACC-UP",
@@ -169,12 +167,11 @@ def test_exports_and_audit_reads_are_one_event(world, request, role, url, action
 
 
 @pytest.mark.django_db
-def test_prediction_and_alert_are_one_event_each(clinician, patient, active_model, monkeypatch):
+def test_prediction_and_alert_are_one_event_each(clinician, patient, active_model, queued_inference):
     """The worker has no user and no request: the events name the study and patient, and no actor."""
     from diagnosis.models import Prediction
     from diagnosis.services.inference import study_run_inference
 
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-INF")
     Study.objects.filter(id=study.id).update(status="queued")
     since = last_sequence()

@@ -7,88 +7,19 @@ Screenshots of each step go to test-artifacts/browser/.
 """
 
 import json
-import os
 import shutil
-from pathlib import Path
 
 import pytest
 
 from tests import images
-from tests.factories import TEST_PASSWORD, PatientFactory, UserFactory
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
-ARTIFACTS = PROJECT_ROOT / "test-artifacts" / "browser"
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-TIMEOUT_MS = 30_000
-
-
-def chromium_path() -> str | None:
-    configured = os.environ.get("CXR_CHROMIUM")
-    for candidate in ((configured,) if configured else ()) + CHROMIUM_CANDIDATES:
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which("chromium")
-
-
-@pytest.fixture
-def browser(monkeypatch):
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Chromium is not installed (apt-get install -y chromium; .ci/run does this)")
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM calls are still synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-            # While Playwright's loop runs, the ORM works on its own connection: close it, or the test
-            # database cannot be dropped at the end of the session.
-            from django.db import connections
-
-            connections.close_all()
-
-
-@pytest.fixture
-def live_server(django_db_setup, django_db_blocker):
-    """pytest-django's live server, but stopped after this test, so its database connection closes before teardown."""
-    from pytest_django.live_server_helper import LiveServer
-
-    server = LiveServer("localhost")
-    yield server
-    server.stop()
-
-
-def screenshot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def sign_in(page, base_url: str, user, device=None) -> None:
-    page.goto(f"{base_url}/accounts/login/")
-    page.fill("input[name=username]", user.username)
-    page.fill("input[name=password]", TEST_PASSWORD)
-    page.click("main button[type=submit]")
-    page.wait_for_load_state()
-    if "/accounts/two-factor/" in page.url:
-        from django_otp.oath import totp
-
-        code = totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=device.drift)
-        page.fill("input[name=token]", f"{code:0{device.digits}d}")
-        page.click("main button[type=submit]")
-        page.wait_for_load_state()
-    assert "/accounts/login/" not in page.url, page.content()[:2000]
+from tests.browser.pages import ARTIFACTS, TIMEOUT_MS, screenshot, sign_in
+from tests.factories import PatientFactory, UserFactory
 
 
 @pytest.mark.e2e
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_and_auditor_cannot_upload(
-    browser, live_server, tiny_model_dir, monkeypatch, tmp_path
+    browser, live_server, tiny_model_dir, monkeypatch, queued_inference, tmp_path
 ):
     from diagnosis.models import Alert, AlertDelivery, Feedback, Study
     from diagnosis.services.inference import study_run_inference
@@ -109,8 +40,6 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     model_version = model_version_register(artifact_dir=artifact, activate=True)
     assert model_version.covid_threshold == 0.0
 
-    queued: list[int] = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda *, study_id: queued.append(study_id))
     monkeypatch.setattr("diagnosis.tasks.deliver_alert.delay",
                         lambda **kwargs: deliver_alert.apply(kwargs=kwargs))
     film = tmp_path / "chest.png"
@@ -134,7 +63,7 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     page.wait_for_selector("[data-testid=disclaimer]")
     study = Study.objects.get(accession_number="ACC-BROWSER-1")
     assert page.url.endswith(f"/studies/{study.id}/")
-    assert queued == [study.id]
+    assert queued_inference == [{"study_id": study.id}]
     screenshot(page, "03-study-queued")
 
     # 3. The worker's task runs; the page (polling) shows the result.
@@ -168,7 +97,7 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
 
     # 5. Records feedback on the study.
     page.goto(f"{live_server.url}/studies/{study.id}/")
-    page.check("input[name=agrees][value=no]")
+    page.locator("[data-testid=agreement] label", has_text="Disagree").click()
     predicted = study.predictions.get().predicted_label
     correct = "pneumonia" if predicted != "pneumonia" else "normal"
     page.select_option("select[name=correct_label]", correct)

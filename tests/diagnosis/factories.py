@@ -8,6 +8,7 @@ from diagnosis.models import ModelVersion, Prediction, Study, StudyStatus
 from diagnosis.services.ingest import study_create
 from ml.serving.labels import CLASS_NAMES
 from tests import images
+from tests.conftest import inference_queue_as_list
 
 _sequence = itertools.count(1)
 
@@ -28,7 +29,7 @@ def model_version(*, version: str = "", covid_threshold: float = 0.5, status: st
 
 def uploaded_study(*, patient, uploaded_by, monkeypatch, accession_number: str = "") -> Study:
     """A received study, with the inference bell silenced."""
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+    inference_queue_as_list(monkeypatch)
     number = next(_sequence)
     return study_create(
         patient=patient, uploaded_by=uploaded_by, data=images.png_bytes(images.gradient(seed=number)),

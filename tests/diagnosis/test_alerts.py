@@ -103,11 +103,10 @@ def alert(clinician, patient, monkeypatch, bell, django_capture_on_commit_callba
 
 
 @pytest.fixture
-def queued_study(clinician, patient, monkeypatch, django_capture_on_commit_callbacks):
+def queued_study(clinician, patient, queued_inference, django_capture_on_commit_callbacks):
     from diagnosis.services.ingest import study_create
     from tests import images
 
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     with django_capture_on_commit_callbacks(execute=True):
         study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes())
     return study

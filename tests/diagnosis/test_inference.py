@@ -11,8 +11,7 @@ from tests import images
 
 
 @pytest.fixture
-def queued_study(clinician, patient, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def queued_study(clinician, patient, queued_inference, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
         study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes())
     study.refresh_from_db()
@@ -90,7 +89,7 @@ def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queu
 
 @pytest.mark.django_db
 def test_a_film_unlike_the_training_films_is_stored_as_unfamiliar_and_its_score_audited(
-    clinician, patient, familiar_model_dir, monkeypatch, django_capture_on_commit_callbacks
+    clinician, patient, familiar_model_dir, monkeypatch, queued_inference, django_capture_on_commit_callbacks
 ):
     import ml.serving.stability
     from diagnosis.services.model_registry import model_version_register
@@ -98,7 +97,6 @@ def test_a_film_unlike_the_training_films_is_stored_as_unfamiliar_and_its_score_
     from ml.serving.familiarity import UNFAMILIAR
 
     model_version_register(artifact_dir=familiar_model_dir, activate=True)
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     monkeypatch.setattr(ml.serving.stability, "PERTURBATIONS", ())  # only the familiarity warning is under test
     with django_capture_on_commit_callbacks(execute=True):
         study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.checkerboard()))
@@ -170,31 +168,136 @@ def test_failure_is_retried_then_marked_failed(queued_study, active_model, monke
 
 
 @pytest.mark.django_db
-def test_stale_processing_study_is_requeued(queued_study, active_model, monkeypatch):
+def test_stale_processing_study_is_requeued(queued_study, active_model, queued_inference):
     from datetime import timedelta
 
     from django.utils import timezone
 
     from diagnosis.models import Study
 
-    rung = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: rung.append(kwargs))
+    queued_inference.clear()  # the study's own first queueing
     Study.objects.filter(id=queued_study.id).update(
         status=StudyStatus.PROCESSING, started_at=timezone.now() - timedelta(hours=1), attempt_count=1
     )
     inference.studies_requeue_stale()
     queued_study.refresh_from_db()
     assert queued_study.status == StudyStatus.QUEUED
-    assert rung == [{"study_id": queued_study.id}]
+    assert queued_inference == [{"study_id": queued_study.id}]
 
 
 @pytest.mark.django_db
-def test_activating_a_model_requeues_waiting_studies(queued_study, tiny_model_dir, monkeypatch,
+def test_activating_a_model_requeues_waiting_studies(queued_study, tiny_model_dir, queued_inference,
                                                       django_capture_on_commit_callbacks):
     from diagnosis.services.model_registry import model_version_register
 
-    rung = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: rung.append(kwargs))
+    queued_inference.clear()  # the study's own first queueing
     with django_capture_on_commit_callbacks(execute=True):
         model_version_register(artifact_dir=tiny_model_dir, activate=True)
-    assert rung == [{"study_id": queued_study.id}]
+    assert queued_inference == [{"study_id": queued_study.id}]
+
+
+def hold_study(study, *, lease_seconds_from_now: float, attempts: int = 1, claim: str = "dead-worker:1:abc"):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from diagnosis.models import Study
+
+    Study.objects.filter(id=study.id).update(
+        status=StudyStatus.PROCESSING, started_at=timezone.now() - timedelta(seconds=40), claimed_by=claim,
+        lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds_from_now), attempt_count=attempts,
+    )
+
+
+@pytest.mark.django_db
+def test_a_claim_whose_lease_lapsed_is_taken_over_by_the_next_delivery(queued_study, active_model):
+    hold_study(queued_study, lease_seconds_from_now=-1)
+    outcome = inference.study_run_inference(study_id=queued_study.id)
+    queued_study.refresh_from_db()
+    assert outcome.status == "completed"
+    assert queued_study.status == StudyStatus.COMPLETED
+    assert queued_study.attempt_count == 2
+    assert Prediction.objects.filter(study=queued_study).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_claim_under_a_live_lease_is_left_alone_and_looked_at_again_when_it_lapses(queued_study, active_model):
+    hold_study(queued_study, lease_seconds_from_now=20)
+    outcome = inference.study_run_inference(study_id=queued_study.id)
+    queued_study.refresh_from_db()
+    assert outcome.status == "held"
+    assert 20 <= outcome.retry_after_seconds <= 22
+    assert queued_study.status == StudyStatus.PROCESSING
+    assert queued_study.claimed_by == "dead-worker:1:abc"
+
+
+@pytest.mark.django_db
+def test_a_lapsed_claim_with_no_attempts_left_fails_instead_of_looping(queued_study, active_model, settings):
+    settings.INFERENCE_MAX_ATTEMPTS = 2
+    hold_study(queued_study, lease_seconds_from_now=-1, attempts=2)
+    assert inference.study_run_inference(study_id=queued_study.id).status == "failed"
+    queued_study.refresh_from_db()
+    assert queued_study.status == StudyStatus.FAILED
+
+
+@pytest.mark.django_db
+def test_the_sweeper_rings_again_for_a_study_whose_worker_stopped_renewing(queued_study, active_model,
+                                                                           queued_inference):
+    queued_inference.clear()  # the study's own first queueing
+    hold_study(queued_study, lease_seconds_from_now=20)
+    assert inference.studies_requeue_stale() == 0
+    hold_study(queued_study, lease_seconds_from_now=-1)
+    assert inference.studies_requeue_stale() == 1
+    queued_study.refresh_from_db()
+    assert queued_study.status == StudyStatus.QUEUED
+    assert queued_inference == [{"study_id": queued_study.id}]
+
+
+@pytest.mark.django_db
+def test_the_lease_is_renewed_while_the_model_runs(queued_study, active_model, monkeypatch, settings):
+    """The renewal runs on its own thread and connection; here it is called in line to see what it writes."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.INFERENCE_LEASE = timedelta(seconds=30)
+    seen = {}
+
+    def slow_model(study_id, model_version):
+        study = inference.Study.objects.get(id=study_id)
+        seen["claim"], seen["lease"] = study.claimed_by, study.lease_expires_at
+        return inference.InferenceOutcome(study_id, "completed")
+
+    monkeypatch.setattr(inference, "_run_claimed", slow_model)
+    before = timezone.now()
+    inference.study_run_inference(study_id=queued_study.id)
+    assert seen["claim"].count(":") == 2  # host:pid:claim
+    assert before + timedelta(seconds=29) < seen["lease"] <= timezone.now() + timedelta(seconds=30)
+
+
+@pytest.mark.django_db
+def test_a_database_error_mid_task_goes_through_the_retry_path_and_resumes_the_claim(queued_study, active_model,
+                                                                                      monkeypatch):
+    from django.db import OperationalError
+
+    from diagnosis.tasks import run_inference
+
+    real_run = inference._run_claimed
+
+    def database_restarting(study_id, model_version):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(inference, "_run_claimed", database_restarting)
+    retried = []
+    monkeypatch.setattr(run_inference, "retry", lambda **kwargs: retried.append(kwargs) or RuntimeError("retry"))
+    with pytest.raises(RuntimeError):
+        run_inference.run(study_id=queued_study.id)
+    queued_study.refresh_from_db()
+    assert queued_study.status == StudyStatus.PROCESSING
+    assert retried[0]["kwargs"] == {"study_id": queued_study.id, "resume_claim": queued_study.claimed_by}
+
+    monkeypatch.setattr(inference, "_run_claimed", real_run)
+    assert run_inference.run(**retried[0]["kwargs"]) == "completed"
+    queued_study.refresh_from_db()
+    assert queued_study.status == StudyStatus.COMPLETED
+    assert queued_study.attempt_count == 1  # resuming the same claim is not another attempt

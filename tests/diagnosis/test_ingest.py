@@ -18,15 +18,13 @@ def stored_files(image_store):
     ids=["png", "jpeg", "dicom", "rgb-png"],
 )
 def test_accepts_each_format_and_queues_after_commit(
-    data_factory, clinician, patient, image_store, django_capture_on_commit_callbacks, monkeypatch
+    data_factory, clinician, patient, image_store, django_capture_on_commit_callbacks, queued_inference
 ):
-    queued = []
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: queued.append(kwargs))
     with django_capture_on_commit_callbacks(execute=True):
         study = study_create(patient=patient, uploaded_by=clinician, data=data_factory(), filename="../../etc/x.png")
     study.refresh_from_db()
     assert study.status == StudyStatus.QUEUED
-    assert queued == [{"study_id": study.id}]
+    assert queued_inference == [{"study_id": study.id}]
     assert study.original_filename == "../../etc/x.png"  # kept as data only
     assert all(".." not in str(path.relative_to(image_store)) for path in stored_files(image_store))
     assert len(stored_files(image_store)) == 2  # original + preview, named by hash
@@ -34,8 +32,7 @@ def test_accepts_each_format_and_queues_after_commit(
 
 
 @pytest.mark.django_db
-def test_dicom_fills_accession_and_view_from_tags(clinician, patient, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def test_dicom_fills_accession_and_view_from_tags(clinician, patient, queued_inference):
     study = study_create(patient=patient, uploaded_by=clinician, data=images.dicom_bytes(accession_number="A-77"))
     assert study.accession_number == "A-77"
     assert study.view_position == "PA"
@@ -43,8 +40,7 @@ def test_dicom_fills_accession_and_view_from_tags(clinician, patient, monkeypatc
 
 
 @pytest.mark.django_db
-def test_same_bytes_are_stored_once(clinician, patient, image_store, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def test_same_bytes_are_stored_once(clinician, patient, image_store, queued_inference):
     data = images.png_bytes()
     study_create(patient=patient, uploaded_by=clinician, data=data)
     study_create(patient=patient, uploaded_by=clinician, data=data)
@@ -67,8 +63,7 @@ BAD_INPUTS = {
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", BAD_INPUTS)
-def test_rejects_bad_input_and_changes_nothing(name, clinician, patient, image_store, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: pytest.fail("nothing may be queued"))
+def test_rejects_bad_input_and_changes_nothing(name, clinician, patient, image_store, queued_inference):
     study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.gradient(seed=1)))
     files_before = stored_files(image_store)
     counts_before = (Study.objects.count(), StoredImage.objects.count(), AuditEvent.objects.count())
@@ -79,11 +74,11 @@ def test_rejects_bad_input_and_changes_nothing(name, clinician, patient, image_s
     assert raised.value.messages[0]
     assert stored_files(image_store) == files_before
     assert (Study.objects.count(), StoredImage.objects.count(), AuditEvent.objects.count()) == counts_before
+    assert queued_inference == []
 
 
 @pytest.mark.django_db
-def test_rejects_duplicate_accession_number(clinician, patient, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def test_rejects_duplicate_accession_number(clinician, patient, queued_inference):
     study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-1")
     with pytest.raises(UploadRejected, match="already exists"):
         study_create(patient=patient, uploaded_by=clinician, data=images.jpeg_bytes(), accession_number="ACC-1")

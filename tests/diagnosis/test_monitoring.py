@@ -144,15 +144,6 @@ def test_result_page_warns_while_the_version_alarms(monitored_model, patient, cl
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("role, status", [("anonymous", 302), ("clinician", 403), ("auditor", 200),
-                                          ("administrator", 200)])
-def test_monitor_page_by_role(role, status, role_clients, monitored_model):
-    response = role_clients[role].get(reverse("diagnosis:model_version_monitoring",
-                                              kwargs={"version_id": monitored_model.pk}))
-    assert response.status_code == status
-
-
-@pytest.mark.django_db
 def test_monitor_page_shows_the_checks_and_a_chart_and_is_audited(
     monitored_model, patient, clinician, administrator, monkeypatch
 ):
@@ -182,11 +173,11 @@ def test_after_recalibration_the_page_names_the_local_films_it_compares_with(db,
 
     path = tmp_path / "recalibrated"
     shutil.copytree(tiny_model_dir, path)
-    add_reference(path, reference_from_films(VALIDATION[:60], subset="recalibration"))  # as ml.recalibrate stores
+    add_reference(path, reference_from_films(VALIDATION[:60], subset="recalibration"))  # as python -m ml recalibrate stores
     version = model_version_register(artifact_dir=path, activate=True)
     page = logged_in_client(administrator).get(
         reverse("diagnosis:model_version_monitoring", kwargs={"version_id": version.pk})).content.decode()
-    assert "Compared with the 60 local films the operating point was refitted on (ml.recalibrate)." in page
+    assert "Compared with the 60 local films the operating point was refitted on (python -m ml recalibrate)." in page
 
 
 @pytest.mark.django_db
@@ -334,7 +325,7 @@ def test_a_version_whose_validation_already_breaks_a_limit_says_so_before_any_re
     call_command("monitor_model", stdout=out)
     assert "Validation already breaks false_alert_limit: 20/20 against the limit 80%" in out.getvalue()
     # The administrator who activates it is told at once.
-    page = logged_in_client(administrator).post(reverse("administration:model_version_activate", args=[version.id]),
+    page = logged_in_client(administrator).post(reverse("diagnosis:model_version_activate", args=[version.id]),
                                                 follow=True)
     text = page.content.decode()
     assert "already breaks the site monitor&#x27;s false_alert_limit limit (20 of 20 films against 80%)" in text

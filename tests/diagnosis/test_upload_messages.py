@@ -31,8 +31,7 @@ def test_known_message_is_translated_with_its_details_and_unknown_message_is_kep
     (b"just some text, not an image", "no es una imagen PNG, JPEG ni DICOM"),
     (images.truncated(images.png_bytes()), "está dañada o truncada"),
 ])
-def test_rejected_upload_shows_the_reason_in_spanish(client, clinician, patient, data, spanish, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def test_rejected_upload_shows_the_reason_in_spanish(client, clinician, patient, data, spanish, queued_inference):
     client.force_login(clinician)
     client.post(reverse("set_language"), {"language": "es", "next": "/"})
     response = client.post(reverse("diagnosis:study_upload", args=[patient.id]),

@@ -1,7 +1,5 @@
 """The triage worklist: filters, triage order, pagination, a fixed number of queries, CSV export."""
 
-import csv
-import io
 from datetime import timedelta
 
 import pytest
@@ -14,6 +12,7 @@ from diagnosis.models import Study
 from diagnosis.services.alerts import alert_raise_for_prediction
 from diagnosis.services.feedback import feedback_record
 from diagnosis.views import WORKLIST_PAGE_SIZE
+from tests.conftest import csv_rows
 from tests.diagnosis import factories
 
 
@@ -166,7 +165,7 @@ def test_csv_export_has_the_filtered_rows_in_triage_order_and_is_audited(
     response = client.get(reverse("diagnosis:worklist_export_csv"), {"status": "completed"})
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    rows = csv_rows(response)
     assert [row["accession_number"] for row in rows] == ["HIGH", "LOW"]
     assert rows[0]["predicted_label"] == "covid" and rows[0]["suspected_covid"] == "yes"
     assert rows[0]["alert_state"] == "open" and float(rows[0]["covid_probability"]) == pytest.approx(0.9)
@@ -188,7 +187,7 @@ def test_results_with_warnings_carry_a_badge_in_the_worklist_and_a_column_in_the
     page = client.get(reverse("diagnosis:worklist")).content.decode()
     assert page.count('data-testid="result-warning-badge"') == 1
     assert ">borderline</span>" in page and 'title="This result is borderline' in page
-    rows = list(csv.DictReader(io.StringIO(client.get(reverse("diagnosis:worklist_export_csv")).content.decode())))
+    rows = csv_rows(client.get(reverse("diagnosis:worklist_export_csv")))
     assert {row["accession_number"]: row["warnings"] for row in rows} == {"STEADY": "", "BORDER": "unstable"}
 
 

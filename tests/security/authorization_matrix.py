@@ -76,6 +76,8 @@ MATRIX: list[Row] = [
     R("alerts/deliveries/",                                  "GET",  "/alerts/deliveries/",                        302, 403, 403, 200, 403),
     R("models/",                                             "GET",  "/models/",                                   302, 403, 403, 200, 200),
     R("models/<int:version_id>/monitoring/",                 "GET",  "/models/{model_version}/monitoring/",        302, 403, 403, 200, 200),
+    R("models/<int:model_version_id>/activate/",             "POST", "/models/{model_version}/activate/",          302, 403, 403, 302, 403),
+    R("models/<int:model_version_id>/retire/",               "POST", "/models/{model_version}/retire/",            302, 403, 403, 302, 403),
     # --- administration ---------------------------------------------------------------------------
     R("administration/users/",                               "GET",  "/administration/users/",                     302, 403, 403, 200, 403),
     R("administration/users/new/",                           "GET",  "/administration/users/new/",                 302, 403, 403, 200, 403),
@@ -88,9 +90,6 @@ MATRIX: list[Row] = [
     R("administration/users/<int:user_id>/unlock/",          "POST", "/administration/users/{user}/unlock/",       302, 403, 403, 302, 403),
     R("administration/users/<int:user_id>/two-factor-reset/", "POST", "/administration/users/{user}/two-factor-reset/", 302, 403, 403, 302, 403),
     R("administration/users/<int:user_id>/token-revoke/",    "POST", "/administration/users/{user}/token-revoke/", 302, 403, 403, 302, 403),
-    R("administration/models/",                              "GET",  "/administration/models/",                    302, 403, 403, 200, 403),
-    R("administration/models/<int:model_version_id>/activate/", "POST", "/administration/models/{model_version}/activate/", 302, 403, 403, 302, 403),
-    R("administration/models/<int:model_version_id>/retire/", "POST", "/administration/models/{model_version}/retire/", 302, 403, 403, 302, 403),
     # --- auditor pages ----------------------------------------------------------------------------
     R("audit/events/",                                       "GET",  "/audit/events/",                             302, 403, 403, 403, 200),
     R("audit/events/export.csv",                             "GET",  "/audit/events/export.csv",                   302, 403, 403, 403, 200),
@@ -98,6 +97,9 @@ MATRIX: list[Row] = [
     R("audit/predictions/export.csv",                        "GET",  "/audit/predictions/export.csv",              302, 403, 403, 403, 200),
     # --- API --------------------------------------------------------------------------------------
     R("api/",                                                "GET",  "/api/",                                      401, 200, 200, 200, 200),
+    # STOW-RS takes tokens only (a signed-in browser session is anonymous there); roles with a token:
+    # tests/diagnosis/test_dicomweb.py::test_only_clinical_accounts_may_store.
+    R("dicomweb/studies",                                    "POST", "/dicomweb/studies",                          401, 401, 401, 401, 401),
     R("api/auth/token/",                                     "POST", "/api/auth/token/",                           400, 400, 400, 400, 400),
     R("api/auth/token/",                                     "DELETE", "/api/auth/token/",                         401, 204, 204, 204, 204),
     R("api/schema/",                                         "GET",  "/api/schema/",                               401, 200, 200, 200, 200),

@@ -106,8 +106,7 @@ def form_value(value: str, records: dict):
 
 
 @pytest.fixture
-def records(db, clinician, monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def records(db, clinician, queued_inference):
     from tests.factories import PatientFactory
 
     patient = PatientFactory(mrn="MRN-MATRIX")

@@ -22,6 +22,7 @@ def production_environment(**overrides) -> dict:
         "DATABASE_URL": "postgres://cxr@db.example.org:5432/cxr",
         "CELERY_BROKER_URL": "redis://redis.example.org:6379/0",
         "CXR_STORAGE_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        "CXR_AUDIT_KEY": secrets.token_urlsafe(48),
     }
     environment.update(overrides)
     return {name: value for name, value in environment.items() if value is not None}
@@ -40,7 +41,7 @@ def test_check_deploy_reports_nothing_with_production_settings():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "CXR_STORAGE_KEY", "DJANGO_ALLOWED_HOSTS"])
+@pytest.mark.parametrize("missing", ["DJANGO_SECRET_KEY", "CXR_STORAGE_KEY", "CXR_AUDIT_KEY", "DJANGO_ALLOWED_HOSTS"])
 def test_production_refuses_to_start_without_its_secrets(missing):
     result = manage("check", environment=production_environment(**{missing: None}))
     assert result.returncode != 0

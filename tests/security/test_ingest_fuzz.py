@@ -129,9 +129,8 @@ def ingest_once(*, data: bytes, patient, user, outcomes: dict) -> None:
 
 
 @pytest.fixture
-def fuzz_setup(db, clinician, patient, settings, monkeypatch):
+def fuzz_setup(db, clinician, patient, settings, queued_inference):
     settings.UPLOAD_RATE_LIMIT = 10**9
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     return clinician, patient
 
 

@@ -5,6 +5,7 @@ import io
 
 import numpy as np
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
@@ -18,9 +19,7 @@ from ml.serving.imaging import DICOM_MAX_SEQUENCE_DEPTH, ImageDecodeError, decod
 from tests import images
 
 
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+pytestmark = pytest.mark.usefixtures("queued_inference")
 
 
 def stored_files(store) -> list:
@@ -258,7 +257,7 @@ def test_blob_renamed_or_altered_or_under_another_key_does_not_decrypt(image_sto
 
 def test_configured_key_must_be_32_bytes(settings):
     settings.STORAGE_ENCRYPTION_KEY = "c2hvcnQ"
-    with pytest.raises(ValueError, match="32 bytes"):
+    with pytest.raises(ImproperlyConfigured, match="32 bytes"):
         storage.storage_key()
 
 

@@ -141,9 +141,10 @@ def test_model_probe_covers_input_features_and_answers_and_reads_as_a_sentence()
 
 
 def test_features_from_keras_equal_those_of_the_exported_features_model(familiar_model_dir, tmp_path):
+    from tests.conftest import synthetic_training_set
+
     from ml.serving.predictor import Predictor
     from ml.serving.preprocess import preprocess_checked
-    from tests.conftest import synthetic_training_set
 
     without_check = tmp_path / "no-familiarity"
     shutil.copytree(familiar_model_dir, without_check)

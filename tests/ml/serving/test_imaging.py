@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from ml.serving.imaging import ImageDecodeError, decode_image, encode_png, sniff_format
 from tests import images
+
+from ml.serving.imaging import ImageDecodeError, decode_image, encode_png, sniff_format
 
 
 def test_decodes_8_bit_png_to_unit_range():

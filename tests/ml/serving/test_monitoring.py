@@ -381,10 +381,11 @@ def test_cli_stores_the_reference_then_replays_the_test_films(familiar_model_dir
     import json
     import shutil
 
+    from tests.conftest import write_synthetic_folder
+
     from ml.evaluation import monitor_replay
     from ml.evaluation.datasets import load_dataset, make_patient_split, save_split
     from ml.serving.artifact import file_sha256, load_metadata
-    from tests.conftest import write_synthetic_folder
 
     data = write_synthetic_folder(tmp_path / "data", count_per_class=10, seed=21)
     model = tmp_path / "model"

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from tests import images
+
 from ml.serving.stability import (
     PERTURBATIONS,
     answer_moves,
@@ -12,7 +14,6 @@ from ml.serving.stability import (
     jpeg_reencoded,
     summarize_stability,
 )
-from tests import images
 
 
 def test_perturbations_keep_a_film_a_film():

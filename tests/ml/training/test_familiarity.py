@@ -6,10 +6,11 @@ import shutil
 import numpy as np
 import pytest
 
+from tests import images
+
 from ml.evaluation.familiarity import summarize_familiarity
 from ml.serving.familiarity import UNFAMILIAR, FamiliarityModel
 from ml.training.familiarity import fit_familiarity, ledoit_wolf_covariance
-from tests import images
 
 MEANS = np.array([[0.0] * 8, [3.0] + [0.0] * 7, [0.0, 3.0] + [0.0] * 6])
 
@@ -88,9 +89,10 @@ def test_summary_per_source_and_how_well_the_score_finds_the_left_out_source():
 
 
 def test_predictor_flags_a_film_unlike_the_training_films(familiar_model_dir):
+    from tests.conftest import synthetic_training_set
+
     from ml.serving.artifact import file_sha256, load_metadata, verify_artifact
     from ml.serving.predictor import Predictor
-    from tests.conftest import synthetic_training_set
 
     metadata = load_metadata(familiar_model_dir)
     assert metadata.familiarity["features_sha256"] == file_sha256(familiar_model_dir / "features.tflite")
@@ -108,8 +110,9 @@ def test_predictor_flags_a_film_unlike_the_training_films(familiar_model_dir):
 
 
 def test_predictor_without_the_check_scores_nothing(tiny_model_dir):
-    from ml.serving.predictor import Predictor
     from tests.conftest import synthetic_training_set
+
+    from ml.serving.predictor import Predictor
 
     result = Predictor.load(tiny_model_dir).predict_one(synthetic_training_set()[0][0])
     assert result.familiarity_score is None and UNFAMILIAR not in result.warnings
@@ -127,8 +130,9 @@ def test_a_tampered_statistics_file_is_refused(familiar_model_dir, tmp_path):
 
 
 def test_evaluation_reports_familiarity_with_a_picture(familiar_model_dir, tmp_path):
-    from ml.evaluation import evaluate
     from tests.conftest import write_synthetic_folder
+
+    from ml.evaluation import evaluate
 
     data = write_synthetic_folder(tmp_path / "external", count_per_class=4, seed=13)
     out = tmp_path / "eval"
@@ -145,9 +149,10 @@ def test_evaluation_reports_familiarity_with_a_picture(familiar_model_dir, tmp_p
 
 
 def test_shift_table_measures_every_shift_against_the_films_as_stored(familiar_model_dir):
+    from tests.conftest import synthetic_training_set
+
     from ml.evaluation.familiarity import shift_table, shifts
     from ml.serving.predictor import Predictor
-    from tests.conftest import synthetic_training_set
 
     predictor = Predictor.load(familiar_model_dir)
     films, labels = synthetic_training_set(count_per_class=4, seed=14)
@@ -166,9 +171,10 @@ def test_shift_table_measures_every_shift_against_the_films_as_stored(familiar_m
 
 
 def test_the_familiarity_pass_gives_the_same_heatmap_as_the_heatmap_model(familiar_model_dir):
+    from tests.conftest import synthetic_training_set
+
     from ml.serving.artifact import load_metadata
     from ml.serving.predictor import Predictor
-    from tests.conftest import synthetic_training_set
 
     assert load_metadata(familiar_model_dir).familiarity["class_maps"] is True  # pooling + Dense head
     predictor = Predictor.load(familiar_model_dir)

@@ -1,0 +1,25 @@
+"""Template filters for what every page shows the same way: clinicians' labels and rounded figures."""
+
+from django import template
+from django.utils.formats import number_format
+
+from ..models.feedback import CorrectLabel
+
+register = template.Library()
+
+
+@register.filter
+def correct_label_display(value: str) -> str:
+    """A clinician's label (CorrectLabel value) in the reader's language."""
+    try:
+        return str(CorrectLabel(value).label)
+    except ValueError:
+        return value or ""
+
+
+@register.filter
+def figure(value, digits: int = 3) -> str:
+    """A ratio or threshold rounded to ``digits`` decimals, with the language's decimal separator; — when missing."""
+    if not isinstance(value, (int, float)) or value != value:
+        return "—"
+    return number_format(round(float(value), int(digits)), int(digits), use_l10n=True)
