@@ -1,4 +1,4 @@
-"""How long the site monitor's checks take on a site's results (ml.monitoring), without the database.
+"""How long the site monitor's checks take on a site's results (ml.serving.monitoring), without the database.
 
     .venv/bin/python bench/bench_monitor.py [--films 10000 100000 1000000]
 
