@@ -221,7 +221,7 @@ def select_samples(*, data: Path, manifest: Path | None, split_file: Path | None
 
     A LOSO artifact's split.json is the shared split with ``notes.leave_out_source``;
     its train and val parts leave that source out, and its test set
-    (``ml.datasets.leave_one_source_out``) is every image of that source plus
+    (``ml.evaluation.datasets.leave_one_source_out``) is every image of that source plus
     the other sources' test images the source lacks a class for.
     """
 

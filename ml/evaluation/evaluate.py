@@ -1,16 +1,18 @@
 """Evaluate a model artifact on a labelled image folder.
 
-    python -m ml.evaluate --model ml/artifacts/production --data /path/to/root \\
+    python -m ml evaluate --model ml/artifacts/production --data /path/to/root \\
         [--manifest manifest.csv] [--split-file split.json --subset test] --out runs/eval
 
 ``root`` is any folder laid out as ``<root>/{covid,normal,pneumonia}/*``
 (PNG, JPEG or DICOM; missing class folders are fine), or the development
-pool's folder with its ``manifest.csv`` (see ``ml.datasets.load_dataset``).
+pool's folder with its ``manifest.csv`` (see ``ml.evaluation.datasets.load_dataset``).
 Writes ``metrics.json`` (schema in docs/evaluation.md), ``report.md`` and
 three PNG plots to ``--out``.
 
-Images go through exactly the serving path: ``ml.imaging.decode_path``, then
-``Predictor.predict`` (preprocessing, TFLite, temperature scaling). Files that
+Four steps, each a function: ``collect`` (every film through exactly the serving
+path: ``ml.serving.imaging.decode_path``, then ``Predictor.predict``), ``summarise``
+(metrics with intervals, per source, calibration, stability, familiarity), ``audit``
+(the shortcut audit) and ``write`` (metrics.json, plots, report.md). Files that
 cannot be decoded are listed in ``metrics.json`` under ``skipped`` instead of
 stopping the run.
 """
@@ -25,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from ml.evaluation import metrics
 from ml.evaluation.datasets import EvaluationError, load_split, select_samples
@@ -40,6 +43,7 @@ from ml.evaluation.plots import (
 from ml.evaluation.report import write_report
 from ml.evaluation.shortcut_audit import load_loso, run_shortcut_audit
 from ml.evaluation.source_probe import probe_model
+from ml.evaluation.summary import DEFAULT_RESAMPLES, summarize_predictions
 from ml.serving.artifact import SHORTCUT_AUDIT_FILE, record_shortcut_audit
 from ml.serving.calibration import apply_temperature
 from ml.serving.imaging import ImageDecodeError, decode_path
@@ -48,7 +52,6 @@ from ml.serving.predictor import Predictor
 from ml.serving.stability import PERTURBATIONS, changed_films, probability_changes, summarize_stability
 
 SCHEMA_VERSION = 1
-DEFAULT_RESAMPLES = 1000
 DEFAULT_GRADCAM_SAMPLES = 48
 DEFAULT_BATCH_SIZE = 32
 
@@ -58,116 +61,6 @@ class EvaluationOutput:
     out_dir: Path
     metrics: dict
     files: list[Path]
-
-
-def _interval(ci: metrics.ConfidenceInterval) -> list[float | None]:
-    return [ci.low, ci.high]
-
-
-def summarize_predictions(
-    *,
-    y_true: Sequence[int] | np.ndarray,
-    probabilities: np.ndarray,
-    class_names: Sequence[str],
-    threshold: float,
-    positive_class: str = POSITIVE_CLASS,
-    groups: Sequence[object] | None = None,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-) -> dict:
-    """Every headline metric, with bootstrap 95% intervals, as a JSON-ready dict.
-
-    ``groups`` (patient ids) makes the bootstrap resample whole patients.
-    Used for the whole test set and again for each source.
-    """
-    y_true = np.asarray(y_true, dtype=np.int64)
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    n_classes = len(class_names)
-    y_pred = probabilities.argmax(axis=1) if y_true.size else np.zeros(0, dtype=np.int64)
-    positive_index = list(class_names).index(positive_class)
-    is_positive = y_true == positive_index
-    notes: list[str] = []
-
-    def ci(statistic) -> list[float | None]:
-        return _interval(
-            metrics.bootstrap_ci(statistic=statistic, n=y_true.size, groups=groups, n_resamples=n_resamples, seed=seed)
-        )
-
-    correct = (y_pred == y_true).astype(np.float64)
-    accuracy = metrics.accuracy(y_true=y_true, y_pred=y_pred)
-    aucs = metrics.one_vs_rest_auc(y_true=y_true, probabilities=probabilities)
-    macro = metrics.macro_auc(y_true=y_true, probabilities=probabilities)
-    scores = metrics.per_class_scores(y_true=y_true, y_pred=y_pred, n_classes=n_classes)
-    calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities)
-
-    per_class = {}
-    for k, name in enumerate(class_names):
-        auc_ci: list[float | None] = [None, None]
-        if aucs[k] is None:
-            present = "no images" if scores[k].support == 0 else "no images of the other classes"
-            notes.append(f"AUC for {name} is null: {present} in this set.")
-        else:
-            auc_ci = ci(
-                lambda idx, k=k: metrics.roc_auc(y_true_binary=y_true[idx] == k, scores=probabilities[idx, k])
-            )
-        sensitivity = None
-        sensitivity_ci: list[float | None] = [None, None]
-        if k == positive_index:
-            sensitivity = metrics.sensitivity_at_threshold(
-                y_true_binary=is_positive, scores=probabilities[:, k], threshold=threshold
-            )
-            if sensitivity is not None:
-                sensitivity_ci = ci(
-                    lambda idx: metrics.sensitivity_at_threshold(
-                        y_true_binary=is_positive[idx], scores=probabilities[idx, positive_index], threshold=threshold
-                    )
-                )
-        per_class[name] = {
-            "support": scores[k].support,
-            "precision": scores[k].precision,
-            "recall": scores[k].recall,
-            "f1": scores[k].f1,
-            "auc": aucs[k],
-            "auc_ci": auc_ci,
-            # Only the positive class has an alert threshold; the others are decided by argmax.
-            "sensitivity_at_threshold": sensitivity,
-            "sensitivity_at_threshold_ci": sensitivity_ci,
-        }
-    if macro is not None and any(auc is None for auc in aucs):
-        notes.append("macro_auc averages only the classes whose AUC is defined.")
-
-    specificity = metrics.specificity_at_threshold(
-        y_true_binary=is_positive, scores=probabilities[:, positive_index], threshold=threshold
-    ) if y_true.size else None
-    return {
-        "n": int(y_true.size),
-        "class_counts": {name: int(np.sum(y_true == k)) for k, name in enumerate(class_names)},
-        "accuracy": accuracy,
-        "accuracy_ci": ci(lambda idx: float(correct[idx].mean())) if y_true.size else [None, None],
-        "macro_auc": macro,
-        "macro_auc_ci": ci(
-            lambda idx: metrics.macro_auc(y_true=y_true[idx], probabilities=probabilities[idx])
-        )
-        if macro is not None
-        else [None, None],
-        "ece": calibration.ece,
-        "ece_ci": ci(
-            lambda idx: metrics.expected_calibration_error(y_true=y_true[idx], probabilities=probabilities[idx]).ece
-        )
-        if y_true.size
-        else [None, None],
-        "confusion_matrix": metrics.confusion_matrix(y_true=y_true, y_pred=y_pred, n_classes=n_classes).tolist(),
-        "per_class": per_class,
-        "threshold": {
-            "class": positive_class,
-            "value": float(threshold),
-            "sensitivity": per_class[positive_class]["sensitivity_at_threshold"],
-            "sensitivity_ci": per_class[positive_class]["sensitivity_at_threshold_ci"],
-            "specificity": specificity,
-            "alerts": int(np.sum(probabilities[:, positive_index] >= threshold)) if y_true.size else 0,
-        },
-        "notes": notes,
-    }
 
 
 def _artifact_split(artifact_dir: Path):
@@ -193,45 +86,41 @@ def _training_overlap(*, split, samples) -> int | None:
     return sum(1 for s in samples if s.key in used and s.source != left_out)
 
 
-def evaluate_artifact(
-    *,
-    artifact_dir: Path | str,
-    data: Path | str,
-    out_dir: Path | str,
-    manifest: Path | str | None = None,
-    split_file: Path | str | None = None,
-    subset: str = "test",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    gradcam_samples: int = DEFAULT_GRADCAM_SAMPLES,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
-    threads: int = 1,
-    use_segmenter: bool = True,
-    progress: bool = True,
-) -> EvaluationOutput:
-    from tqdm import tqdm
+@dataclass
+class Collected:
+    """What the served model did on each decodable film (step 1 of an evaluation)."""
+
+    samples: list  # the decoded samples, in order
+    skipped: list[dict]  # {"file", "reason"} of each film that could not be decoded
+    y_true: np.ndarray  # (N,) class indices
+    probabilities: np.ndarray  # (N, classes), calibrated
+    raw_probabilities: np.ndarray  # (N, classes), before temperature scaling
+    model_inputs: np.ndarray  # (N, S, S, 1)
+    lung_masks: np.ndarray  # (N, S, S) bool, the audit's lung region
+    familiarity_scores: list  # one per film (None: the artifact has no familiarity check)
+    features: list  # pooled features per film, only when the films' sources are known (the source probe)
+    perturbed: dict[str, list]  # calibrated probabilities after each harmless change, per perturbation name
+
+    @property
+    def patients(self) -> list[str]:
+        return [sample.patient for sample in self.samples]
+
+    @property
+    def sources(self) -> list[str]:
+        return [sample.source for sample in self.samples]
 
 
-    artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    samples = select_samples(
-        data=data,
-        manifest=Path(manifest) if manifest else None,
-        split_file=Path(split_file) if split_file else None,
-        subset=subset,
-    )
-    predictor = Predictor.load(artifact_dir, threads=threads)
+def collect(*, predictor, samples, lung_region, batch_size: int = DEFAULT_BATCH_SIZE,
+            progress: bool = True) -> Collected:
+    """Decode every sample and run it through the serving path, also after each harmless change."""
     class_names = list(predictor.class_names)
-    metadata = predictor.metadata
-    lung_region = lung_region_for_config(predictor.config, use_segmenter=use_segmenter)
-
     kept, skipped = [], []
     probabilities, raw_probabilities, model_inputs, lung_masks, familiarity_scores = [], [], [], [], []
     features = []
     sources_known = any(sample.source != "unknown" for sample in samples)
-    perturbed_probabilities = {perturbation.name: [] for perturbation in PERTURBATIONS}
+    perturbed = {perturbation.name: [] for perturbation in PERTURBATIONS}
     batches = range(0, len(samples), batch_size)
-    for start in tqdm(batches, desc=f"evaluating {metadata.name}", unit="batch", disable=not progress):
+    for start in tqdm(batches, desc=f"evaluating {predictor.metadata.name}", unit="batch", disable=not progress):
         batch, pixels = [], []
         for sample in samples[start : start + batch_size]:
             try:
@@ -252,84 +141,105 @@ def evaluate_artifact(
         for film in pixels:
             for perturbation, changed_film in changed_films(film):
                 changed = predictor.calibrated_probabilities(changed_film)
-                perturbed_probabilities[perturbation.name].append([float(p) for p in changed])
+                perturbed[perturbation.name].append([float(p) for p in changed])
     if not kept:
         reasons = "; ".join(f"{item['file']}: {item['reason']}" for item in skipped[:5])
         raise EvaluationError(f"None of the {len(skipped)} images could be decoded ({reasons}).")
-
-    y_true = np.array([class_names.index(s.label) for s in kept])
-    probabilities = np.asarray(probabilities)
-    raw_probabilities = np.asarray(raw_probabilities)
-    model_inputs = np.stack(model_inputs)[..., None]
-    patients = [s.patient for s in kept]
-    # ml.datasets makes an image without a patient id its own patient ("image:<key>"); the dev pool
-    # has such rows (some cxnet images), a folder without a manifest has nothing else.
-    patient_ids_known = not all(p.startswith("image:") for p in patients)
-    source_names = [s.source for s in kept]
-    threshold = float(metadata.covid_threshold)
-
-    summary = summarize_predictions(
-        y_true=y_true,
-        probabilities=probabilities,
-        class_names=class_names,
-        threshold=threshold,
-        groups=patients,
-        n_resamples=n_resamples,
-        seed=seed,
+    return Collected(
+        samples=kept, skipped=skipped, y_true=np.array([class_names.index(s.label) for s in kept]),
+        probabilities=np.asarray(probabilities), raw_probabilities=np.asarray(raw_probabilities),
+        model_inputs=np.stack(model_inputs)[..., None], lung_masks=np.stack(lung_masks),
+        familiarity_scores=familiarity_scores, features=features, perturbed=perturbed,
     )
-    calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities)
-    raw_calibration = metrics.expected_calibration_error(y_true=y_true, probabilities=raw_probabilities)
 
+
+def summarise(*, collected: Collected, metadata, class_names: list[str], left_out_source: str | None,
+              n_resamples: int, seed: int) -> dict:
+    """Step 2: the metrics with intervals, in all and per source, calibration, stability and familiarity."""
+    y_true, probabilities, patients = collected.y_true, collected.probabilities, collected.patients
+    source_names = collected.sources
+    threshold = float(metadata.covid_threshold)
+    summary = summarize_predictions(
+        y_true=y_true, probabilities=probabilities, class_names=class_names, threshold=threshold,
+        groups=patients, n_resamples=n_resamples, seed=seed,
+    )
     per_source = None
     if any(source != "unknown" for source in source_names):
         per_source = {}
         for source in sorted(set(source_names)):
             members = np.array([s == source for s in source_names])
             per_source[source] = summarize_predictions(
-                y_true=y_true[members],
-                probabilities=probabilities[members],
-                class_names=class_names,
-                threshold=threshold,
-                groups=[p for p, m in zip(patients, members) if m],
-                n_resamples=n_resamples,
-                seed=seed,
+                y_true=y_true[members], probabilities=probabilities[members], class_names=class_names,
+                threshold=threshold, groups=[p for p, m in zip(patients, members) if m],
+                n_resamples=n_resamples, seed=seed,
             )
+    stability = summarize_stability(
+        y_true=y_true,
+        probabilities=probabilities,
+        perturbed={name: np.asarray(values) for name, values in collected.perturbed.items()},
+        positive_index=class_names.index(POSITIVE_CLASS),
+        threshold=threshold,
+    )
+    familiarity = None
+    if metadata.familiarity:
+        familiarity = {
+            "quantile": metadata.familiarity["quantile"],
+            **summarize_familiarity(
+                scores=np.asarray(collected.familiarity_scores, dtype=np.float64),
+                threshold=metadata.familiarity["threshold"],
+                correct=probabilities.argmax(axis=1) == y_true,
+                sources=source_names,
+                left_out_source=left_out_source,
+            ),
+        }
+    return {
+        "summary": summary,
+        "calibration": metrics.expected_calibration_error(y_true=y_true, probabilities=probabilities),
+        "raw_calibration": metrics.expected_calibration_error(y_true=y_true, probabilities=collected.raw_probabilities),
+        "per_source": per_source,
+        "stability": stability,
+        "familiarity": familiarity,
+    }
 
+
+def audit(*, collected: Collected, predictor, lung_region, loso, has_sources: bool, gradcam_samples: int,
+          n_resamples: int, seed: int, progress: bool = True):
+    """Step 3: the shortcut audit (lungs hidden, lungs only, Grad-CAM outside the lungs, the source probe)."""
+    class_names = list(predictor.class_names)
+    probabilities, model_inputs = collected.probabilities, collected.model_inputs
     heatmaps, heatmap_indices = [], []
     if gradcam_samples > 0:
         rng = np.random.default_rng(seed)
-        chosen = np.sort(rng.choice(len(kept), size=min(gradcam_samples, len(kept)), replace=False))
+        count = len(collected.samples)
+        chosen = np.sort(rng.choice(count, size=min(gradcam_samples, count), replace=False))
         for index in tqdm(chosen, desc="grad-cam sample", unit="image", disable=not progress):
-            heatmaps.append(
-                predictor.heatmap(model_inputs[index], int(probabilities[index].argmax()))
-            )
+            heatmaps.append(predictor.heatmap(model_inputs[index], int(probabilities[index].argmax())))
             heatmap_indices.append(int(index))
 
     source_probe = None
-    if per_source is not None and features:
+    if has_sources and collected.features:
         source_probe = {
             name: probe.to_dict()
             for name, probe in probe_model(
-                model_inputs=model_inputs, features=np.stack(features), probabilities=probabilities, y_true=y_true,
-                sources=source_names, patients=patients, class_names=class_names, seed=seed,
-                n_resamples=n_resamples,
+                model_inputs=model_inputs, features=np.stack(collected.features), probabilities=probabilities,
+                y_true=collected.y_true, sources=collected.sources, patients=collected.patients,
+                class_names=class_names, seed=seed, n_resamples=n_resamples,
             ).items()
         }
 
     def predict_model_inputs(batch: np.ndarray) -> np.ndarray:
-        raw = predictor.predict_model_inputs(batch)
-        return apply_temperature(raw, metadata.temperature)
+        return apply_temperature(predictor.predict_model_inputs(batch), predictor.metadata.temperature)
 
-    audit = run_shortcut_audit(
+    return run_shortcut_audit(
         model_inputs=model_inputs,
-        y_true=y_true,
+        y_true=collected.y_true,
         predict_model_inputs=predict_model_inputs,
         probabilities_full=probabilities,
         heatmaps=heatmaps,
         heatmap_indices=heatmap_indices,
-        groups=patients,
-        loso=load_loso(artifact_dir),
-        masks=np.stack(lung_masks),
+        groups=collected.patients,
+        loso=loso,
+        masks=collected.lung_masks,
         lung_region=lung_region.description,
         fill_value=lung_region.blank_value,
         seed=seed,
@@ -337,30 +247,94 @@ def evaluate_artifact(
         source_probe=source_probe,
     )
 
-    stability = summarize_stability(
-        y_true=y_true,
-        probabilities=probabilities,
-        perturbed={name: np.asarray(values) for name, values in perturbed_probabilities.items()},
-        positive_index=class_names.index(POSITIVE_CLASS),
-        threshold=threshold,
+
+def write(*, out_dir: Path, result: dict, collected: Collected, calibration) -> list[Path]:
+    """Step 4: metrics.json, the plots and report.md."""
+    class_names = result["classes"]
+    title = f"{result['model']['name']} {result['model']['version']}"
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    files = [out_dir / "metrics.json"]
+    files.append(plot_confusion_matrix(
+        matrix=np.asarray(result["confusion_matrix"]), class_names=class_names,
+        path=out_dir / "confusion_matrix.png", title=f"Confusion matrix, {title}",
+    ))
+    files.append(plot_roc_curves(
+        curves=metrics.one_vs_rest_roc(y_true=collected.y_true, probabilities=collected.probabilities),
+        class_names=class_names, path=out_dir / "roc_curves.png", title=f"One-vs-rest ROC, {title}",
+    ))
+    files.append(plot_reliability_diagram(calibration=calibration, path=out_dir / "reliability.png", title=title))
+    files.append(plot_stability(
+        changes={p.description: probability_changes(collected.probabilities, collected.perturbed[p.name])
+                 for p in PERTURBATIONS if collected.perturbed[p.name]},
+        path=out_dir / "stability.png",
+        title=f"Stability under harmless changes, {title}",
+    ))
+    familiarity = result["familiarity"]
+    if familiarity is not None:
+        source_names = collected.sources
+        files.append(plot_familiarity(
+            scores_by_source={source: [score for score, s in zip(collected.familiarity_scores, source_names)
+                                       if s == source]
+                              for source in sorted(set(source_names))},
+            threshold=familiarity["threshold"],
+            left_out_source=familiarity["left_out_source"],
+            path=out_dir / "familiarity.png",
+            title=f"Familiarity of the films, {title}",
+        ))
+    files.append(write_report(metrics=result, path=out_dir / "report.md"))
+    return files
+
+
+def evaluate_artifact(
+    *,
+    artifact_dir: Path | str,
+    data: Path | str,
+    out_dir: Path | str,
+    manifest: Path | str | None = None,
+    split_file: Path | str | None = None,
+    subset: str = "test",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    gradcam_samples: int = DEFAULT_GRADCAM_SAMPLES,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    threads: int = 1,
+    use_segmenter: bool = True,
+    progress: bool = True,
+) -> EvaluationOutput:
+    """Collect the served model's answers, summarise them, audit for shortcuts, write metrics.json and plots."""
+    artifact_dir, data, out_dir = Path(artifact_dir), Path(data), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    samples = select_samples(
+        data=data,
+        manifest=Path(manifest) if manifest else None,
+        split_file=Path(split_file) if split_file else None,
+        subset=subset,
+    )
+    predictor = Predictor.load(artifact_dir, threads=threads)
+    class_names = list(predictor.class_names)
+    metadata = predictor.metadata
+    lung_region = lung_region_for_config(predictor.config, use_segmenter=use_segmenter)
+    artifact_split = _artifact_split(artifact_dir)
+
+    collected = collect(predictor=predictor, samples=samples, lung_region=lung_region, batch_size=batch_size,
+                        progress=progress)
+    summarised = summarise(
+        collected=collected, metadata=metadata, class_names=class_names, n_resamples=n_resamples, seed=seed,
+        # A leave-one-source-out artifact's split names the source it never saw.
+        left_out_source=artifact_split.notes.get("leave_out_source") if artifact_split else None,
+    )
+    shortcut_audit = audit(
+        collected=collected, predictor=predictor, lung_region=lung_region, loso=load_loso(artifact_dir),
+        has_sources=summarised["per_source"] is not None, gradcam_samples=gradcam_samples,
+        n_resamples=n_resamples, seed=seed, progress=progress,
     )
 
-    artifact_split = _artifact_split(artifact_dir)
-    familiarity = None
-    if metadata.familiarity:
-        familiarity = {
-            "quantile": metadata.familiarity["quantile"],
-            **summarize_familiarity(
-                scores=np.asarray(familiarity_scores, dtype=np.float64),
-                threshold=metadata.familiarity["threshold"],
-                correct=probabilities.argmax(axis=1) == y_true,
-                sources=source_names,
-                # A leave-one-source-out artifact's split names the source it never saw.
-                left_out_source=artifact_split.notes.get("leave_out_source") if artifact_split else None,
-            ),
-        }
-
-    overlap = _training_overlap(split=artifact_split, samples=kept)
+    patients = collected.patients
+    # ml.evaluation.datasets makes an image without a patient id its own patient ("image:<key>"); the dev pool
+    # has such rows (some cxnet images), a folder without a manifest has nothing else.
+    patient_ids_known = not all(p.startswith("image:") for p in patients)
+    summary = summarised["summary"]
+    overlap = _training_overlap(split=artifact_split, samples=collected.samples)
     notes = list(summary.pop("notes"))
     if overlap:
         notes.append(
@@ -381,7 +355,7 @@ def evaluate_artifact(
             "input_size": metadata.input_size,
             "preprocessing": metadata.preprocessing,
             "temperature": metadata.temperature,
-            "covid_threshold": threshold,
+            "covid_threshold": float(metadata.covid_threshold),
         },
         "data": {
             "root": str(data),
@@ -392,14 +366,14 @@ def evaluate_artifact(
             "split_file": str(split_file) if split_file else None,
             "subset": subset if split_file else None,
             "n_patients": len(set(patients)),
-            "sources": sorted(set(source_names)),
+            "sources": sorted(set(collected.sources)),
             "trained_on_overlap": overlap,
         },
         "classes": class_names,
         **summary,
-        "ece_uncalibrated": raw_calibration.ece,
-        "ece_bins": raw_calibration.n_bins,
-        "calibration_bins": asdict(calibration),
+        "ece_uncalibrated": summarised["raw_calibration"].ece,
+        "ece_bins": summarised["raw_calibration"].n_bins,
+        "calibration_bins": asdict(summarised["calibration"]),
         "bootstrap": {
             "n_resamples": n_resamples,
             "confidence": 0.95,
@@ -407,56 +381,14 @@ def evaluate_artifact(
             # Images without a patient id count as their own patient.
             "unit": "patient" if patient_ids_known else "image",
         },
-        "per_source": per_source,
-        "shortcut_audit": audit.to_dict(),
-        "stability": stability,
-        "familiarity": familiarity,
-        "skipped": skipped,
+        "per_source": summarised["per_source"],
+        "shortcut_audit": shortcut_audit.to_dict(),
+        "stability": summarised["stability"],
+        "familiarity": summarised["familiarity"],
+        "skipped": collected.skipped,
         "notes": notes,
     }
-
-    files = [out_dir / "metrics.json"]
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    title = f"{metadata.name} {metadata.version}"
-    files.append(
-        plot_confusion_matrix(
-            matrix=np.asarray(summary["confusion_matrix"]),
-            class_names=class_names,
-            path=out_dir / "confusion_matrix.png",
-            title=f"Confusion matrix, {title}",
-        )
-    )
-    files.append(
-        plot_roc_curves(
-            curves=metrics.one_vs_rest_roc(y_true=y_true, probabilities=probabilities),
-            class_names=class_names,
-            path=out_dir / "roc_curves.png",
-            title=f"One-vs-rest ROC, {title}",
-        )
-    )
-    files.append(
-        plot_reliability_diagram(calibration=calibration, path=out_dir / "reliability.png", title=title)
-    )
-    files.append(
-        plot_stability(
-            changes={p.description: probability_changes(probabilities, perturbed_probabilities[p.name])
-                     for p in PERTURBATIONS if perturbed_probabilities[p.name]},
-            path=out_dir / "stability.png",
-            title=f"Stability under harmless changes, {title}",
-        )
-    )
-    if familiarity is not None:
-        files.append(
-            plot_familiarity(
-                scores_by_source={source: [score for score, s in zip(familiarity_scores, source_names) if s == source]
-                                  for source in sorted(set(source_names))},
-                threshold=familiarity["threshold"],
-                left_out_source=familiarity["left_out_source"],
-                path=out_dir / "familiarity.png",
-                title=f"Familiarity of the films, {title}",
-            )
-        )
-    files.append(write_report(metrics=result, path=out_dir / "report.md"))
+    files = write(out_dir=out_dir, result=result, collected=collected, calibration=summarised["calibration"])
     return EvaluationOutput(out_dir=out_dir, metrics=result, files=files)
 
 

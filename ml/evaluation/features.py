@@ -35,7 +35,7 @@ class LabelledFilm:
 
 
 def films_from_samples(samples) -> list[LabelledFilm]:
-    """``ml.datasets.Sample`` rows as films, keyed by their file's SHA-256 (a bad file fails when loaded)."""
+    """``ml.evaluation.datasets.Sample`` rows as films, keyed by their file's SHA-256 (a bad file fails when loaded)."""
 
     return [
         LabelledFilm(key=file_sha256(sample.path), label=CLASS_NAMES.index(sample.label), patient=sample.patient,

@@ -54,17 +54,17 @@ def _segmenter_available(name: str) -> bool:
 
 
 def lung_region_for_config(config, *, use_segmenter: bool = True, segmenter: str = "lung_segmenter") -> LungRegion:
-    """The lung region matching the frame ``ml.preprocess`` produces for ``config``.
+    """The lung region matching the frame ``ml.serving.preprocess`` produces for ``config``.
 
     In order of preference:
 
     1. ``mask_outside_lungs``: the segmented mask preprocessing itself applied
-       (``ml.preprocess.preprocess_with_lung_mask``): exactly what the model sees.
+       (``ml.serving.preprocess.preprocess_with_lung_mask``): exactly what the model sees.
     2. whole-film inputs (``crop="none"``) with the lung segmenter available
-       (``ml.segmentation``, trained on the V7 masks): a per-image mask.
+       (``ml.serving.segmentation``, trained on the V7 masks): a per-image mask.
     3. otherwise the fixed prior for the input's frame.
 
-    ``config`` is an ``ml.preprocess.PreprocessConfig`` (``crop``,
+    ``config`` is an ``ml.serving.preprocess.PreprocessConfig`` (``crop``,
     ``mask_outside_lungs``, ``lung_segmenter`` and ``input_size`` are read).
     """
     name = getattr(config, "lung_segmenter", "") or segmenter
@@ -82,6 +82,6 @@ def lung_region_for_config(config, *, use_segmenter: bool = True, segmenter: str
         )
     prior = partial(lung_mask, frame=frame)
     return LungRegion(
-        description=f"fixed two-ellipse anatomical prior, frame {frame!r} (ml.lungs)",
+        description=f"fixed two-ellipse anatomical prior, frame {frame!r} (ml.serving.lungs)",
         mask=lambda film, model_input: prior(model_input),
     )

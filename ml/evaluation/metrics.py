@@ -3,7 +3,7 @@
 Conventions used everywhere in this module:
 
 * ``y_true`` is an integer array of class indices (shape ``(n,)``), in the
-  order of ``ml.labels.CLASS_NAMES``; ``probabilities`` is ``(n, n_classes)``.
+  order of ``ml.serving.labels.CLASS_NAMES``; ``probabilities`` is ``(n, n_classes)``.
 * A metric that is undefined for the data it is given (recall of a class with
   no examples, AUC of a class with no positives or no negatives) is ``None``,
   never ``nan`` or 0: a missing class in an external test folder must read as

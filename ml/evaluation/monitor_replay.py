@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         reference = load_reference(predictor.metadata)
         if reference is None:
-            print(f"error: {args.model} has no reference (run python -m ml.monitoring --model it first)",
+            print(f"error: {args.model} has no reference (run python -m ml monitor --model it first)",
                   file=sys.stderr)
             return 2
         samples = select_samples(data=data, manifest=None, split_file=split_file, subset=args.subset)

@@ -102,7 +102,7 @@ def fit_operating_point(
 ) -> OperatingPoint:
     """Temperature scaling (fitted unless ``temperature`` is given) and the alert threshold on labelled data.
 
-    What training does on its validation part and ``ml.recalibrate`` on a site's films.
+    What training does on its validation part and ``ml.training.recalibrate`` on a site's films.
     """
     raw_probabilities = np.asarray(raw_probabilities, dtype=np.float64)
     labels = np.asarray(labels, dtype=int)

@@ -156,7 +156,7 @@ def plot_familiarity(
 
 
 def _monitoring_figure(checks: Sequence) -> Figure:
-    """Each site rate (ml.monitoring.Check) with its 95% interval against the validation rate; alarms in red."""
+    """Each site rate (ml.serving.monitoring.Check) with its 95% interval against the validation rate; alarms in red."""
     rows = [check for check in checks if check.site_n and check.reference_n]
     figure = Figure(figsize=(7.0, 0.45 * max(len(rows), 1) + 1.5))
     FigureCanvasAgg(figure)
@@ -195,5 +195,5 @@ def monitoring_chart_svg(checks: Sequence) -> str:
 
 
 def plot_monitoring(checks: Sequence, path: Path) -> Path:
-    """The site monitor's checks as a PNG (``ml.monitoring --simulate``: the whole collection, all confirmed)."""
+    """The site monitor's checks as a PNG (``python -m ml monitor --simulate``: the whole collection, all confirmed)."""
     return _save(_monitoring_figure(checks), path)

@@ -98,7 +98,7 @@ def audit_lines(audit: dict) -> list[str]:
 
 
 def source_probe_lines(probes: dict) -> list[str]:
-    """The ml.source_probe table: per class, how well the collection can be read off each representation."""
+    """The ml.evaluation.source_probe table: per class, how well the collection can be read off each representation."""
     names = [name for name in ("input", "features", "outputs") if name in probes]
     classes = list(probes[names[0]]["by_class"]) if names else []
     rows = []
@@ -141,7 +141,7 @@ LOSO_COLUMNS = (
 
 
 def loso_lines(loso) -> list[str]:
-    """A table of the runs in loso.json (as written by ``ml.train --collect-loso``), else the raw JSON."""
+    """A table of the runs in loso.json (as written by ``python -m ml train --collect-loso``), else the raw JSON."""
     runs = loso.get("runs") if isinstance(loso, dict) else None
     if not isinstance(runs, dict) or not runs:
         return ["```json", json.dumps(loso, indent=1)[:4000], "```", ""]

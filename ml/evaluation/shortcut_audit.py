@@ -6,7 +6,7 @@ hospital. A network can score well by recognising borders, burnt-in text,
 JPEG artefacts or contrast. This audit, part of every evaluation report,
 measures three things on the preprocessed model inputs:
 
-1. **Lungs hidden**: the lung region (``ml.lungs.lung_mask``) is replaced by
+1. **Lungs hidden**: the lung region (``ml.serving.lungs.lung_mask``) is replaced by
    a constant and the model is run again. The constant is the mean of the
    *visible* pixels of the same image (everything outside the lungs), so the
    fill carries no information from the hidden pixels and adds no contrast
@@ -24,7 +24,7 @@ measures three things on the preprocessed model inputs:
    with the share of the image area outside it (what a uniform heatmap
    would give).
 
-The lung region is a fixed anatomical prior today (see ``ml.lungs``), so
+The lung region is a fixed anatomical prior today (see ``ml.serving.lungs``), so
 the edge of the ellipses leaves some lung visible when "hidden"; that
 errs towards crediting the model with lung reading, not against it.
 
@@ -32,7 +32,7 @@ Leave-one-source-out results from the artifact's ``loso.json`` are attached
 unchanged when present: they answer the same question from the data side.
 
 Masking cannot see cues that sit inside the lungs. When the films' sources
-are known, ``ml.source_probe`` measures those directly: how well the
+are known, ``ml.evaluation.source_probe`` measures those directly: how well the
 collection can be read off the model's input, features and answers within
 one class. Its results are attached as ``source_probe``.
 """
@@ -93,7 +93,7 @@ class ShortcutAudit:
     shortcut_suspected: bool
     findings: list[str] = field(default_factory=list)
     loso: dict | list | None = None
-    source_probe: dict | None = None  # ml.source_probe.probe_model, as dictionaries
+    source_probe: dict | None = None  # ml.evaluation.source_probe.probe_model, as dictionaries
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -172,7 +172,7 @@ def run_shortcut_audit(
     loso: dict | list | None = None,
     masks: np.ndarray | None = None,
     mask_fn: Callable[[np.ndarray], np.ndarray] = lung_mask,
-    lung_region: str = "fixed two-ellipse anatomical prior (ml.lungs)",
+    lung_region: str = "fixed two-ellipse anatomical prior (ml.serving.lungs)",
     fill_value: float | None = None,
     seed: int = 0,
     n_resamples: int = 1000,

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from ml.evaluation import metrics
-from ml.evaluation.evaluate import DEFAULT_RESAMPLES, summarize_predictions
 from ml.evaluation.features import FeatureCache, FeatureSet, LabelledFilm, raw_probabilities
+from ml.evaluation.summary import DEFAULT_RESAMPLES, summarize_predictions
 from ml.serving.calibration import apply_temperature
 from ml.serving.labels import CLASS_NAMES, POSITIVE_CLASS
 

@@ -19,7 +19,7 @@ It is run three times on the same films:
 * on the **model input** shrunk to 16 x 16 by block means, which shows how
   much of the collection reaches the network at all;
 * on the **features** the classifier head reads (the spatial mean of the last
-  convolutional block, ``ml.familiarity.features_model``), which is what the
+  convolutional block, ``ml.serving.familiarity.features_model``), which is what the
   model could use;
 * on the **outputs**, the logarithms of the calibrated class probabilities:
   whether the answer a clinician sees differs by collection for films of the

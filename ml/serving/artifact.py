@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ml.serving.preprocess import PreprocessConfig
+
 METADATA_FILE = "metadata.json"
 MODEL_FILE = "model.tflite"
 KERAS_FILE = "model.keras"
@@ -27,7 +29,6 @@ class ArtifactMetadata:
     architecture: str
     class_names: list[str]
     input_size: int
-    preprocessing: dict
     temperature: float
     covid_threshold: float
     target_sensitivity: float
@@ -39,13 +40,25 @@ class ArtifactMetadata:
     training: dict = field(default_factory=dict)
     # One-sided confidence at which validation proved target_sensitivity (None: point estimate, older artifacts).
     threshold_confidence: float | None = None
-    # Class-activation-map model (ml.export.add_cam): heatmaps without TensorFlow at serving time.
+    # Class-activation-map model (ml.training.export.add_cam): heatmaps without TensorFlow at serving time.
     cam_file: str | None = None
     cam_sha256: str | None = None
-    # Familiarity check (ml.familiarity.add_familiarity): features model, fitted statistics and threshold.
+    # Familiarity check (ml.serving.familiarity.add_familiarity): features model, fitted statistics and threshold.
     familiarity: dict | None = None
-    # Site monitor's reference (ml.monitoring): what the model did on its validation films.
+    # Site monitor's reference (ml.serving.monitoring): what the model did on its validation films.
     monitoring: dict | None = None
+    # How the network was trained (ml.training.recipe.Recipe.to_dict()): architecture, preprocessing,
+    # augmentation, optimiser, learning rate, batch size, epochs, patience, seed, sensitivity target.
+    recipe: dict = field(default_factory=dict)
+
+    @property
+    def preprocessing(self) -> dict:
+        """How a decoded film becomes this model's input, as the recipe declares it."""
+        return self.recipe["preprocessing"]
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return PreprocessConfig.from_dict(self.preprocessing)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,7 +66,27 @@ class ArtifactMetadata:
     @classmethod
     def from_dict(cls, data: dict) -> "ArtifactMetadata":
         known = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in data.items() if key in known})
+        values = {key: value for key, value in data.items() if key in known}
+        if "recipe" not in data:
+            values["recipe"] = _recipe_of_older_artifact(data)
+        return cls(**values)
+
+
+def _recipe_of_older_artifact(data: dict) -> dict:
+    """The recipe of an artifact written before recipes were saved: its "preprocessing" and training record.
+
+    The shipped artifacts (ml/artifacts/production, seed) are such; their metadata.json stays as it was
+    written. Fields they did not record (patience) are left out.
+    """
+    training = data.get("training") or {}
+    recipe = {"architecture": data["architecture"], "preprocessing": data["preprocessing"]}
+    recorded = {"augmentation": "augmentation", "learning_rate": "learning_rate", "batch_size": "batch_size",
+                "epochs": "max_epochs", "seed": "seed"}
+    recipe.update({key: training[name] for key, name in recorded.items() if name in training})
+    if "optimizer" in training:
+        recipe["optimizer"] = training["optimizer"].lower()
+    recipe.update({key: data[key] for key in ("target_sensitivity", "threshold_confidence") if key in data})
+    return recipe
 
 
 def file_sha256(path: Path | str) -> str:
@@ -93,11 +126,11 @@ OPERATING_POINT_KEYS = ("covid_sensitivity", "covid_specificity", "ece")
 
 
 def shortcut_audit_record(metrics: dict) -> dict:
-    """What a model version keeps of an ``ml.evaluate`` result: its shortcut audit, condensed.
+    """What a model version keeps of an ``ml.evaluation.evaluate`` result: its shortcut audit, condensed.
 
     For the portal's model version pages and the activation warning: accuracy with the lungs hidden against
     chance, where the Grad-CAM maps fall, whether a shortcut is suspected, and, per class, how well a probe
-    reads the collection off the model's features (``ml.source_probe``). Tied to the evaluated file's SHA-256.
+    reads the collection off the model's features (``ml.evaluation.source_probe``). Tied to the evaluated file's SHA-256.
     """
     audit = metrics["shortcut_audit"]
     data = metrics.get("data") or {}
@@ -157,9 +190,9 @@ def loso_runs_for(loso: dict | None, architecture: str) -> dict[str, dict]:
 def held_out_evaluation(artifact_dir: Path | str) -> dict:
     """What the artifact measured on films it never trained or calibrated on.
 
-    ``test``: its test split (``test_metrics.json``, written by ``ml.train``); ``loso``: its recipe's
+    ``test``: its test split (``test_metrics.json``, written by ``ml.training.train``); ``loso``: its recipe's
     leave-one-source-out runs (``loso.json``), each on the source it never saw; ``shortcut_audit``: the
-    record ``ml.evaluate --record`` stored, when it is of this very file. Missing or unreadable files give
+    record ``python -m ml evaluate --record`` stored, when it is of this very file. Missing or unreadable files give
     missing keys, never an error: an artifact is servable without them.
     """
     artifact_dir = Path(artifact_dir)
@@ -177,7 +210,7 @@ def held_out_evaluation(artifact_dir: Path | str) -> dict:
         evaluation["test"] = {key: test[key] for key in HELD_OUT_TEST_KEYS if key in test}
         training = metadata.get("training") if isinstance(metadata, dict) else None
         if isinstance(training, dict) and training.get("recalibrations"):
-            # ml.recalibrate refitted the temperature and threshold after this test: what depends on them is stale.
+            # ml.training.recalibrate refitted the temperature and threshold after this test: what depends on them is stale.
             for key in OPERATING_POINT_KEYS:
                 evaluation["test"].pop(key, None)
             evaluation["test"]["recalibrated_since"] = True

@@ -22,20 +22,9 @@ evaluation reports how many films the check flags, per source, and how
 accurate the flagged ones are; a leave-one-source-out evaluation also reports
 how well the score tells the left-out collection from the familiar ones.
 
-    python -m ml.familiarity --model ARTIFACT [--data ROOT] [--quantile 0.95]
-
-adds ``features.tflite`` (the features for serving and, for a pooling + Dense
-head, the class activation maps, so the heatmap needs no pass of its own) and
-``familiarity.npz`` (the fitted statistics) to an artifact, fitted on its
-split.json's training films and thresholded on its validation films;
-model.tflite is untouched.
-
-    python -m ml.familiarity --model ARTIFACT --shifts [--subset test] --out FILE.json
-
-measures what the check does under ``SHIFTS``: the harmless changes of
-``ml.stability`` (which it should rarely flag) and changes that make a film
-unlike the development pool (a wrong orientation, inverted grey scale, heavy
-compression, noise or blur), on the artifact's test films.
+This module scores films (what the worker runs); ``ml.training.familiarity``
+fits the check into an artifact (``python -m ml familiarity --model ARTIFACT``)
+and ``ml.evaluation.familiarity`` measures what it flags.
 """
 
 from __future__ import annotations
@@ -58,7 +47,7 @@ def features_model(keras_model):
     """A Keras model giving the spatial mean of ``gradcam_features`` (what the classifier head reads).
 
     For a pooling + Dense head it also gives every class's activation map
-    (``ml.gradcam.cam_model``), so that one pass of the backbone serves both
+    (``ml.serving.gradcam.cam_model``), so that one pass of the backbone serves both
     the familiarity check and the heatmap.
     """
     import keras

@@ -1,6 +1,6 @@
 """Lung-region masks in the model's input frame, for every image of every class.
 
-The shortcut audit (``ml.shortcut_audit``) needs a lung region for all images,
+The shortcut audit (``ml.evaluation.shortcut_audit``) needs a lung region for all images,
 but the only drawn lung outlines in the development pool belong to COVID-19
 images of one source (``lung_masks/README.md``): using them per image would
 hide the lungs of one class only. So the region of every image comes from
@@ -11,7 +11,7 @@ prior below.
 The prior is two axis-aligned ellipses in the square preprocessed frame
 (fractions of the side ``S``, origin top-left, x to the right, image left =
 patient's right on a PA film). There is one prior per input frame that
-``ml.preprocess`` can produce:
+``ml.serving.preprocess`` can produce:
 
 ``frame="full"`` (``crop="none"``: the whole film resized to ``S x S``)::
 
@@ -38,10 +38,10 @@ tissue stays visible at the ellipse edges when the lungs are "hidden").
 The prior is the fallback. When a per-image region is available,
 :func:`lung_region_for_config` prefers it: the mask preprocessing applied when
 it blanks everything outside the lungs (``mask_outside_lungs``), or the lung
-segmenter of ``ml.segmentation`` (a small U-Net trained on the V7 masks) for
+segmenter of ``ml.serving.segmentation`` (a small U-Net trained on the V7 masks) for
 whole-film inputs: its raw probability map reaches a mean Dice of 0.946 on the
 45 V7 masks held out from its training (measured at film size), against 0.769
-for the prior on the same films. Both this module and ``ml.segmentation``
+for the prior on the same films. Both this module and ``ml.serving.segmentation``
 fall back to the prior (frame ``"full"``) when a segmentation is implausibly
 small.
 

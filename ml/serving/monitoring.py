@@ -59,21 +59,15 @@ counts), or with an exact binomial test against a fixed limit:
 A check with fewer than ``min_films`` films at the site says "too few" rather
 than guess. Each check alarms at ``alpha`` (default 0.001, so that running the
 monitor after every film on a site like the validation films rarely alarms;
-``--simulate`` measures how rarely).
+``python -m ml monitor --simulate`` measures how rarely).
 
-    python -m ml.monitoring --model ARTIFACT [--data ROOT]
-
-stores the reference (the validation films' confusion matrix, alerts and
-warnings, found exactly as the worker finds them) in metadata.json
-under ``monitoring``; model.tflite is untouched.
-
-    python -m ml.monitoring --model ARTIFACT --simulate --subset test|loso --out FILE.json
-
-replays the subset's films as a site's stream, in many random orders and with
-feedback on some of the films, running the monitor after every film: on the
-test split (a site like the development pool) it measures how often the
-monitor alarms falsely, on a leave-one-source-out artifact's left-out
-collection (a new hospital) how soon it alarms.
+These are the rules the portal serves (``diagnosis.services.monitoring``) and the
+reference an artifact carries (``add_reference``: the validation films' confusion
+matrix, alerts and warnings, found exactly as the worker finds them, stored in
+metadata.json under ``monitoring``). ``python -m ml monitor`` stores it;
+``ml.evaluation.monitor_replay`` (``python -m ml monitor --simulate``) replays a
+labelled collection as a site's stream to measure how often the monitor alarms
+falsely and how soon it alarms at a new hospital.
 """
 
 from __future__ import annotations
@@ -548,7 +542,7 @@ def add_reference(artifact_dir: Path, reference: Reference) -> None:
 
 
 def load_reference(metadata) -> Reference | None:
-    """The reference stored with an artifact (None: ``python -m ml.monitoring`` has not been run on it)."""
+    """The reference stored with an artifact (None: ``python -m ml monitor`` has not been run on it)."""
     data = getattr(metadata, REFERENCE_KEY, None)
     return Reference.from_dict(data) if data else None
 

@@ -14,7 +14,7 @@ from ml.serving.familiarity import UNFAMILIAR, FamiliarityModel, features_model,
 from ml.serving.gradcam import gradcam, heatmap_from_class_maps
 from ml.serving.interpreter import make_interpreter, run_interpreter, run_interpreter_outputs
 from ml.serving.labels import POSITIVE_CLASS
-from ml.serving.preprocess import PreprocessConfig, preprocess_checked
+from ml.serving.preprocess import preprocess_checked
 from ml.serving.stability import UNSTABLE, answer_moves, changed_films
 
 
@@ -29,12 +29,12 @@ class PredictionResult:
     inference_ms: float
     heatmap: np.ndarray | None
     model_input: np.ndarray
-    # Codes from ml.preprocess ("lungs_not_found"), ml.familiarity ("unfamiliar") and ml.stability
+    # Codes from ml.serving.preprocess ("lungs_not_found"), ml.serving.familiarity ("unfamiliar") and ml.serving.stability
     # ("unstable"): the result is less reliable.
     warnings: list[str] = field(default_factory=list)
-    # ml.familiarity score (None: the artifact has no familiarity check); above its threshold: unfamiliar.
+    # ml.serving.familiarity score (None: the artifact has no familiarity check); above its threshold: unfamiliar.
     familiarity_score: float | None = None
-    # The pooled features (C,) of the familiarity pass (None without one); ml.evaluate's source probe reads them.
+    # The pooled features (C,) of the familiarity pass (None without one); ml.evaluation.evaluate's source probe reads them.
     features: np.ndarray | None = None
 
 
@@ -62,7 +62,7 @@ class Predictor:
         self.artifact_dir = artifact_dir
         self.metadata = metadata
         self.class_names = list(metadata.class_names)
-        self.config = PreprocessConfig.from_dict(metadata.preprocessing)
+        self.config = metadata.preprocess_config
         self._interpreter = interpreter
         self._keras_model = None
         self._keras_features_model = None
@@ -110,7 +110,7 @@ class Predictor:
         """Classify one decoded film.
 
         ``check_stability`` also classifies the film after each of
-        ``ml.stability.PERTURBATIONS`` (changes that should not matter) and adds
+        ``ml.serving.stability.PERTURBATIONS`` (changes that should not matter) and adds
         the warning ``unstable`` when one of them moves the class or the COVID-19
         alert. It costs up to three more passes; ``inference_ms`` excludes them.
         """
@@ -151,7 +151,7 @@ class Predictor:
         return raw, apply_temperature(raw[None], self.metadata.temperature)[0]
 
     def familiarity_score(self, model_input: np.ndarray) -> float | None:
-        """ml.familiarity score of one model input (S, S, 1); None when the artifact has no such check."""
+        """ml.serving.familiarity score of one model input (S, S, 1); None when the artifact has no such check."""
         return self._familiarity_pass(model_input)[0]
 
     def _familiarity_pass(self, model_input: np.ndarray):

@@ -8,11 +8,11 @@ V7 lung masks (Cohen COVID-19 images only: see lung_masks/README.md; that is
 fine here because the segmenter never sees the class and its output is only
 a region, not a feature).
 
-Note for ml.lungs / the shortcut audit: with ``mask_outside_lungs`` the
+Note for ml.serving.lungs / the shortcut audit: with ``mask_outside_lungs`` the
 model input is exactly 0 outside the segmented lungs; ``preprocess_with_lung_mask``
-in ml.preprocess returns that mask in the model's frame.
+in ml.serving.preprocess returns that mask in the model's frame.
 
-Train: ``python -m ml.segmentation --data ../shared/data/cxr --out ml/artifacts/lung_segmenter``
+Train: ``python -m ml segmenter --data ../shared/data/cxr --out ml/artifacts/lung_segmenter``
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Adapt a model to one hospital's labelled films: a new artifact version whose parent is recorded.
 
-    python -m ml.training.adapt --model ARTIFACT --data SITE_ROOT [--manifest CSV] --out NEW_ARTIFACT
+    python -m ml adapt --model ARTIFACT --data SITE_ROOT [--manifest CSV] --out NEW_ARTIFACT
         [--version V] [--steps calibrate|head|finetune] [--site-weight 0.5] [--target-sensitivity 0.95]
         [--dev-data ROOT] [--feature-cache DIR] [--test-share 0.5]
 
@@ -456,7 +456,7 @@ def adapt(
     metadata = ArtifactMetadata(
         name=parent.name, version=version or f"{parent.version}-site-{datetime.now(timezone.utc):%Y%m%d%H%M%S}",
         architecture=parent.architecture, class_names=list(parent.class_names), input_size=parent.input_size,
-        preprocessing=dict(parent.preprocessing), temperature=point.temperature, covid_threshold=point.threshold,
+        recipe=dict(parent.recipe), temperature=point.temperature, covid_threshold=point.threshold,
         target_sensitivity=settings.target_sensitivity, threshold_confidence=confidence, metrics=point.metrics,
         sha256=parent.sha256, training={**training, "adaptation": record},
         cam_file=parent.cam_file, cam_sha256=parent.cam_sha256, familiarity=parent.familiarity,

@@ -10,21 +10,16 @@ from __future__ import annotations
 from ml.serving.gradcam import GRADCAM_LAYER, POOLED_FEATURES_LAYER
 from ml.serving.labels import CLASS_NAMES
 
-ARCHITECTURES = ("seed", "sepres", "sepres-wide", "tiny")
+ARCHITECTURES = ("seed", "sepres-wide", "tiny")
 
 # Keras' default 0.99 leaves the running statistics far from the data after the
 # few hundred steps these small data sets give; validation then collapses onto one class.
 BN_MOMENTUM = 0.9
 
-# Preferred input size per architecture (the seed's is fixed by its recipe).
-DEFAULT_INPUT_SIZE = {"seed": 256, "sepres": 128, "sepres-wide": 160, "tiny": 64}
-
 
 def build_model(*, architecture: str, input_size: int, num_classes: int = len(CLASS_NAMES)):
     if architecture == "seed":
         return build_seed(input_size=input_size, num_classes=num_classes)
-    if architecture == "sepres":
-        return build_sepres(input_size=input_size, num_classes=num_classes)
     if architecture == "sepres-wide":
         return build_sepres(input_size=input_size, num_classes=num_classes, width=2.0)
     if architecture == "tiny":

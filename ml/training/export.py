@@ -1,6 +1,6 @@
 """Keras -> TFLite float32 export and the equivalence check between the two.
 
-    python -m ml.export --cam ARTIFACT    add the heatmap model (cam.tflite) to an artifact
+    python -m ml export --cam ARTIFACT    add the heatmap model (cam.tflite) to an artifact
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from ml.serving.familiarity import (
 from ml.serving.imaging import decode_path
 from ml.serving.interpreter import make_interpreter, run_interpreter_outputs
 from ml.serving.predictor import Predictor
-from ml.serving.preprocess import PreprocessConfig, preprocess
+from ml.serving.preprocess import preprocess
 from ml.training.export import check_class_maps, export_tflite
 
 
@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     metadata = load_metadata(args.model)
-    config = PreprocessConfig.from_dict(metadata.preprocessing)
+    config = metadata.preprocess_config
     progress = not args.quiet
     try:
         if args.shifts:
@@ -228,7 +228,7 @@ def _print_shifts(*, args, data: Path, split_file: Path, progress: bool) -> int:
 
     predictor = Predictor.load(args.model)
     if predictor.metadata.familiarity is None:
-        print(f"error: {args.model} has no familiarity check (run python -m ml.familiarity --model it first)",
+        print(f"error: {args.model} has no familiarity check (run python -m ml familiarity --model it first)",
               file=sys.stderr)
         return 2
     samples = select_samples(data=data, manifest=None, split_file=split_file, subset=args.subset)

@@ -1,6 +1,6 @@
 """Refit a model's temperature and COVID-19 alert threshold on labelled local data.
 
-    python -m ml.recalibrate --model ARTIFACT --data ROOT [--manifest CSV]
+    python -m ml recalibrate --model ARTIFACT --data ROOT [--manifest CSV]
         [--split-file SPLIT --subset val] [--target-sensitivity 0.95] [--threshold-confidence 0.95]
         [--keep-temperature] [--dry-run]
 
@@ -11,7 +11,7 @@ highest threshold whose sensitivity on that data reaches the target, at the
 given one-sided confidence. The network and model.tflite are untouched (the
 SHA-256 stays), so the artifact's name and version stay too; metadata.json
 records what was refitted, on what data, and the values it replaced. The
-site monitor's reference (``ml.monitoring``) is rebuilt on the same films at
+site monitor's reference (``ml.serving.monitoring``) is rebuilt on the same films at
 the new operating point: alerts counted at the old threshold no longer
 describe the model that is served. Give the result a new ``--version`` and
 register it as a new model version, so that every prediction keeps pointing

@@ -1,7 +1,6 @@
-"""Train a classifier and write a complete artifact folder.
+"""Train a classifier from a recipe and write a complete artifact folder.
 
-    python -m ml.train --data ../shared/data/cxr --architecture seed --out ml/artifacts/seed \
-        --split-file runs/split.json --epochs 30 --seed 7
+    python -m ml train --recipe seed --data ../shared/data/cxr --out runs/seed --split-file runs/split.json
 
 The data set's patient-level split is created on first use (``--split-file``
 that does not exist yet) and reused afterwards, so several models can be
@@ -18,7 +17,7 @@ import pickle
 import shutil
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,26 +50,15 @@ from ml.serving.pixels import FILM_MAX_SIDE, shrink_longest_side
 from ml.serving.predictor import Predictor
 from ml.serving.preprocess import PreprocessConfig, preprocess, preprocess_batch
 from ml.serving.segmentation import segmenter_dir
-from ml.training.architectures import ARCHITECTURES, DEFAULT_INPUT_SIZE, build_model
-from ml.training.augment import LIGHT, STRONG, AugmentConfig, augment_film, augment_geometry
+from ml.training.architectures import build_model
+from ml.training.augment import augment_film, augment_geometry
 from ml.training.export import add_cam, export_tflite, max_tflite_difference
 from ml.training.familiarity import add_familiarity
 from ml.training.keras_setup import configure_tensorflow
+from ml.training.recipe import RECIPES, Recipe, recipe_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-LUNG_SEGMENTER = "lung_segmenter"
 LOSO_EVALUATION = "loso_evaluation"
-
-
-def default_preprocess(architecture: str, *, input_size: int | None = None) -> PreprocessConfig:
-    """The seed keeps its original recipe; the stronger model reads only the lung fields."""
-    size = input_size or DEFAULT_INPUT_SIZE[architecture]
-    if architecture.startswith("sepres"):
-        return PreprocessConfig(
-            input_size=size, equalize="histogram", crop="lungs", mask_outside_lungs=True,
-            lung_segmenter=LUNG_SEGMENTER, equalize_region="frame",
-        )
-    return PreprocessConfig(input_size=size)
 
 
 def class_weights(labels: np.ndarray) -> dict[int, float]:
@@ -82,14 +70,16 @@ def class_weights(labels: np.ndarray) -> dict[int, float]:
     return {index: float(w) for index, w in enumerate(weights)}
 
 
-def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, seed):
+def _make_batches(*, films, model_inputs, labels, recipe: Recipe):
     """A Keras PyDataset of (inputs, labels) that augments on the fly; defined lazily to keep Keras out of imports."""
     import keras
+
+    batch_size, config, augment = recipe.batch_size, recipe.preprocessing, recipe.augmentation
 
     class AugmentedBatches(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__()
-            self.rng = np.random.default_rng(seed)
+            self.rng = np.random.default_rng(recipe.seed)
             self.order = self.rng.permutation(len(labels))
 
         def __len__(self) -> int:
@@ -114,6 +104,18 @@ def _make_batches(*, films, model_inputs, labels, batch_size, config, augment, s
 
 
 @dataclass
+class TrainingData:
+    """Decoded films (longest side at most FILM_MAX_SIDE) and their class indices, per part of the split."""
+
+    train_films: list[np.ndarray]
+    train_labels: np.ndarray
+    val_films: list[np.ndarray]
+    val_labels: np.ndarray
+    test_films: list[np.ndarray] = field(default_factory=list)
+    test_labels: np.ndarray | None = None
+
+
+@dataclass
 class TrainResult:
     artifact_dir: Path
     val_metrics: dict
@@ -123,58 +125,41 @@ class TrainResult:
 
 def train_model(
     *,
-    train_films: list[np.ndarray],
-    train_labels: np.ndarray,
-    val_films: list[np.ndarray],
-    val_labels: np.ndarray,
-    architecture: str,
-    config: PreprocessConfig,
-    augment: AugmentConfig,
+    recipe: Recipe,
+    data: TrainingData,
     out_dir: Path,
-    epochs: int,
-    seed: int,
     name: str,
     version: str,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    patience: int = 6,
-    target_sensitivity: float = 0.95,
-    threshold_confidence: float | None = 0.95,
     training_info: dict | None = None,
     split_data: dict | None = None,
-    test_films: list[np.ndarray] | None = None,
-    test_labels: np.ndarray | None = None,
     threads: int = 2,
     verbose: int = 1,
     familiarity: bool = False,
     monitoring: bool = False,
 ) -> TrainResult:
-    """Fit, calibrate on validation, export TFLite and write the artifact folder.
+    """Fit ``recipe`` on ``data``, calibrate on validation, export TFLite and write the artifact folder.
 
-    ``familiarity`` also fits ``ml.familiarity`` (the ``unfamiliar`` warning) on
-    the training films and thresholds it on the validation films.
-    ``monitoring`` then stores the site monitor's reference (``ml.monitoring``):
-    what the served model does on the validation films.
+    ``familiarity`` also fits ``ml.training.familiarity`` (the ``unfamiliar``
+    warning) on the training films and thresholds it on the validation films.
+    ``monitoring`` then stores the site monitor's reference
+    (``ml.serving.monitoring``): what the served model does on the validation films.
     """
-    configure_tensorflow(threads=threads, seed=seed)
+    configure_tensorflow(threads=threads, seed=recipe.seed)
     import keras
 
-
     out_dir = Path(out_dir)
-    train_labels = np.asarray(train_labels, dtype=np.int64)
-    val_labels = np.asarray(val_labels, dtype=np.int64)
+    config = recipe.preprocessing
+    train_labels = np.asarray(data.train_labels, dtype=np.int64)
+    val_labels = np.asarray(data.val_labels, dtype=np.int64)
     started = time.time()
-    train_inputs = None if augment.film else preprocess_batch(train_films, config)
-    val_inputs = preprocess_batch(val_films, config)
+    train_inputs = None if recipe.augmentation.film else preprocess_batch(data.train_films, config)
+    val_inputs = preprocess_batch(data.val_films, config)
 
-    model = build_model(architecture=architecture, input_size=config.input_size)
-    losses = keras.losses.SparseCategoricalCrossentropy()
-    # Plain Adam for every architecture: the seed's recipe, and good enough for the small models here.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, metrics=["accuracy"])
-    batches = _make_batches(
-        films=train_films, model_inputs=train_inputs, labels=train_labels,
-        batch_size=batch_size, config=config, augment=augment, seed=seed,
-    )
+    model = build_model(architecture=recipe.architecture, input_size=recipe.input_size)
+    model.compile(optimizer=keras.optimizers.Adam(recipe.learning_rate),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    batches = _make_batches(films=data.train_films, model_inputs=train_inputs, labels=train_labels, recipe=recipe)
+    patience = recipe.patience
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=patience, restore_best_weights=True),
         keras.callbacks.ReduceLROnPlateau(
@@ -183,7 +168,7 @@ def train_model(
     history = model.fit(
         batches,
         validation_data=(val_inputs, val_labels),
-        epochs=epochs,
+        epochs=recipe.epochs,
         callbacks=callbacks,
         verbose=verbose,
         class_weight=class_weights(train_labels),
@@ -191,39 +176,29 @@ def train_model(
     history_data = {key: [float(v) for v in values] for key, values in history.history.items()}
     epochs_run = len(history_data.get("loss", []))
     info = {
-        "seed": seed,
         "epochs": epochs_run,
-        "max_epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "optimizer": "Adam",
-        "augmentation": augment.to_dict(),
         "class_weights": class_weights(train_labels),
         "n_train": int(len(train_labels)),
+        **(training_info or {}),
     }
-    info.update(training_info or {})
+    test_inputs = preprocess_batch(data.test_films, config) if len(data.test_films) else None
     val_metrics, test_metrics = write_artifact(
-        model=model, out_dir=out_dir, architecture=architecture, config=config,
-        val_inputs=val_inputs, val_labels=val_labels, name=name, version=version,
-        target_sensitivity=target_sensitivity, threshold_confidence=threshold_confidence,
-        history=history_data, info=info, split_data=split_data, started=started,
-        test_inputs=None if test_films is None or not len(test_films) else preprocess_batch(test_films, config),
-        test_labels=test_labels,
+        model=model, recipe=recipe, out_dir=out_dir, name=name, version=version,
+        val_inputs=val_inputs, val_labels=val_labels, history=history_data, info=info, split_data=split_data,
+        started=started, test_inputs=test_inputs, test_labels=data.test_labels,
     )
     if familiarity:
-
         add_familiarity(
             out_dir,
-            train_inputs=train_inputs if train_inputs is not None else preprocess_batch(train_films, config),
+            train_inputs=train_inputs if train_inputs is not None else preprocess_batch(data.train_films, config),
             train_labels=train_labels,
             val_inputs=val_inputs,
             keras_model=model,
         )
     if monitoring:
-
         predictor = Predictor.load(out_dir)
         add_reference(out_dir, reference_from_films(
-            films_from_pixels(predictor, val_films, [predictor.class_names[label] for label in val_labels]),
+            films_from_pixels(predictor, data.val_films, [predictor.class_names[label] for label in val_labels]),
             class_names=predictor.class_names,
         ))
     return TrainResult(artifact_dir=out_dir, val_metrics=val_metrics, test_metrics=test_metrics, epochs_run=epochs_run)
@@ -232,15 +207,12 @@ def train_model(
 def write_artifact(
     *,
     model,
+    recipe: Recipe,
     out_dir: Path,
-    architecture: str,
-    config: PreprocessConfig,
-    val_inputs: np.ndarray,
-    val_labels: np.ndarray,
     name: str,
     version: str,
-    target_sensitivity: float,
-    threshold_confidence: float | None,
+    val_inputs: np.ndarray,
+    val_labels: np.ndarray,
     history: dict,
     info: dict,
     split_data: dict | None = None,
@@ -250,11 +222,9 @@ def write_artifact(
 ) -> tuple[dict, dict | None]:
     """Calibrate a fitted Keras model on validation, export it and write the artifact folder.
 
-    Returns the validation metrics
-    and, when test inputs are given, the test metrics.
+    Returns the validation metrics and, when test inputs are given, the test metrics.
     """
     import keras
-
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -263,7 +233,7 @@ def write_artifact(
     val_raw = model.predict(val_inputs, verbose=0, batch_size=64)
     operating_point = fit_operating_point(
         raw_probabilities=val_raw, labels=val_labels, positive_index=positive,
-        target_sensitivity=target_sensitivity, confidence=threshold_confidence,
+        target_sensitivity=recipe.target_sensitivity, confidence=recipe.threshold_confidence,
     )
     temperature, threshold = operating_point.temperature, operating_point.threshold
     val_metrics = operating_point.metrics
@@ -306,21 +276,21 @@ def write_artifact(
     metadata = ArtifactMetadata(
         name=name,
         version=version,
-        architecture=architecture,
+        architecture=recipe.architecture,
         class_names=list(CLASS_NAMES),
-        input_size=config.input_size,
-        preprocessing=config.to_dict(),
+        input_size=recipe.input_size,
         temperature=temperature,
         covid_threshold=threshold,
-        target_sensitivity=target_sensitivity,
-        threshold_confidence=threshold_confidence,
+        target_sensitivity=recipe.target_sensitivity,
+        threshold_confidence=recipe.threshold_confidence,
         metrics=val_metrics,
         sha256=file_sha256(tflite_path),
         training=info,
+        recipe=recipe.to_dict(),
     )
     save_metadata(artifact_dir=out_dir, metadata=metadata)
     add_cam(out_dir, keras_model=model, check_inputs=check_inputs)
-    _copy_lung_segmenter(config=config, out_dir=out_dir)
+    _copy_lung_segmenter(config=recipe.preprocessing, out_dir=out_dir)
     return val_metrics, test_metrics
 
 
@@ -350,14 +320,10 @@ def train_from_arrays(
     images: np.ndarray,
     labels: np.ndarray,
     *,
-    architecture: str,
+    recipe: Recipe,
     out_dir: Path,
-    epochs: int,
-    seed: int,
     name: str,
     version: str,
-    config: PreprocessConfig | None = None,
-    augment: AugmentConfig | None = None,
     familiarity: bool = False,
     monitoring: bool = False,
 ) -> Path:
@@ -368,27 +334,21 @@ def train_from_arrays(
     """
     images = np.asarray(images, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
-    if config is None:
-        size = min(DEFAULT_INPUT_SIZE[architecture], images.shape[1], images.shape[2])
-        config = PreprocessConfig(input_size=size)
-    train_index, val_index = _stratified_indices(labels, val_fraction=0.2, seed=seed)
+    size = min(recipe.input_size, images.shape[1], images.shape[2])
+    recipe = replace(recipe, preprocessing=replace(recipe.preprocessing, input_size=size))
+    train_index, val_index = _stratified_indices(labels, val_fraction=0.2, seed=recipe.seed)
+    data = TrainingData(
+        train_films=[images[i] for i in train_index], train_labels=labels[train_index],
+        val_films=[images[i] for i in val_index], val_labels=labels[val_index],
+    )
     result = train_model(
-        train_films=[images[i] for i in train_index],
-        train_labels=labels[train_index],
-        val_films=[images[i] for i in val_index],
-        val_labels=labels[val_index],
-        architecture=architecture,
-        config=config,
-        augment=augment or LIGHT,
+        recipe=recipe,
+        data=data,
         out_dir=Path(out_dir),
-        epochs=epochs,
-        seed=seed,
         name=name,
         version=version,
-        batch_size=16,
-        patience=max(epochs, 1),
         training_info={"data_root": None, "source": "arrays"},
-        split_data={"seed": seed, "train": train_index.tolist(), "val": val_index.tolist(), "test": []},
+        split_data={"seed": recipe.seed, "train": train_index.tolist(), "val": val_index.tolist(), "test": []},
         verbose=0,
         familiarity=familiarity,
         monitoring=monitoring,
@@ -397,13 +357,13 @@ def train_from_arrays(
 
 
 def decode_film(sample, *, max_side: int = FILM_MAX_SIDE) -> np.ndarray:
-    """One sample's film as training sees it: decoded (through ml.imaging), longest side at most ``max_side``."""
+    """One sample's film as training sees it: decoded (through ml.serving.imaging), longest side at most ``max_side``."""
 
     return shrink_longest_side(decode_file(sample.path), max_side=max_side)
 
 
 def load_films(samples, *, cache_dir: Path | None = None, max_side: int = FILM_MAX_SIDE) -> list[np.ndarray]:
-    """Decode every sample once (through ml.imaging) and cache the shrunken films.
+    """Decode every sample once (through ml.serving.imaging) and cache the shrunken films.
 
     Stored as float32: float16 would shift some pixels across histogram-equalisation
     bins, so training inputs would differ slightly from what serving computes.
@@ -432,7 +392,7 @@ def load_films(samples, *, cache_dir: Path | None = None, max_side: int = FILM_M
 def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
     """Gather leave-one-source-out runs (folders from ``--leave-out-source``) into loso.json.
 
-    A run folder holding ``loso_evaluation/metrics.json`` (``python -m ml.evaluate
+    A run folder holding ``loso_evaluation/metrics.json`` (``python -m ml evaluate
     --model RUN --split-file RUN/split.json --subset loso --out RUN/loso_evaluation``)
     contributes those numbers; otherwise its training-time test_metrics.json.
 
@@ -448,7 +408,7 @@ def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
         source = metadata.training["leave_out_source"]
         evaluation = run_dir / LOSO_EVALUATION / "metrics.json"
         if evaluation.is_file():
-            # ml.evaluate's numbers (TFLite, the artifact's current threshold) win over training time's.
+            # ml.evaluation.evaluate's numbers (TFLite, the artifact's current threshold) win over training time's.
             metrics = json.loads(evaluation.read_text())
             numbers = {
                 "n": metrics["n"],
@@ -457,7 +417,7 @@ def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
                 "covid_sensitivity_at_threshold": metrics["threshold"]["sensitivity"],
                 "covid_specificity_at_threshold": metrics["threshold"]["specificity"],
                 "macro_auc": metrics["macro_auc"],
-                "measured_by": f"ml.evaluate ({LOSO_EVALUATION}/metrics.json)",
+                "measured_by": f"python -m ml evaluate ({LOSO_EVALUATION}/metrics.json)",
             }
         else:
             test = json.loads((run_dir / "test_metrics.json").read_text())
@@ -468,7 +428,7 @@ def collect_loso(*, run_dirs: list[Path], path: Path) -> dict:
                 "covid_sensitivity_at_threshold": test["covid_sensitivity"],
                 "covid_specificity_at_threshold": test["covid_specificity"],
                 "macro_auc": test["macro_auc"],
-                "measured_by": "ml.train (Keras, threshold at training time)",
+                "measured_by": "python -m ml train (Keras, threshold at training time)",
             }
         summary["runs"][f"{metadata.architecture}/{source}"] = {
             "left_out_source": source,
@@ -506,8 +466,10 @@ def training_parts(*, samples, split, leave_out_source: str | None = None):
 
 
 EXAMPLE = """example:
-    python -m ml train --architecture sepres-wide --split-file ml/artifacts/dev_split.json \\
+    python -m ml train --recipe production --split-file ml/artifacts/dev_split.json \\
         --data ../shared/data/cxr --manifest ../shared/data/cxr/manifest.csv --out runs/my-model
+    python -m ml train --recipe production --input-size 192 --split-file ml/artifacts/dev_split.json \\
+        --data ../shared/data/cxr --out runs/res192       # one field changed
 """
 
 
@@ -516,24 +478,24 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m ml train", description=__doc__.splitlines()[0], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="production",
+                        help="the recipe to start from (ml/training/recipe.py); the flags below change single fields")
     parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--manifest", type=Path, default=None)
-    parser.add_argument("--architecture", choices=ARCHITECTURES, default="sepres")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--collect-loso", type=Path, nargs="+", default=None,
                         help="no training: gather these --leave-out-source run folders into OUT/loso.json")
-    parser.add_argument("--split-file", type=Path, default=None)
+    parser.add_argument("--split-file", type=Path, default=None,
+                        help="the patient-level split; made (with the recipe's seed) and saved here when missing")
     parser.add_argument("--leave-out-source", default=None)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--input-size", type=int, default=None)
-    parser.add_argument("--augment", choices=("light", "strong"), default=None)
-    parser.add_argument("--preprocess", choices=("plain", "lungs"), default=None)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--patience", type=int, default=6)
-    parser.add_argument("--target-sensitivity", type=float, default=0.95)
-    parser.add_argument("--threshold-confidence", type=float, default=0.95,
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--patience", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--target-sensitivity", type=float, default=None)
+    parser.add_argument("--threshold-confidence", type=float, default=None,
                         help="the COVID-19 threshold must reach the target sensitivity at this one-sided confidence "
                              "(Clopper-Pearson lower bound on validation); 0 uses the point estimate")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("CXR_TF_THREADS", "2")))
@@ -545,6 +507,12 @@ def main(argv: list[str] | None = None) -> int:
         summary = collect_loso(run_dirs=args.collect_loso, path=args.out / "loso.json")
         print(json.dumps(summary, indent=1))
         return 0
+    changes = {field: getattr(args, field) for field in ("input_size", "epochs", "patience", "seed", "batch_size",
+                                                          "learning_rate", "target_sensitivity")
+               if getattr(args, field) is not None}
+    if args.threshold_confidence is not None:
+        changes["threshold_confidence"] = args.threshold_confidence or None
+    recipe = recipe_for(args.recipe, **changes)
 
     samples = load_dataset(args.data, args.manifest)
     if not samples:
@@ -552,45 +520,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.split_file is not None and args.split_file.is_file():
         split = load_split(args.split_file)
     else:
-        split = make_patient_split(samples=samples, seed=args.seed)
+        split = make_patient_split(samples=samples, seed=recipe.seed)
         if args.split_file is not None:
             save_split(split, args.split_file)
     train_samples, val_samples, test_samples = training_parts(
         samples=samples, split=split, leave_out_source=args.leave_out_source)
     print(f"train {len(train_samples)}  val {len(val_samples)}  test {len(test_samples)}", file=sys.stderr)
 
-    config = default_preprocess(args.architecture, input_size=args.input_size)
-    if args.preprocess == "plain":
-        config = PreprocessConfig(input_size=config.input_size, equalize=config.equalize)
-    elif args.preprocess == "lungs":
-        config = replace(config, crop="lungs", mask_outside_lungs=True, lung_segmenter=LUNG_SEGMENTER)
-    default_augment = STRONG if args.architecture.startswith("sepres") else LIGHT
-    augment = {"light": LIGHT, "strong": STRONG}.get(args.augment or "", default_augment)
-
     films = load_films(samples, cache_dir=args.cache_dir)
     by_key = {s.key: film for s, film in zip(samples, films)}
-    from dataclasses import asdict
-
+    data = TrainingData(
+        train_films=[by_key[s.key] for s in train_samples], train_labels=label_array(train_samples),
+        val_films=[by_key[s.key] for s in val_samples], val_labels=label_array(val_samples),
+        test_films=[by_key[s.key] for s in test_samples], test_labels=label_array(test_samples),
+    )
     result = train_model(
-        train_films=[by_key[s.key] for s in train_samples],
-        train_labels=label_array(train_samples),
-        val_films=[by_key[s.key] for s in val_samples],
-        val_labels=label_array(val_samples),
-        test_films=[by_key[s.key] for s in test_samples],
-        test_labels=label_array(test_samples),
-        architecture=args.architecture,
-        config=config,
-        augment=augment,
+        recipe=recipe,
+        data=data,
         out_dir=args.out,
-        epochs=args.epochs,
-        seed=args.seed,
-        name=args.name or f"cxr-{args.architecture}",
+        name=args.name or f"cxr-{recipe.architecture}",
         version=args.version,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        patience=args.patience,
-        target_sensitivity=args.target_sensitivity,
-        threshold_confidence=args.threshold_confidence or None,
         threads=args.threads,
         training_info={
             "data_root": str(args.data),

@@ -9,6 +9,7 @@ from PIL import Image
 
 from ml.evaluation import evaluate
 from ml.evaluation.datasets import select_samples
+from ml.evaluation.summary import summarize_predictions
 
 SIZE = 48
 CLASSES = ("covid", "normal", "pneumonia")
@@ -26,12 +27,14 @@ def _films(n: int, seed: int):
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
+    from ml.training.recipe import recipe_for
     from ml.training.train import train_from_arrays
 
     films, labels = _films(90, seed=0)
     out = tmp_path_factory.mktemp("artifact")
     return train_from_arrays(
-        films, labels, architecture="tiny", out_dir=out, epochs=4, seed=0, name="tiny-test", version="0"
+        films, labels, recipe=recipe_for("tiny", epochs=4, patience=4, seed=0), out_dir=out, name="tiny-test",
+        version="0",
     )
 
 
@@ -170,7 +173,7 @@ def test_a_manifest_with_two_sources_per_class_adds_the_source_probe(artifact, t
 def test_summary_of_perfect_predictions():
     y_true = np.array([0, 1, 2, 0, 1, 2])
     probabilities = np.eye(3)[y_true] * 0.9 + 0.1 / 3
-    summary = evaluate.summarize_predictions(
+    summary = summarize_predictions(
         y_true=y_true, probabilities=probabilities, class_names=CLASSES, threshold=0.5, n_resamples=50
     )
     assert summary["accuracy"] == 1.0 and summary["macro_auc"] == 1.0

@@ -73,5 +73,5 @@ def test_heads_that_are_not_pooling_plus_dense_have_no_cam_model():
     from ml.training.architectures import build_model
 
     assert cam_model(build_model(architecture="seed", input_size=64)) is None
-    maps = cam_model(build_model(architecture="sepres", input_size=64))
+    maps = cam_model(build_model(architecture="sepres-wide", input_size=64))
     assert maps is not None and maps.output_shape == (None, 4, 4, 3)

@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 from ml.serving.gradcam import GRADCAM_LAYER
-from ml.training.architectures import ARCHITECTURES, build_model
+from ml.training.architectures import ARCHITECTURES, build_model, build_sepres
 
 
 def test_seed_matches_its_published_shape():
@@ -20,7 +20,7 @@ def test_every_architecture_exposes_gradcam_and_logits_layers():
 
 
 def test_sepres_wide_doubles_every_layer():
-    narrow = build_model(architecture="sepres", input_size=64)
+    narrow = build_sepres(input_size=64, num_classes=3)
     wide = build_model(architecture="sepres-wide", input_size=64)
     assert [layer.name for layer in narrow.layers] == [layer.name for layer in wide.layers]
     assert wide.get_layer(GRADCAM_LAYER).output.shape[-1] == 2 * narrow.get_layer(GRADCAM_LAYER).output.shape[-1] == 256

@@ -11,6 +11,7 @@ from ml.serving.labels import CLASS_NAMES
 
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
+    from ml.training.recipe import recipe_for
     from ml.training.train import train_from_arrays
 
     rng = np.random.default_rng(0)
@@ -19,7 +20,7 @@ def tiny_artifact(tmp_path_factory):
     for index, label in enumerate(labels):
         images[index, 8 + 16 * label:24 + 16 * label, 8:56] += 0.6  # class = band position
     out = tmp_path_factory.mktemp("artifact") / "tiny"
-    path = train_from_arrays(images, labels, architecture="tiny", out_dir=out, epochs=3, seed=1, name="tiny", version="0",
+    path = train_from_arrays(images, labels, recipe=recipe_for("tiny", seed=1), out_dir=out, name="tiny", version="0",
                              familiarity=True, monitoring=True)
     return path, images
 
@@ -106,7 +107,7 @@ def test_collect_loso_gathers_runs_by_architecture_and_source(tmp_path):
         run.mkdir()
         save_metadata(artifact_dir=run, metadata=ArtifactMetadata(
             name="x", version="1", architecture=architecture, class_names=list(CLASS_NAMES), input_size=64,
-            preprocessing={}, temperature=1.0, covid_threshold=0.5, target_sensitivity=0.95, metrics={}, sha256="0",
+            recipe={"preprocessing": {}}, temperature=1.0, covid_threshold=0.5, target_sensitivity=0.95, metrics={}, sha256="0",
             training={"leave_out_source": source, "n_train": 10, "epochs": 2},
         ))
         (run / "test_metrics.json").write_text(json.dumps({
@@ -118,7 +119,7 @@ def test_collect_loso_gathers_runs_by_architecture_and_source(tmp_path):
     assert summary["runs"]["seed/cohen"]["covid_auc"] == 0.57
     assert summary["runs"]["sepres/cohen"]["architecture"] == "sepres"
     assert json.loads((tmp_path / "out" / "loso.json").read_text()) == summary
-    assert summary["runs"]["seed/cohen"]["measured_by"].startswith("ml.train")
+    assert summary["runs"]["seed/cohen"]["measured_by"].startswith("python -m ml train")
 
     # An ml.evaluate run of the LOSO test set (after recalibration) replaces the training-time numbers.
     evaluation = runs[1] / "loso_evaluation"
@@ -130,5 +131,5 @@ def test_collect_loso_gathers_runs_by_architecture_and_source(tmp_path):
     summary = collect_loso(run_dirs=runs[1:], path=tmp_path / "out" / "loso.json")
     updated = summary["runs"]["sepres/cohen"]
     assert (updated["n"], updated["covid_auc"], updated["covid_sensitivity_at_threshold"]) == (7, 0.61, 0.97)
-    assert updated["measured_by"].startswith("ml.evaluate")
+    assert updated["measured_by"].startswith("python -m ml evaluate")
     assert summary["runs"]["seed/cohen"]["covid_auc"] == 0.57  # kept from the earlier call
