@@ -25,4 +25,6 @@ RUN mkdir -p /data/images && chown portal:portal /data/images
 
 USER portal
 EXPOSE 8000
-CMD ["gunicorn", "cxr_portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60"]
+# Threads: a request waiting on a slow upload or decode does not hold the whole process (decodes are capped
+# per process by CXR_MAX_CONCURRENT_DECODES).
+CMD ["gunicorn", "cxr_portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4", "--timeout", "60"]

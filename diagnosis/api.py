@@ -37,7 +37,7 @@ from .services.feedback import feedback_record
 from .services.fhir import study_fhir_bundle
 from .services.reports import study_report_pdf
 from .upload_messages import upload_message_translated
-from .services.ingest import UploadRateLimited, UploadReplayed, study_create
+from .services.ingest import UploadBusy, UploadRateLimited, UploadReplayed, study_create
 from .services.patients import patient_create
 
 
@@ -56,6 +56,10 @@ def exception_handler(exc, context):
             detail = {name: [upload_message_translated(m) for m in messages] for name, messages in exc.message_dict.items()}
         else:
             detail = {"detail": [upload_message_translated(message) for message in exc.messages]}
+        if isinstance(exc, UploadBusy):
+            response = Response(detail, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            response["Retry-After"] = str(exc.retry_after_seconds)
+            return response
         if isinstance(exc, UploadRateLimited):
             response = Response(detail, status=status.HTTP_429_TOO_MANY_REQUESTS)
             response["Retry-After"] = str(settings.UPLOAD_RATE_WINDOW_SECONDS)

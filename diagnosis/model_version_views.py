@@ -3,6 +3,7 @@
 Each view checks the capability, calls one selector or service, and renders or redirects.
 """
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -27,6 +28,7 @@ def model_versions(request):
     return render(request, "diagnosis/model_versions.html", {
         "versions": selectors.model_versions_for_page(),
         "agreement": selectors.agreement_by_model_version(),
+        "site_validation_min_films": settings.CXR_SITE_VALIDATION_MIN_FILMS,
     })
 
 

@@ -18,6 +18,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.conf import settings
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
 
@@ -240,3 +241,69 @@ def model_version_get(*, model_version_id: int) -> ModelVersion:
     if model_version is None:
         raise Http404(_("No such model version."))
     return model_version
+
+
+# Site adaptation (diagnosis.site_adaptation_views)
+COMPARED_METRICS = (
+    ("macro_auc", _("Macro AUC")), ("accuracy", _("Accuracy")), ("ece", _("Calibration error (ECE)")),
+    ("covid_sensitivity", _("COVID-19 alert sensitivity")), ("covid_specificity", _("COVID-19 alert specificity")),
+)
+
+
+def _with_interval(value, interval) -> str:
+    if value is None:
+        return "—"
+    low, high = (interval or [None, None])[:2]
+    return f"{value:.3f} ({low:.3f}–{high:.3f})" if low is not None and high is not None else f"{value:.3f}"
+
+
+def _summary_value(summary: dict | None, name: str) -> str:
+    summary = summary or {}
+    if name in ("covid_sensitivity", "covid_specificity"):
+        threshold = summary.get("threshold") or {}
+        key = name.removeprefix("covid_")
+        return _with_interval(threshold.get(key), threshold.get(f"{key}_ci"))
+    return _with_interval(summary.get(name), summary.get(f"{name}_ci"))
+
+
+def comparison_table(record: dict | None) -> list[dict]:
+    """Rows of candidate, active and the paired difference (each with its 95% interval) for one set of films."""
+    if not record or not record.get("n"):
+        return []
+    rows = []
+    for name, label in COMPARED_METRICS:
+        paired = (record.get("paired") or {}).get(name) or {}
+        rows.append({"label": label, "candidate": _summary_value(record.get("metrics"), name),
+                     "active": _summary_value(record.get("active_metrics"), name),
+                     "difference": _with_interval(paired.get("difference"), paired.get("difference_ci"))})
+    return rows
+
+
+def model_version_comparison(model_version: ModelVersion) -> dict:
+    from .services.adaptation import promotion_refusal_reasons, shadow_agreement
+
+    evaluation = model_version.site_evaluation or {}
+    return {
+        "model_version": model_version,
+        "evaluation": evaluation,
+        "compared_with": (evaluation.get("compared_with") or {}).get("version"),
+        "site_rows": comparison_table(evaluation),
+        "dev_rows": comparison_table(evaluation.get("dev_test")),
+        "refusal_reasons": promotion_refusal_reasons(model_version),
+        "shadow": shadow_agreement(model_version),
+        "adaptation": evaluation.get("adaptation") or {},
+    }
+
+
+def site_adaptation_overview() -> dict:
+    from diagnosis.models import AdaptationRun, JobStatus, LabelImport
+
+    from .services.site_films import site_film_counts
+
+    imports = list(LabelImport.objects.select_related("started_by")[:10])
+    runs = list(AdaptationRun.objects.select_related("requested_by", "parent", "candidate")[:10])
+    running = any(job.status in (JobStatus.QUEUED, JobStatus.RUNNING) for job in [*imports, *runs])
+    return {"counts": site_film_counts(), "imports": imports, "runs": runs, "running": running,
+            "import_dir": settings.CXR_SITE_IMPORT_DIR, "test_share": settings.CXR_SITE_TEST_SHARE,
+            "agreement": settings.CXR_SITE_LABEL_AGREEMENT,
+            "active": ModelVersion.objects.filter(status="active").first()}

@@ -9,6 +9,7 @@ from diagnosis.models import Study
 from diagnosis.services.alerts import alert_deliver, alert_retry_delay, alerts_redeliver_undelivered
 from diagnosis.services.inference import DATABASE_ERRORS, retry_delay, studies_requeue_stale, study_run_inference
 from diagnosis.services.monitoring import monitor_active_model as run_site_monitor
+from diagnosis.services.results import result_deliver, result_retry_delay, results_redeliver_undelivered
 
 logger = logging.getLogger(__name__)
 
@@ -95,3 +96,27 @@ def adapt_model(*, adaptation_run_id: int) -> str:
     from diagnosis.services.adaptation import adaptation_run
 
     return adaptation_run(adaptation_run_id=adaptation_run_id).status
+
+
+@shared_task(
+    name="diagnosis.deliver_result",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=120,
+    soft_time_limit=100,
+    max_retries=None,  # bounded by the attempts recorded in the database (CXR_RESULTS_MAX_ATTEMPTS)
+)
+def deliver_result(self, *, prediction_id: int, destination: str, revision: int = 1) -> str:
+    result = result_deliver(prediction_id=prediction_id, destination=destination, revision=revision)
+    if result.status in ("failed", "in_progress") and result.attempt < settings.CXR_RESULTS_MAX_ATTEMPTS:
+        raise self.retry(
+            countdown=result_retry_delay(result.attempt).total_seconds(),
+            kwargs={"prediction_id": prediction_id, "destination": destination, "revision": revision},
+        )
+    return result.status
+
+
+@shared_task(name="diagnosis.redeliver_results", time_limit=120, soft_time_limit=100)
+def redeliver_results() -> int:
+    return results_redeliver_undelivered()

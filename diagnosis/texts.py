@@ -43,6 +43,14 @@ def alert_meaning(metrics: dict | None) -> str | None:
     ) % {"caught": round(100 * sensitivity), "false": round(100 * (1 - specificity))}
 
 
+def site_not_validated_notice() -> str:
+    """Said on every result, alert and report of a version not yet validated on this site's films (issue 20)."""
+    return gettext(
+        "Not validated at this site: this model version's probabilities and COVID-19 alert threshold were set on "
+        "the development pool and have not been checked on this hospital's films."
+    )
+
+
 def alert_under_other_class(*, predicted_label: str, covid_probability: float, covid_threshold: float | None) -> str | None:
     """Why a COVID-19 alert stands under another result, in plain words; None when the result is COVID-19 itself.
 

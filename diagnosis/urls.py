@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import model_version_views, views
+from . import model_version_views, site_adaptation_views, views
 
 app_name = "diagnosis"
 
@@ -27,4 +27,14 @@ urlpatterns = [
     path("models/<int:model_version_id>/retire/", model_version_views.model_version_retire_view,
          name="model_version_retire"),
     path("models/<int:version_id>/monitoring/", views.model_version_monitoring, name="model_version_monitoring"),
+    path("models/site/", site_adaptation_views.site_adaptation, name="site_adaptation"),
+    path("models/site/import/", site_adaptation_views.site_import_view, name="site_import"),
+    path("models/site/adapt/", site_adaptation_views.site_adapt_view, name="site_adapt"),
+    path("models/rollback/", site_adaptation_views.model_version_rollback_view, name="model_version_rollback"),
+    path("models/<int:model_version_id>/compare/", site_adaptation_views.model_version_compare,
+         name="model_version_compare"),
+    path("models/<int:model_version_id>/promote/", site_adaptation_views.model_version_promote_view,
+         name="model_version_promote"),
+    path("models/<int:model_version_id>/shadow/", site_adaptation_views.model_version_shadow_view,
+         name="model_version_shadow"),
 ]

@@ -26,7 +26,7 @@ from .selectors import WorklistFilters
 from .services import storage
 from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
-from .services.ingest import study_create
+from .services.ingest import UploadBusy, study_create
 from .services.model_registry import model_version_active
 from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
@@ -173,6 +173,11 @@ def study_upload(request, patient_id: int):
             )
         except ValidationError as error:
             form_add_service_errors(form, error, field="file", translate=upload_message_translated)
+            if isinstance(error, UploadBusy):
+                response = render(request, "diagnosis/study_upload.html",
+                                  {"form": form, "patient": patient, "active_model": model_version_active()}, status=503)
+                response["Retry-After"] = str(error.retry_after_seconds)
+                return response
         else:
             messages.success(request, _("Study %(accession)s received and queued for analysis.") % {"accession": study.accession_number})
             return redirect("diagnosis:study_detail", study_id=study.id)
@@ -303,10 +308,10 @@ def study_heatmap(request, study_id: int):
     prediction = study.predictions.first()
     if prediction is None or not prediction.heatmap_sha256:
         raise Http404("This study has no heatmap.")
-    return _image_response(
-        storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP),
-        filename=f"{study.accession_number}-heatmap.png",
-    )
+    # A heatmap with a box is a layer for the film; an older one is the model input with the heatmap blended in.
+    kind = storage.HEATMAP_LAYER if prediction.heatmap_box else storage.HEATMAP
+    return _image_response(storage.blob_get(prediction.heatmap_sha256, kind=kind),
+                           filename=f"{study.accession_number}-heatmap.png")
 
 
 @login_required

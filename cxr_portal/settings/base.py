@@ -171,7 +171,12 @@ AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
 # owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
 AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
-MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=8192 * 8192)
+# Real chest films are under 4,300 x 4,900; ml.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
+MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=25_000_000)
+# Full-resolution decodes at once per web process; an upload that waits longer than this for one is told
+# to retry (503 with Retry-After) instead of holding a web thread in a queue.
+MAX_CONCURRENT_DECODES = env.int("CXR_MAX_CONCURRENT_DECODES", default=1)
+DECODE_WAIT_SECONDS = env.float("CXR_DECODE_WAIT_SECONDS", default=2.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
@@ -221,6 +226,7 @@ CELERY_TASK_ROUTES = {
     "diagnosis.import_labelled_studies": {"queue": "training"},
     "diagnosis.adapt_model": {"queue": "training"},
     "diagnosis.deliver_alert": {"queue": "default"},
+    "diagnosis.deliver_result": {"queue": "default"},
 }
 # An upload waits at most about a second for an unreachable broker before it is answered anyway
 # (diagnosis.services.inference.study_enqueue); the sweeper rings for it later.
@@ -235,6 +241,10 @@ CELERY_BEAT_SCHEDULE = {
     },
     "redeliver-alerts": {
         "task": "diagnosis.redeliver_alerts",
+        "schedule": timedelta(minutes=5),
+    },
+    "redeliver-results": {
+        "task": "diagnosis.redeliver_results",
         "schedule": timedelta(minutes=5),
     },
     "anchor-audit-chain": {
@@ -332,3 +342,18 @@ CXR_DICOM_ALLOWED_CALLING_AES = env.list("CXR_DICOM_ALLOWED_CALLING_AES", defaul
 CXR_DICOM_TLS_CERTIFICATE = env("CXR_DICOM_TLS_CERTIFICATE", default="")
 CXR_DICOM_TLS_KEY = env("CXR_DICOM_TLS_KEY", default="")
 CXR_DICOM_TLS_CLIENT_CA = env("CXR_DICOM_TLS_CLIENT_CA", default="")
+
+# Results out (diagnosis.services.results), retried like alerts. PACS: a DICOM SR (and, if set, a Secondary Capture
+# with the heatmap) by C-STORE to this AE, for studies that came over DICOM. EHR: the FHIR DiagnosticReport bundle,
+# POSTed as a transaction to this FHIR base URL with this Authorization header (e.g. "Bearer <token>").
+CXR_RESULTS_PACS_HOST = env("CXR_RESULTS_PACS_HOST", default="")
+CXR_RESULTS_PACS_PORT = env.int("CXR_RESULTS_PACS_PORT", default=104)
+CXR_RESULTS_PACS_AE_TITLE = env("CXR_RESULTS_PACS_AE_TITLE", default="PACS")
+CXR_RESULTS_PACS_CALLING_AE_TITLE = env("CXR_RESULTS_PACS_CALLING_AE_TITLE", default=CXR_DICOM_AE_TITLE)
+CXR_RESULTS_PACS_SECONDARY_CAPTURE = env.bool("CXR_RESULTS_PACS_SECONDARY_CAPTURE", default=False)
+CXR_RESULTS_PACS_TIMEOUT_SECONDS = env.float("CXR_RESULTS_PACS_TIMEOUT_SECONDS", default=30.0)
+CXR_RESULTS_FHIR_URL = env("CXR_RESULTS_FHIR_URL", default="")
+CXR_RESULTS_FHIR_AUTHORIZATION = env("CXR_RESULTS_FHIR_AUTHORIZATION", default="")
+CXR_RESULTS_FHIR_TIMEOUT_SECONDS = env.float("CXR_RESULTS_FHIR_TIMEOUT_SECONDS", default=15.0)
+CXR_RESULTS_MAX_ATTEMPTS = env.int("CXR_RESULTS_MAX_ATTEMPTS", default=6)
+CXR_RESULTS_RETRY_BASE_SECONDS = env.int("CXR_RESULTS_RETRY_BASE_SECONDS", default=30)

@@ -15,11 +15,12 @@ from .core import (
     ViewPosition,
 )
 from .feedback import CorrectLabel, Feedback, FeedbackRevision
+from .results import ResultDelivery, ResultDestination
 from .site import AdaptationRun, JobStatus, LabelImport, ShadowPrediction, SiteLabel
 
 __all__ = [
     "AdaptationRun", "JobStatus", "LabelImport", "ShadowPrediction", "SiteLabel",
     "Alert", "AlertChannel", "AlertDelivery", "CorrectLabel", "DeliveryOutcome", "Feedback", "FeedbackRevision",
     "ModelVersion", "ModelVersionStatus", "PENDING_STATUSES", "Patient", "Prediction", "Sex", "StoredImage", "Study",
-    "StudySource", "StudyStatus", "ViewPosition",
+    "StudySource", "StudyStatus", "ViewPosition", "ResultDelivery", "ResultDestination",
 ]

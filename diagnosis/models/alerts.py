@@ -61,7 +61,9 @@ class Alert(models.Model):
     def meaning(self) -> str | None:
         """What this alert means, from the validation figures of the version that raised it (a newer model's
         result never raises a second alert, so that may be an earlier prediction's version)."""
-        return alert_meaning(self.prediction.model_version.metrics)
+        model_version = self.prediction.model_version
+        texts = [text for text in (alert_meaning(model_version.metrics), model_version.site_validation_notice) if text]
+        return " ".join(texts) or None
 
 
 class AlertChannel(models.TextChoices):

@@ -6,7 +6,7 @@ from django.utils.translation import gettext_lazy as _
 from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
 from ml.serving.monitoring import ALARM
 
-from ..texts import class_display_name, result_warning_label, result_warning_message
+from ..texts import class_display_name, result_warning_label, result_warning_message, site_not_validated_notice
 
 
 class Sex(models.TextChoices):
@@ -188,6 +188,11 @@ class ModelVersion(models.Model):
         return (evaluation.get("n", 0) >= settings.CXR_SITE_VALIDATION_MIN_FILMS
                 and all(counts.get(name, 0) > 0 for name in CLASS_NAMES))
 
+    @property
+    def site_validation_notice(self) -> str:
+        """What every result of this version says until it is validated at this site ("" once it is)."""
+        return "" if self.site_validated else site_not_validated_notice()
+
 
 class Prediction(models.Model):
     study = models.ForeignKey(Study, on_delete=models.PROTECT, related_name="predictions")
@@ -200,6 +205,11 @@ class Prediction(models.Model):
     covid_alert = models.BooleanField(default=False)
     inference_ms = models.FloatField()
     heatmap_sha256 = models.CharField(max_length=64, blank=True)
+    heatmap_box = models.JSONField(
+        default=dict, blank=True,
+        help_text="Where on the film the heatmap lies: top, bottom, left, right as fractions of its height and width "
+                  "(empty: an older heatmap, the model input with the heatmap blended in)",
+    )
     warnings = models.JSONField(
         default=list, blank=True, help_text="Codes of what makes this result less reliable (e.g. lungs_not_found)"
     )

@@ -14,6 +14,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -22,7 +23,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Model, QuerySet
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -127,7 +128,17 @@ def alert_retry_delay(attempt: int) -> timedelta:
 
 
 def _start_attempt(alert: Alert, channel: str) -> AlertDelivery | DeliveryResult:
-    attempts = AlertDelivery.objects.filter(alert=alert, channel=channel)
+    return delivery_attempt_start(
+        attempts=AlertDelivery.objects.filter(alert=alert, channel=channel),
+        create=lambda number: AlertDelivery.objects.create(alert=alert, channel=channel, attempt=number),
+    )
+
+
+def delivery_attempt_start(*, attempts: QuerySet, create: Callable[[int], Model]) -> Model | DeliveryResult:
+    """Write the next attempt row of one delivery (alerts and results both), or say why there is none to make.
+
+    `attempts` are the rows of this delivery so far; `create(number)` inserts the next one.
+    """
     if attempts.filter(outcome=DeliveryOutcome.SUCCEEDED).exists():
         return DeliveryResult("already_delivered")
     now = timezone.now()
@@ -140,7 +151,7 @@ def _start_attempt(alert: Alert, channel: str) -> AlertDelivery | DeliveryResult
     number = (attempts.aggregate(last=Max("attempt"))["last"] or 0) + 1
     try:
         with transaction.atomic():
-            return AlertDelivery.objects.create(alert=alert, channel=channel, attempt=number)
+            return create(number)
     except IntegrityError:
         # Another delivery of this task took the same attempt number first.
         return DeliveryResult("in_progress", number)

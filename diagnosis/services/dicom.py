@@ -16,7 +16,7 @@ from audit.models import Outcome
 from audit.services import audit_record
 from diagnosis.models import Study, StudySource
 
-from .ingest import UploadRejected, image_validate, study_store
+from .ingest import UploadRejected, image_prepare, study_store
 from .patients import patient_get_or_create_from_dicom
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def study_create_from_dicom(*, data: bytes, sender: DicomSender) -> DicomReceive
             _audit_repeat(existing, sender)
             return DicomReceived(existing, created=False)
         try:
-            decoded = image_validate(data=data)
+            decoded = image_prepare(data=data)
         except UploadRejected as error:
             raise DicomRefused(" ".join(error.messages), status=STATUS_CANNOT_UNDERSTAND) from None
         header = dicom_header_json(dataset)

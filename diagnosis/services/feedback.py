@@ -8,6 +8,7 @@ from audit.services import audit_record
 from diagnosis.models import CorrectLabel, Feedback, FeedbackRevision, Prediction, StudyStatus
 
 from .alerts import alert_withdraw_for_prediction
+from .results import results_amend_for_feedback
 
 TRACKED_FIELDS = ("agrees", "correct_label", "note")
 
@@ -69,6 +70,8 @@ def feedback_record(*, author, prediction: Prediction, agrees: bool, correct_lab
             details={"prediction_id": prediction.id, "model_version": str(prediction.model_version),
                      "revision": number, **new_values, "changes": changes},
         )
+        if not agrees:
+            results_amend_for_feedback(prediction=prediction)
         if correct_label != CorrectLabel.COVID:
             alert_withdraw_for_prediction(prediction=prediction, user=author,
                                           reason=f"Clinician feedback: correct label is {correct_label}.")

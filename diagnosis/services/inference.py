@@ -29,6 +29,7 @@ from ml.serving.imaging import ImageDecodeError, decode_image
 
 from . import storage
 from .alerts import alert_raise_for_prediction
+from .results import results_enqueue_for_prediction
 from .model_registry import artifact_dir_for, model_version_active, same_operating_point
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,24 @@ def study_run_inference(*, study_id: int, resume_claim: str = "") -> InferenceOu
         return InferenceOutcome(study_id, "database_unavailable", str(error), claim=claim)
 
 
+HEATMAP_LAYER_MAX_SIDE = 512
+
+
+def _heatmap_layer_put(study: Study, model_version: ModelVersion, result) -> tuple[str, dict]:
+    """Store the heatmap as a layer at the aspect of the crop box the model saw; return its digest and the box."""
+    from ml.serving.gradcam import heat_layer_png
+
+    box = result.crop_box
+    box_width = max(1.0, (box.right - box.left) * study.image.width)
+    box_height = max(1.0, (box.bottom - box.top) * study.image.height)
+    scale = HEATMAP_LAYER_MAX_SIDE / max(box_width, box_height)
+    layer = heat_layer_png(result.heatmap, width=max(1, round(box_width * scale)),
+                           height=max(1, round(box_height * scale)))
+    digest = storage.blob_put(layer, kind=storage.HEATMAP_LAYER, digest=storage.sha256_hex(
+        f"{study.image.sha256}:{model_version.file_sha256}".encode()))
+    return digest, box.to_dict()
+
+
 def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome:
     study = Study.objects.select_related("image", "patient").get(id=study_id)
     try:
@@ -247,15 +266,9 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
         data = storage.blob_get(study.image.sha256, kind=storage.ORIGINAL)
         decoded = decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS, target_size=model_version.input_size)
         result = predictor.predict_one(decoded.pixels, with_heatmap=True, check_stability=True)
-        heatmap_sha = ""
+        heatmap_sha, heatmap_box = "", {}
         if result.heatmap is not None:
-            from ml.serving.gradcam import overlay_png
-
-            heatmap_sha = storage.blob_put(
-                overlay_png(result.model_input, result.heatmap),
-                kind=storage.HEATMAP,
-                digest=storage.sha256_hex(f"{study.image.sha256}:{model_version.file_sha256}".encode()),
-            )
+            heatmap_sha, heatmap_box = _heatmap_layer_put(study, model_version, result)
     except ImageDecodeError as error:
         # A stored image that no longer decodes will not get better on retry.
         return _fail(study, f"The stored image could not be decoded: {error}", retry=False)
@@ -278,6 +291,7 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
                 covid_alert=bool(result.covid_alert),
                 inference_ms=float(result.inference_ms),
                 heatmap_sha256=heatmap_sha,
+                heatmap_box=heatmap_box,
                 warnings=list(result.warnings),
             )
             Study.objects.filter(id=study.id).update(
@@ -300,6 +314,7 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
             )
             # Same transaction: the prediction and its alert commit together; delivery is queued after commit.
             alert_raise_for_prediction(prediction=prediction)
+            results_enqueue_for_prediction(prediction=prediction)
     except IntegrityError:
         # The unique (study, model version) constraint: a prediction already exists, so this run is a duplicate.
         Study.objects.filter(id=study.id).update(status=StudyStatus.COMPLETED, lease_expires_at=None)

@@ -4,6 +4,7 @@ import datetime
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
@@ -14,7 +15,7 @@ from django.utils import timezone
 from audit.models import Outcome
 from audit.services import audit_record
 from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosition
-from ml.serving.imaging import DecodedImage, ImageDecodeError, decode_image, encode_png, reencoded_png
+from ml.serving.imaging import DecodedImage, DecoderBusy, ImageDecodeError, decode_image, decode_slot, encode_png, reencoded_png
 
 from . import storage
 from .patients import _dicom_date
@@ -38,6 +39,14 @@ class UploadReplayed(Exception):
 
 class UploadRateLimited(UploadRejected):
     """The user sent more uploads than settings.UPLOAD_RATE_LIMIT within the window."""
+
+
+class UploadBusy(UploadRejected):
+    """Every decode slot of this process stayed taken: the client should retry after retry_after_seconds."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int):
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 def upload_rate_check(*, user, patient: Patient | None = None) -> None:
@@ -76,6 +85,34 @@ def image_validate(*, data: bytes) -> DecodedImage:
         raise UploadRejected(str(error)) from None
     except MemoryError:
         raise UploadRejected("The image is too large to be decoded safely.") from None
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """What the web process keeps of an upload: the re-encoded image, its preview, and what the decoder read."""
+
+    format: str
+    width: int
+    height: int
+    metadata: dict[str, str]
+    original_png: bytes
+    preview_png: bytes
+
+
+def image_prepare(*, data: bytes) -> PreparedImage:
+    """Validate and decode the upload and re-encode it for storage; the costly part of an upload.
+
+    It runs in one of the process's few decode slots (settings.MAX_CONCURRENT_DECODES), so a burst of
+    large films cannot take all memory; one that waits past settings.DECODE_WAIT_SECONDS is refused
+    with UploadBusy (503 and Retry-After), and nothing is stored.
+    """
+    try:
+        with decode_slot(wait_seconds=settings.DECODE_WAIT_SECONDS):
+            decoded = image_validate(data=data)
+            return PreparedImage(decoded.format, decoded.width, decoded.height, decoded.metadata,
+                                 reencoded_png(decoded), _preview_png(decoded))
+    except DecoderBusy as busy:
+        raise UploadBusy(str(busy), retry_after_seconds=busy.retry_after_seconds) from None
 
 
 def _preview_png(decoded: DecodedImage) -> bytes:
@@ -123,7 +160,7 @@ def study_create(
         _raise_if_replayed(uploaded_by=uploaded_by, idempotency_key=idempotency_key)
     if check_rate:
         upload_rate_check(user=uploaded_by, patient=patient)
-    decoded = image_validate(data=data)
+    decoded = image_prepare(data=data)
     return study_store(
         decoded=decoded,
         data=data,
@@ -139,7 +176,7 @@ def study_create(
 
 def study_store(
     *,
-    decoded: DecodedImage,
+    decoded: PreparedImage,
     data: bytes,
     patient: Patient,
     accession_number: str = "",
@@ -166,8 +203,8 @@ def study_store(
     # Files are content-addressed by the upload's digest, so storing before the transaction can only
     # leave an unreferenced copy behind, never overwrite or lose anything already stored.
     digest = storage.sha256_hex(data)
-    storage.blob_put(reencoded_png(decoded), kind=storage.ORIGINAL, digest=digest)
-    storage.blob_put(_preview_png(decoded), kind=storage.PREVIEW, digest=digest)
+    storage.blob_put(decoded.original_png, kind=storage.ORIGINAL, digest=digest)
+    storage.blob_put(decoded.preview_png, kind=storage.PREVIEW, digest=digest)
 
     try:
         with transaction.atomic():

@@ -57,6 +57,12 @@ def model_version_activation_notices(*, model_version: ModelVersion) -> list[Act
 
 
 def model_version_promote(*, model_version: ModelVersion, actor) -> list[ActivationNotice]:
-    """Promote a candidate, or roll back to a retired version: either way it becomes the one active version."""
-    model_version_activate(model_version=model_version, actor=actor)
+    """Promote a candidate, or roll back to a retired version: either way it becomes the one active version.
+
+    A candidate evaluated on the site's films goes through the gate (refused when they speak against it; the
+    comparison page takes an override reason).
+    """
+    from .adaptation import model_version_promote_gated
+
+    model_version_promote_gated(model_version=model_version, actor=actor)
     return model_version_activation_notices(model_version=model_version)

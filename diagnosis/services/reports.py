@@ -6,13 +6,13 @@ Every string goes through Django's translation framework; the caller activates t
 import io
 
 from django.utils import timezone
-from django.utils.formats import date_format
+from django.utils.formats import date_format, number_format
 from django.utils.translation import gettext as _
 from reportlab.lib import colors
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
-from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Image, KeepTogether, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 from xml.sax.saxutils import escape
 
 from diagnosis.models import Study
@@ -28,6 +28,10 @@ def _text(value) -> str:
 
 def _when(value) -> str:
     return date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT") if value else "—"
+
+
+def _day(value) -> str:
+    return date_format(value, "SHORT_DATE_FORMAT") if value else "—"
 
 
 def _table(rows, widths) -> Table:
@@ -52,6 +56,46 @@ def _picture(digest: str, kind: str, width: float) -> Image | None:
     return picture
 
 
+def _alert_block(alert, body) -> KeepTogether:
+    """The alert, why it stands under another result and what it means: one framed block, never split over pages."""
+    paragraphs = [Paragraph("<b>%s</b> %s" % (escape(_("COVID-19 alert.")), escape(
+        _("Calibrated probability %(probability)s, at or above the threshold %(threshold)s.") % {
+            "probability": number_format(alert.covid_probability, 3),
+            "threshold": number_format(alert.covid_threshold, 3)})), body)]
+    for text in (alert.other_class_explanation(), alert.meaning(), alert.state_text()):
+        if text:
+            paragraphs.append(Paragraph(escape(text), body))
+    frame = Table([[paragraphs]], colWidths=[170 * mm], hAlign="LEFT")
+    frame.setStyle(TableStyle([
+        ("BOX", (0, 0), (-1, -1), 0.75, colors.HexColor("#b02a37")),
+        ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor("#f8d7da" if alert.state == "open" else "#e2e3e5")),
+        ("LEFTPADDING", (0, 0), (-1, -1), 6), ("RIGHTPADDING", (0, 0), (-1, -1), 6),
+    ]))
+    return KeepTogether([Spacer(1, 2 * mm), frame, Spacer(1, 2 * mm)])
+
+
+def _film_with_heatmap(study: Study, prediction, width: float, *, opacity: float = 0.5) -> Image | None:
+    """The film with the heatmap layer laid over the crop box the model saw, as on the study page."""
+    from PIL import Image as PillowImage
+
+    try:
+        film = PillowImage.open(io.BytesIO(storage.blob_get(study.image.sha256, kind=storage.PREVIEW))).convert("RGBA")
+        layer = PillowImage.open(io.BytesIO(storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP_LAYER)))
+    except (FileNotFoundError, OSError, ValueError, storage.StoredBlobUnreadable):
+        return None
+    box = prediction.heatmap_box
+    left, top = round(box["left"] * film.width), round(box["top"] * film.height)
+    size = (max(1, round(box["right"] * film.width) - left), max(1, round(box["bottom"] * film.height) - top))
+    layer = layer.convert("RGBA").resize(size, PillowImage.Resampling.BILINEAR)
+    layer.putalpha(layer.getchannel("A").point(lambda alpha: round(alpha * opacity)))
+    film.alpha_composite(layer, dest=(left, top))
+    buffer = io.BytesIO()
+    film.convert("RGB").save(buffer, format="PNG")
+    picture = Image(io.BytesIO(buffer.getvalue()))
+    picture.drawWidth, picture.drawHeight = width, picture.imageHeight * width / picture.imageWidth
+    return picture
+
+
 def study_report_pdf(*, study: Study) -> bytes:
     """Render the study's report. The study must come from diagnosis.access (which authorised and audited the read)."""
     styles = getSampleStyleSheet()
@@ -66,14 +110,14 @@ def study_report_pdf(*, study: Study) -> bytes:
         _table([
             [_("Name"), _text(study.patient.name)],
             [_("MRN"), _text(study.patient.mrn)],
-            [_("Birth date"), _text(study.patient.birth_date)],
+            [_("Birth date"), _day(study.patient.birth_date)],
             [_("Sex"), _text(study.patient.get_sex_display())],
         ], [40 * mm, 130 * mm]),
         Paragraph(escape(_("Study")), heading),
         _table([
             [_("Accession number"), _text(study.accession_number)],
             [_("View"), _text(study.get_view_position_display())],
-            [_("Acquired"), _text(study.acquisition_date)],
+            [_("Acquired"), _day(study.acquisition_date)],
             [_("Uploaded"), _when(study.created_at)],
             [_("Status"), _text(study.get_status_display())],
             [_("Image"), _text(f"{study.image.format} {study.image.width}×{study.image.height}")],
@@ -81,14 +125,20 @@ def study_report_pdf(*, study: Study) -> bytes:
     ]
     pictures = [_picture(study.image.sha256, storage.PREVIEW, 80 * mm)]
     captions = [_("Image")]
-    if prediction is not None and prediction.heatmap_sha256:
+    if prediction is not None and prediction.heatmap_sha256 and prediction.heatmap_box:
+        pictures.append(_film_with_heatmap(study, prediction, 80 * mm))
+        captions.append(_("The same film with the Grad-CAM heatmap over the part the model analysed (regions that "
+                          "most influenced the model; not a lesion map)"))
+    elif prediction is not None and prediction.heatmap_sha256:
         pictures.append(_picture(prediction.heatmap_sha256, storage.HEATMAP, 80 * mm))
         captions.append(_("Grad-CAM heatmap (regions that most influenced the model; not a lesion map)"))
     if any(pictures):
-        story += [Spacer(1, 3 * mm), Table(
+        gallery = Table(
             [[picture or "" for picture in pictures], [Paragraph(escape(caption), body) for caption in captions]],
             colWidths=[85 * mm] * len(pictures), hAlign="LEFT",
-        )]
+        )
+        gallery.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP")]))
+        story += [Spacer(1, 3 * mm), gallery]
     story.append(Paragraph(escape(_("Model output")), heading))
     if prediction is None:
         story.append(Paragraph(escape(_("No model output for this study.")), body))
@@ -96,20 +146,16 @@ def study_report_pdf(*, study: Study) -> bytes:
         story.append(Paragraph("<b>%s</b>: %s" % (escape(_("Result")), _text(prediction.predicted_display)), body))
         for message in prediction.warning_messages():
             story.append(Paragraph("<b>%s</b>" % escape(message), body))
-        story.append(_table(
-            [[_("Class"), _("Calibrated probability")]]
-            + [[_text(row["display"]), f"{row['probability']:.3f}"] for row in prediction.probability_rows()],
-            [60 * mm, 50 * mm],
-        ))
+        if prediction.model_version.site_validation_notice:
+            story.append(Paragraph("<b>%s</b>" % escape(prediction.model_version.site_validation_notice), body))
         alert = getattr(study, "alert", None)
         if alert is not None:
-            story.append(Paragraph("<b>%s</b> %s" % (escape(_("COVID-19 alert.")), escape(alert.state_text())), body))
-            explanation = alert.other_class_explanation()
-            if explanation:
-                story.append(Paragraph(escape(explanation), body))
-            meaning = alert.meaning()
-            if meaning:
-                story.append(Paragraph(escape(meaning), body))
+            story.append(_alert_block(alert, body))
+        story.append(_table(
+            [[_("Class"), _("Calibrated probability")]]
+            + [[_text(row["display"]), number_format(row["probability"], 3)] for row in prediction.probability_rows()],
+            [60 * mm, 50 * mm],
+        ))
         story.append(Paragraph(escape(_("Model version")), heading))
         version = prediction.model_version
         story.append(_table(

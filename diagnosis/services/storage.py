@@ -135,7 +135,10 @@ def blob_get(digest: str, *, kind: str) -> bytes:
 # the preview and heatmap are 8-bit PNGs made from it.
 ORIGINAL = "original"
 PREVIEW = "preview.png"
-HEATMAP = "heatmap.png"
+HEATMAP = "heatmap.png"  # before heatmap layers: the model input (a lung crop) with its heatmap blended in
+# The heatmap alone (RGBA, transparent where cold), for the crop box of the film the model saw
+# (Prediction.heatmap_box): pages and the PDF lay it over the film.
+HEATMAP_LAYER = "heatmap-layer.png"
 
 
 # The key check: a small file in the store, encrypted under the key, that every web process and worker

@@ -23,3 +23,13 @@ def figure(value, digits: int = 3) -> str:
     if not isinstance(value, (int, float)) or value != value:
         return "—"
     return number_format(round(float(value), int(digits)), int(digits), use_l10n=True)
+
+
+@register.filter
+def box_style(box: dict) -> str:
+    """CSS placing a layer over a film at ``box`` (fractions of its height and width): always with a decimal point,
+    whatever the reader's language, or the browser drops it."""
+    top, bottom = float(box.get("top", 0.0)), float(box.get("bottom", 1.0))
+    left, right = float(box.get("left", 0.0)), float(box.get("right", 1.0))
+    return (f"top: {100 * top:.3f}%; left: {100 * left:.3f}%; "
+            f"width: {100 * (right - left):.3f}%; height: {100 * (bottom - top):.3f}%;")

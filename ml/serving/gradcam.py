@@ -104,3 +104,22 @@ def overlay_png(model_input: np.ndarray, heatmap: np.ndarray, *, alpha: float = 
     buffer = io.BytesIO()
     Image.fromarray((blended * 255 + 0.5).astype(np.uint8), mode="RGB").save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def heat_layer_png(heatmap: np.ndarray, *, width: int, height: int) -> bytes:
+    """PNG bytes (RGBA, ``width`` x ``height``): the heatmap in jet colours, as opaque as it is hot.
+
+    Cold regions are transparent, so laid over the film (at the crop box the model saw) it hides nothing the
+    model did not weigh; the page sets the overall opacity.
+    """
+    from matplotlib import colormaps
+
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.shape != (height, width):
+        heat = np.asarray(Image.fromarray(heat, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    heat = np.clip(heat, 0.0, 1.0)
+    rgba = colormaps["jet"](heat)
+    rgba[..., 3] = heat
+    buffer = io.BytesIO()
+    Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), mode="RGBA").save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -13,7 +13,10 @@ or the client's Content-Type. Anything that cannot be decoded safely raises
 from __future__ import annotations
 
 import io
+import math
+import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,8 +26,11 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 # A file that ends early must be rejected, never padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
-# 8192 x 8192 is larger than any detector; a header declaring more is an attack or a mistake.
-DEFAULT_MAX_PIXELS = 8192 * 8192
+# The largest chest detectors are 43 x 43 cm at 100 um pixels, 4,300 x 4,300 (18.5 million pixels); a
+# 43 x 49 cm cassette at that pitch is 4,300 x 4,900 (21 million). 25 million (5,000 x 5,000) leaves room
+# for those and for scanners' margins, and caps what one accepted file can cost: an all-zero 8192 x 8192
+# PNG (65 KB) is refused from its header instead of taking 1.5 GB and 12 s of a web process (issue 22).
+DEFAULT_MAX_PIXELS = 25_000_000
 MIN_SIDE = 32
 # Chest films are close to square (detectors are 14 x 17 in); even a stitched long-leg film stays under 4:1.
 # A longer strip shrinks to under a pixel across in preprocessing's working frame.
@@ -50,6 +56,37 @@ DICOM_FIELDS = {
 
 class ImageDecodeError(ValueError):
     """The file is not an image this system can read; the message says why."""
+
+
+class DecoderBusy(Exception):
+    """Every decode slot of this process stayed taken for the whole wait: try again shortly."""
+
+    def __init__(self, retry_after_seconds: int):
+        super().__init__("The server is decoding other images right now. Please try again in a few seconds.")
+        self.retry_after_seconds = retry_after_seconds
+
+
+# Full-resolution decodes at once in one process. Each may take a few hundred MB for a few seconds, so a
+# burst of uploads waits briefly and is then told to come back, instead of piling up in memory or holding
+# every web thread. decode_slots_configure sets the count from the portal's settings.
+_decode_slots = threading.BoundedSemaphore(1)
+
+
+def decode_slots_configure(count: int) -> None:
+    global _decode_slots
+    _decode_slots = threading.BoundedSemaphore(max(1, count))
+
+
+@contextmanager
+def decode_slot(*, wait_seconds: float, retry_after_seconds: int = 5):
+    """Hold one of this process's decode slots for the block, or raise DecoderBusy after wait_seconds."""
+    slots = _decode_slots
+    if not slots.acquire(timeout=wait_seconds):
+        raise DecoderBusy(retry_after_seconds)
+    try:
+        yield
+    finally:
+        slots.release()
 
 
 @dataclass(frozen=True)
@@ -122,7 +159,11 @@ def _decode_raster(data: bytes, *, image_format: str, max_pixels: int, target_si
         try:
             image = Image.open(io.BytesIO(data), formats=[image_format])
             width, height = image.size
-            _check_dimensions(width, height, max_pixels=max_pixels)
+            if image_format == "JPEG" and width * height > max_pixels:
+                _draft_within(image, max_pixels=max_pixels)
+                _check_dimensions(*image.size, max_pixels=max_pixels)
+            else:
+                _check_dimensions(width, height, max_pixels=max_pixels)
             if image_format == "JPEG" and target_size:
                 image.draft("L", (target_size, target_size))
             image.load()
@@ -144,24 +185,43 @@ def _decode_raster(data: bytes, *, image_format: str, max_pixels: int, target_si
     )
 
 
+def _draft_within(image: Image.Image, *, max_pixels: int) -> None:
+    """Let the JPEG decoder skip detail (1/2, 1/4 or 1/8 scale) until the image fits the pixel limit.
+
+    A scanner's oversized JPEG is then read at a size the portal keeps, never at full size first.
+    """
+    width, height = image.size
+    for scale in (2, 4, 8):
+        if math.ceil(width / scale) * math.ceil(height / scale) <= max_pixels:
+            image.draft(image.mode if image.mode in ("L", "RGB") else "L", (math.ceil(width / scale), math.ceil(height / scale)))
+            return
+
+
 def _to_unit_gray(image: Image.Image) -> np.ndarray:
+    # In place wherever possible: each extra float32 copy of a 25-million-pixel film is 100 MB.
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        array = np.asarray(image, dtype=np.float32)
-        return _min_max(array)
+        return _min_max(np.asarray(image, dtype=np.float32))
     if image.mode != "L":
         image = image.convert("L")
-    return np.asarray(image, dtype=np.float32) / 255.0
+    array = np.asarray(image, dtype=np.float32)
+    array *= np.float32(1 / 255)
+    return array
 
 
 def _min_max(array: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1]; works in place on a float32 array the caller hands over."""
     array = array.astype(np.float32, copy=False)
+    if not array.flags.writeable:
+        array = array.copy()
     low = float(np.min(array))
     high = float(np.max(array))
     if not np.isfinite(low) or not np.isfinite(high):
         raise ImageDecodeError("The image contains invalid pixel values.")
     if high <= low:
         return np.zeros_like(array, dtype=np.float32)
-    return (array - low) / (high - low)
+    array -= np.float32(low)
+    array *= np.float32(1 / (high - low))
+    return array
 
 
 # A crafted DICOM file can nest sequences thousands deep (recursion), declare elements far longer
@@ -407,7 +467,7 @@ def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:
     unit = _min_max(np.asarray(pixels))
     if photometric == "MONOCHROME1":
         # MONOCHROME1 stores air bright; flip so every image shows air dark.
-        unit = 1.0 - unit
+        np.subtract(np.float32(1.0), unit, out=unit)
     return DecodedImage(
         pixels=np.ascontiguousarray(unit, dtype=np.float32),
         format="DICOM",
@@ -446,18 +506,37 @@ def reencoded_png(decoded: DecodedImage) -> bytes:
     Decoding this PNG gives the pixels the model would have seen from the upload (exactly for
     8-bit sources; within 1/65535 for DICOM and 16-bit PNG, which decode_image scales min-max).
     """
-    pixels = np.clip(decoded.pixels, 0.0, 1.0)
-    levels = np.round(pixels * 255.0)
-    if np.array_equal(levels / 255.0, pixels.astype(np.float64)) or np.allclose(levels / 255.0, pixels, rtol=0, atol=1e-6):
+    pixels = decoded.pixels
+    if _has_8_bit_levels(pixels):
         return encode_png(pixels)
     buffer = io.BytesIO()
-    Image.fromarray(np.round(pixels * 65535.0).astype(np.uint16)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    Image.fromarray(_scaled_integers(pixels, 65535.0, np.uint16)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()
+
+
+def _has_8_bit_levels(pixels: np.ndarray) -> bool:
+    """Every pixel is (within float rounding) one of 256 levels; checked in row blocks to bound memory."""
+    for start in range(0, pixels.shape[0], 512):
+        block = np.clip(pixels[start:start + 512], 0.0, 1.0).astype(np.float32, copy=False)
+        levels = np.rint(block * np.float32(255.0))
+        levels *= np.float32(1 / 255)
+        levels -= block
+        if np.abs(levels).max(initial=0.0) > 1e-6:
+            return False
+    return True
+
+
+def _scaled_integers(pixels: np.ndarray, top: float, dtype) -> np.ndarray:
+    """round(clip(pixels, 0, 1) * top) as integers, with one float32 temporary."""
+    scaled = np.multiply(pixels, np.float32(top), dtype=np.float32)
+    np.clip(scaled, 0.0, top, out=scaled)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(dtype)
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
     """Re-encode unit pixels as an 8-bit grayscale PNG (what the portal stores and shows)."""
-    array = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)
     buffer = io.BytesIO()
-    Image.fromarray(np.round(array * 255.0).astype(np.uint8)).save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    Image.fromarray(_scaled_integers(np.asarray(pixels, dtype=np.float32), 255.0, np.uint8)).save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buffer.getvalue()

@@ -14,7 +14,7 @@ from ml.serving.familiarity import UNFAMILIAR, FamiliarityModel, features_model,
 from ml.serving.gradcam import gradcam, heatmap_from_class_maps
 from ml.serving.interpreter import make_interpreter, run_interpreter, run_interpreter_outputs
 from ml.serving.labels import POSITIVE_CLASS
-from ml.serving.preprocess import preprocess_checked
+from ml.serving.preprocess import CropBox, preprocess_checked, preprocess_located
 from ml.serving.stability import UNSTABLE, answer_moves, changed_films
 
 
@@ -29,13 +29,15 @@ class PredictionResult:
     inference_ms: float
     heatmap: np.ndarray | None
     model_input: np.ndarray
-    # Codes from ml.serving.preprocess ("lungs_not_found"), ml.serving.familiarity ("unfamiliar") and ml.serving.stability
+    # Codes from ml.preprocess ("lungs_not_found"), ml.familiarity ("unfamiliar") and ml.stability
     # ("unstable"): the result is less reliable.
     warnings: list[str] = field(default_factory=list)
-    # ml.serving.familiarity score (None: the artifact has no familiarity check); above its threshold: unfamiliar.
+    # ml.familiarity score (None: the artifact has no familiarity check); above its threshold: unfamiliar.
     familiarity_score: float | None = None
-    # The pooled features (C,) of the familiarity pass (None without one); ml.evaluation.evaluate's source probe reads them.
+    # The pooled features (C,) of the familiarity pass (None without one); ml.evaluate's source probe reads them.
     features: np.ndarray | None = None
+    # Where on the film the model input (and so the heatmap) comes from.
+    crop_box: CropBox = field(default_factory=CropBox)
 
 
 def _verified(path: Path, sha256: str | None) -> Path:
@@ -110,12 +112,12 @@ class Predictor:
         """Classify one decoded film.
 
         ``check_stability`` also classifies the film after each of
-        ``ml.serving.stability.PERTURBATIONS`` (changes that should not matter) and adds
+        ``ml.stability.PERTURBATIONS`` (changes that should not matter) and adds
         the warning ``unstable`` when one of them moves the class or the COVID-19
         alert. It costs up to three more passes; ``inference_ms`` excludes them.
         """
         started = time.perf_counter()
-        model_input, warnings = preprocess_checked(pixels, self.config)
+        model_input, warnings, crop_box = preprocess_located(pixels, self.config)
         raw, calibrated = self._run(model_input)
         inference_ms = (time.perf_counter() - started) * 1000.0
         label_index = int(np.argmax(calibrated))
@@ -143,6 +145,7 @@ class Predictor:
             warnings=warnings,
             familiarity_score=familiarity_score,
             features=features,
+            crop_box=crop_box,
         )
 
     def _run(self, model_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,7 +154,7 @@ class Predictor:
         return raw, apply_temperature(raw[None], self.metadata.temperature)[0]
 
     def familiarity_score(self, model_input: np.ndarray) -> float | None:
-        """ml.serving.familiarity score of one model input (S, S, 1); None when the artifact has no such check."""
+        """ml.familiarity score of one model input (S, S, 1); None when the artifact has no such check."""
         return self._familiarity_pass(model_input)[0]
 
     def _familiarity_pass(self, model_input: np.ndarray):

@@ -80,6 +80,23 @@ def _bounding_box(mask: np.ndarray, *, margin: float) -> tuple[int, int, int, in
 LUNGS_NOT_FOUND = "lungs_not_found"
 
 
+@dataclass(frozen=True)
+class CropBox:
+    """The part of the film the model saw, as fractions of the film's height and width (the whole film: 0, 1, 0, 1).
+
+    A heatmap is drawn in the model input's frame; this box puts it back over the film at its true position
+    and aspect.
+    """
+
+    top: float = 0.0
+    bottom: float = 1.0
+    left: float = 0.0
+    right: float = 1.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 def preprocess(pixels: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """Turn decoded pixels (HxW float32 in [0, 1], air dark) into a model input (S, S, 1)."""
     return _prepare(pixels, config)[0]
@@ -92,8 +109,14 @@ def preprocess_checked(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np
     film, an unusual view, or a very abnormal film), so a fixed anatomical
     prior chose the region the model saw; the result is unreliable.
     """
-    model_input, _mask, lungs_found = _prepare(pixels, config)
-    return model_input, ([LUNGS_NOT_FOUND] if lungs_found is False else [])
+    model_input, warnings, _box = preprocess_located(pixels, config)
+    return model_input, warnings
+
+
+def preprocess_located(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, list[str], CropBox]:
+    """``preprocess_checked`` plus where on the film the model input comes from (serving maps heatmaps back)."""
+    frame, mask, lungs_found, box = _lung_frame_located(pixels, config)
+    return finish_frame(frame, mask, config), ([LUNGS_NOT_FOUND] if lungs_found is False else []), box
 
 
 def preprocess_with_lung_mask(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray, np.ndarray | None]:
@@ -119,22 +142,29 @@ def lung_frame(pixels: np.ndarray, config: PreprocessConfig) -> tuple[np.ndarray
     the lungs (else None) and whether the lungs were found (None: not looked
     for). ``finish_frame`` turns the frame into the model input.
     """
+    return _lung_frame_located(pixels, config)[:3]
+
+
+def _lung_frame_located(pixels: np.ndarray, config: PreprocessConfig):
+    """``lung_frame`` and the crop box it took from the film (CropBox)."""
     if pixels.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {pixels.shape}")
     size = config.input_size
     # Work at about twice the output size: enough detail for cropping, and fast.
     work = shrink_longest_side(np.asarray(pixels, dtype=np.float32), max_side=max(2 * size, 64))
-    mask, lungs_found = None, None
+    mask, lungs_found, box = None, None, CropBox()
     if config.crop == "lungs" or config.mask_outside_lungs:
 
         lung_mask, lungs_found = segment_lungs(work, segmenter=config.lung_segmenter)
         if config.crop == "lungs":
             top, bottom, left, right = _bounding_box(lung_mask, margin=config.crop_margin)
+            height, width = work.shape
+            box = CropBox(top=top / height, bottom=bottom / height, left=left / width, right=right / width)
             work = work[top:bottom, left:right]
             lung_mask = lung_mask[top:bottom, left:right]
         if config.mask_outside_lungs:
             mask = resize(lung_mask.astype(np.float32), height=size, width=size) >= 0.5
-    return resize(work, height=size, width=size), mask, lungs_found
+    return resize(work, height=size, width=size), mask, lungs_found, box
 
 
 def finish_frame(frame: np.ndarray, mask: np.ndarray | None, config: PreprocessConfig) -> np.ndarray:

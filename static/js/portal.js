@@ -21,17 +21,30 @@
   window.setTimeout(poll, 3000);
 })();
 
-// Study page: heatmap toggle and zoom.
+// Study page: the heatmap laid over the film (with its opacity), or an older result's heatmap picture; zoom.
 (function () {
   const toggle = document.getElementById("heatmap-toggle");
   const image = document.getElementById("study-image");
-  if (toggle && image) {
+  const layer = document.getElementById("heatmap-layer");
+  const opacity = document.getElementById("heatmap-opacity");
+  if (toggle && layer) {
+    toggle.addEventListener("change", function () {
+      // Loaded on first use: each fetch is an audited read of the heatmap.
+      if (toggle.checked && !layer.getAttribute("src")) layer.src = layer.dataset.src;
+      layer.hidden = !toggle.checked;
+      if (opacity) opacity.disabled = !toggle.checked;
+    });
+    if (opacity) {
+      opacity.addEventListener("input", function () { layer.style.opacity = String(opacity.value / 100); });
+    }
+  } else if (toggle && image && image.dataset.heatmapSrc) {
     toggle.addEventListener("change", function () {
       image.src = toggle.checked ? image.dataset.heatmapSrc : image.dataset.imageSrc;
     });
   }
   const zoom = document.getElementById("zoom-toggle");
-  if (zoom && image) {
-    zoom.addEventListener("click", function () { image.classList.toggle("zoomed"); });
+  const stack = document.getElementById("film-stack");
+  if (zoom && stack) {
+    zoom.addEventListener("click", function () { stack.classList.toggle("zoomed"); });
   }
 })();

@@ -36,6 +36,8 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     shutil.copytree(tiny_model_dir, artifact)
     metadata = json.loads((artifact / "metadata.json").read_text())
     metadata["covid_threshold"] = 0.0
+    # Crop to the lungs, as production does: the heatmap then covers only part of the film.
+    metadata["preprocessing"].update(crop="lungs", lung_segmenter="lung_segmenter")
     (artifact / "metadata.json").write_text(json.dumps(metadata))
     model_version = model_version_register(artifact_dir=artifact, activate=True)
     assert model_version.covid_threshold == 0.0
@@ -43,7 +45,7 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     monkeypatch.setattr("diagnosis.tasks.deliver_alert.delay",
                         lambda **kwargs: deliver_alert.apply(kwargs=kwargs))
     film = tmp_path / "chest.png"
-    film.write_bytes(images.png_bytes(images.gradient(256, 256, seed=3)))
+    film.write_bytes(images.png_bytes(images.gradient(320, 256, seed=3)))
 
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
@@ -74,11 +76,28 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     assert "does not replace" in page.inner_text("[data-testid=disclaimer]")
     assert model_version.name in page.inner_text("[data-testid=model-version]")
     assert page.is_visible("[data-testid=alert-box][data-alert-state=open]")
-    page.click("#zoom-toggle")
-    assert "zoomed" in page.get_attribute("#study-image", "class")
+    # 4. The heatmap lies over the film, on the part the model analysed, at its true aspect; the film stays.
+    assert page.is_hidden("#heatmap-layer")
     page.click("#heatmap-toggle")
-    page.wait_for_function("document.getElementById('study-image').src.includes('heatmap')")
+    page.wait_for_function("() => document.getElementById('heatmap-layer').complete && "
+                           "document.getElementById('heatmap-layer').naturalWidth > 0")
+    assert page.is_visible("#study-image") and page.is_visible("#heatmap-layer")
+    box = study.predictions.get().heatmap_box
+    assert box != {"top": 0.0, "bottom": 1.0, "left": 0.0, "right": 1.0}  # a lung crop, not the whole film
+    film_rect = page.locator("#study-image").bounding_box()
+    layer_rect = page.locator("#heatmap-layer").bounding_box()
+    assert film_rect["width"] / film_rect["height"] == pytest.approx(320 / 256, rel=0.02)
+    assert layer_rect["x"] == pytest.approx(film_rect["x"] + box["left"] * film_rect["width"], abs=2)
+    assert layer_rect["y"] == pytest.approx(film_rect["y"] + box["top"] * film_rect["height"], abs=2)
+    assert layer_rect["width"] == pytest.approx((box["right"] - box["left"]) * film_rect["width"], abs=2)
+    assert layer_rect["height"] == pytest.approx((box["bottom"] - box["top"]) * film_rect["height"], abs=2)
+    page.fill("#heatmap-opacity", "80")
+    assert page.evaluate("() => getComputedStyle(document.getElementById('heatmap-layer')).opacity") == "0.8"
     screenshot(page, "04-result-with-heatmap")
+    page.click("#heatmap-toggle")
+    assert page.is_hidden("#heatmap-layer") and page.is_visible("#study-image")
+    page.click("#zoom-toggle")
+    assert "zoomed" in page.get_attribute("#film-stack", "class")
 
     # 4. The alert shows in the navbar badge and the alert list; the clinician acknowledges it.
     assert Alert.objects.filter(study=study).count() == 1

@@ -42,7 +42,7 @@ def new_page(browser, viewport=DESKTOP):
 
 
 def overflows_sideways(page) -> bool:
-    return page.evaluate("document.documentElement.scrollWidth > window.innerWidth + 1")
+    return page.evaluate("() => document.documentElement.scrollWidth > window.innerWidth + 1")
 
 
 @pytest.mark.e2e

@@ -41,7 +41,9 @@ def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study,
     assert prediction.predicted_label == max(prediction.probabilities, key=prediction.probabilities.get)
     assert prediction.covid_threshold == active_model.covid_threshold
     assert prediction.heatmap_sha256
-    assert list(image_store.rglob(f"{prediction.heatmap_sha256}.heatmap.png"))
+    # The heatmap is a layer for the part of the film the model saw (the whole film: this model does not crop).
+    assert list(image_store.rglob(f"{prediction.heatmap_sha256}.heatmap-layer.png"))
+    assert prediction.heatmap_box == {"top": 0.0, "bottom": 1.0, "left": 0.0, "right": 1.0}
     assert AuditEvent.objects.filter(action="prediction.create", study_identifier=queued_study.accession_number).count() == 1
 
 
@@ -49,12 +51,13 @@ def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study,
 def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(queued_study, active_model, monkeypatch):
     import ml.serving.predictor
     import ml.serving.stability
-    from ml.serving.preprocess import LUNGS_NOT_FOUND, preprocess_checked
+    from ml.serving.preprocess import LUNGS_NOT_FOUND, preprocess_located
 
     def lungs_not_found(pixels, config):
-        return preprocess_checked(pixels, config)[0], [LUNGS_NOT_FOUND]
+        model_input, _warnings, box = preprocess_located(pixels, config)
+        return model_input, [LUNGS_NOT_FOUND], box
 
-    monkeypatch.setattr(ml.serving.predictor, "preprocess_checked", lungs_not_found)
+    monkeypatch.setattr(ml.serving.predictor, "preprocess_located", lungs_not_found)
     monkeypatch.setattr(ml.serving.stability, "PERTURBATIONS", ())  # only the preprocessing warning is under test
     assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
     prediction = Prediction.objects.get(study=queued_study)
@@ -68,7 +71,7 @@ def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queu
                                                                           monkeypatch):
     import ml.serving.stability
     from ml.serving.predictor import Predictor
-    from ml.serving.stability import UNSTABLE, Perturbation
+    from ml.serving.stability import Perturbation, UNSTABLE
     from tests.conftest import synthetic_training_set
 
     # A film whose answer (class or COVID-19 alert) differs from the study's own.

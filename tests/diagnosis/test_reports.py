@@ -113,3 +113,39 @@ def test_api_study_carries_earlier_predictions_and_the_alert(reported_study, cli
     assert body["alert"]["state"] == "open" and body["alert"]["covid_probability"] == 0.9
     listing = api.get("/api/studies/").json()["results"]
     assert listing[0]["alert"]["state"] == "open"
+
+
+@pytest.mark.django_db
+def test_alert_under_another_result_is_explained_and_kept_with_its_meaning_on_one_page(clinician, patient, monkeypatch,
+                                                                                        client):
+    from diagnosis.services.alerts import alert_raise_for_prediction
+
+    model = factories.model_version(covid_threshold=0.3, status="active")
+    model.metrics = {"covid_sensitivity": 0.95, "covid_specificity": 0.7}
+    model.save()
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch,
+                                     accession_number="ACC-PNEUMONIA-ALERT")
+    prediction = factories.completed_prediction(study=study, model=model, covid=0.35, label="pneumonia",
+                                                warnings=["unstable", "unfamiliar", "lungs_not_found"])
+    alert_raise_for_prediction(prediction=prediction)
+    client.force_login(clinician)
+    reader = PdfReader(io.BytesIO(client.get(reverse("diagnosis:study_report", args=[study.id])).content))
+    pages = [" ".join(page.extract_text().split()) for page in reader.pages]
+    alert_pages = [text for text in pages if "COVID-19 alert." in text]
+    assert len(alert_pages) == 1
+    assert "Why an alert when the result is Pneumonia" in alert_pages[0]
+    assert "asks for a review; it does not confirm COVID-19" in alert_pages[0]
+
+
+@pytest.mark.django_db
+def test_heatmap_is_laid_over_the_film_in_the_report(reported_study, client, clinician):
+    from ml.serving.gradcam import heat_layer_png
+
+    prediction = reported_study.predictions.get()
+    layer = storage.blob_put(heat_layer_png(images.gradient(40, 30), width=40, height=30),
+                             kind=storage.HEATMAP_LAYER, digest=reported_study.image.sha256)
+    prediction.__class__.objects.filter(id=prediction.id).update(
+        heatmap_sha256=layer, heatmap_box={"top": 0.1, "bottom": 0.9, "left": 0.2, "right": 0.8})
+    client.force_login(clinician)
+    text, images_count = pdf_text(client.get(reverse("diagnosis:study_report", args=[reported_study.id])).content)
+    assert images_count == 2 and "The same film with the Grad-CAM heatmap" in text

@@ -100,3 +100,65 @@ def test_adaptation_registers_a_candidate_and_promotion_is_gated(
     with pytest.raises(ValidationError):
         model_version_rollback(actor=administrator)
     assert AdaptationRun.objects.get().progress == 1.0
+
+
+@pytest.mark.django_db
+def test_pages_show_the_comparison_and_promote_only_with_a_reason(
+        admin_client, administrator, site_folder, adaptation_settings, familiar_model_dir):
+    from django.urls import reverse
+
+    from diagnosis.services.model_registry import model_version_register
+
+    active = model_version_register(artifact_dir=familiar_model_dir, activate=True)
+    call_command("import_labelled_studies", str(site_folder), "--user", administrator.username)
+    page = admin_client.get(reverse("diagnosis:site_adaptation")).content.decode()
+    assert "Locked site test part" in page and "24" not in page.split("site-film-counts")[0]
+    admin_client.post(reverse("diagnosis:site_adapt"), {"steps": "calibrate"})
+    run = AdaptationRun.objects.get()
+    candidate = adaptation_run(adaptation_run_id=run.pk).candidate
+    candidate.site_evaluation["metrics"]["threshold"]["sensitivity"] = 0.5
+    candidate.save(update_fields=["site_evaluation"])
+
+    compare = admin_client.get(reverse("diagnosis:model_version_compare", args=[candidate.pk])).content.decode()
+    assert "Macro AUC" in compare and "below the target" in compare
+    admin_client.post(reverse("diagnosis:model_version_promote", args=[candidate.pk]))
+    candidate.refresh_from_db()
+    assert candidate.status == "candidate"
+    admin_client.post(reverse("diagnosis:model_version_promote", args=[candidate.pk]),
+                      {"override_reason": "Sensitivity checked on a larger local audit"})
+    candidate.refresh_from_db()
+    assert candidate.status == "active"
+    versions = admin_client.get(reverse("diagnosis:model_versions")).content.decode()
+    assert versions.count('text-bg-success">Validated') == 2  # both evaluated on >= 5 site films of every class
+    admin_client.post(reverse("diagnosis:model_version_rollback"))
+    active.refresh_from_db()
+    assert active.status == "active"
+
+
+@pytest.mark.django_db
+def test_results_say_when_the_version_is_not_validated_at_this_site(clinician, patient, monkeypatch, client, settings):
+    from django.urls import reverse
+
+    from diagnosis.services.alerts import alert_raise_for_prediction
+    from tests.diagnosis import factories
+    from tests.diagnosis.test_reports import pdf_text
+
+    settings.CXR_SITE_VALIDATION_MIN_FILMS = 100
+    model = factories.model_version(covid_threshold=0.5, status="active")
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch,
+                                     accession_number="ACC-SITE")
+    prediction = factories.completed_prediction(study=study, model=model, covid=0.9)
+    alert = alert_raise_for_prediction(prediction=prediction)
+    client.force_login(clinician)
+    notice = "Not validated at this site"
+    assert notice in client.get(reverse("diagnosis:study_detail", args=[study.pk])).content.decode()
+    assert notice in alert.meaning()
+    assert notice in pdf_text(client.get(reverse("diagnosis:study_report", args=[study.pk])).content)[0]
+
+    # Evaluated on 100 site films of every class: the notice goes.
+    model.site_evaluation = {"n": 120, "class_counts": {"covid": 30, "normal": 50, "pneumonia": 40}}
+    model.save(update_fields=["site_evaluation"])
+    assert notice not in client.get(reverse("diagnosis:study_detail", args=[study.pk])).content.decode()
+    model.site_evaluation["class_counts"]["covid"] = 0  # a class missing: not validated
+    model.save(update_fields=["site_evaluation"])
+    assert notice in client.get(reverse("diagnosis:study_detail", args=[study.pk])).content.decode()

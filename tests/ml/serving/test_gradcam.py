@@ -75,3 +75,29 @@ def test_heads_that_are_not_pooling_plus_dense_have_no_cam_model():
     assert cam_model(build_model(architecture="seed", input_size=64)) is None
     maps = cam_model(build_model(architecture="sepres-wide", input_size=64))
     assert maps is not None and maps.output_shape == (None, 4, 4, 3)
+
+
+def test_heat_layer_is_transparent_where_cold_and_takes_the_crop_boxs_aspect():
+    import io
+
+    from PIL import Image
+
+    from ml.serving.gradcam import heat_layer_png
+
+    heat = np.zeros((16, 16), np.float32)
+    heat[4:8, 4:8] = 1.0
+    layer = Image.open(io.BytesIO(heat_layer_png(heat, width=60, height=30)))
+    assert layer.mode == "RGBA" and layer.size == (60, 30)
+    alpha = np.asarray(layer)[..., 3]
+    assert alpha[0, 0] == 0 and alpha[:, 15:30].max() > 200
+
+
+def test_crop_box_says_where_on_the_film_the_lung_crop_lies():
+    from ml.serving.preprocess import CropBox, PreprocessConfig, preprocess_located
+
+    film = np.zeros((200, 300), np.float32)
+    whole = preprocess_located(film, PreprocessConfig(input_size=32))[2]
+    assert whole == CropBox()
+    cropped = preprocess_located(film, PreprocessConfig(input_size=32, crop="lungs", lung_segmenter="lung_segmenter"))[2]
+    assert 0.0 <= cropped.top < cropped.bottom <= 1.0 and 0.0 <= cropped.left < cropped.right <= 1.0
+    assert cropped != CropBox()
