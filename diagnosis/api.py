@@ -36,7 +36,6 @@ from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
 from .services.fhir import study_fhir_bundle
 from .services.reports import study_report_pdf
-from .upload_messages import upload_message_translated
 from .services.ingest import UploadBusy, UploadRateLimited, UploadReplayed, study_create
 from .services.patients import patient_create
 
@@ -53,9 +52,9 @@ def exception_handler(exc, context):
         return database_unavailable_response(context["request"])
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
-            detail = {name: [upload_message_translated(m) for m in messages] for name, messages in exc.message_dict.items()}
+            detail = exc.message_dict
         else:
-            detail = {"detail": [upload_message_translated(message) for message in exc.messages]}
+            detail = {"detail": exc.messages}
         if isinstance(exc, UploadBusy):
             response = Response(detail, status=status.HTTP_503_SERVICE_UNAVAILABLE)
             response["Retry-After"] = str(exc.retry_after_seconds)

@@ -7,7 +7,9 @@ sees the same numbers at every stage.
 
 The type of a file is decided by its content (magic bytes), never by its name
 or the client's Content-Type. Anything that cannot be decoded safely raises
-``ImageDecodeError`` whose message is fit to show to a clinician.
+``ImageDecodeError`` with a code from ``DECODE_ERRORS`` and its details; its
+English message is fit to show to a clinician, and the portal words the code
+in the reader's language.
 """
 
 from __future__ import annotations
@@ -54,8 +56,46 @@ DICOM_FIELDS = {
 }
 
 
+# Why a file is refused, one stable code per kind of failure. The English here is for logs and the command
+# line; the portal words each code in the reader's language (diagnosis/rejections.py), so a code keeps its
+# meaning once released and a new one needs a message there (tests/diagnosis/test_rejections.py checks).
+DECODE_ERRORS = {
+    "empty": "The file is empty.",
+    "unknown_format": "The file is not a PNG, JPEG or DICOM image (its content does not match any of these formats).",
+    "no_pixels": "The image declares no pixels.",
+    "too_many_pixels": "The image is too large ({width} x {height} pixels); the limit is {limit} pixels.",
+    "too_small": "The image is too small ({width} x {height} pixels) to be a radiograph.",
+    "too_elongated": "The image is {width} x {height} pixels: its long side is more than {ratio} times its short "
+                     "side, which no radiograph is.",
+    "decompression_bomb": "The image is too large to be decoded safely.",
+    "unreadable": "The file looks like a {format} image but cannot be read.",
+    "damaged": "The {format} image is damaged or truncated and cannot be decoded ({detail}).",
+    "invalid_pixel_values": "The image contains invalid pixel values.",
+    "dicom_too_complex": "The DICOM file is malformed or too complex to read safely ({detail}).",
+    "dicom_refused_syntax": "The DICOM file uses {detail}, which is not accepted.",
+    "dicom_too_large": "The DICOM image is too large to be decoded safely.",
+    "dicom_malformed": "The DICOM file is malformed and cannot be read ({detail}).",
+    "dicom_no_pixel_data": "The DICOM file contains no image (no pixel data).",
+    "dicom_no_size": "The DICOM file does not declare its image size.",
+    "dicom_invalid_layout": "The DICOM file declares an invalid pixel layout.",
+    "dicom_too_many_frames": "The DICOM file holds too many frames to be decoded safely.",
+    "dicom_unsupported_layout": "The DICOM file declares a pixel layout this system does not read.",
+    "dicom_undecodable_syntax": "The DICOM image is compressed with a transfer syntax this system cannot decode "
+                                "({detail}).",
+    "dicom_damaged_pixels": "The DICOM pixel data is damaged or incomplete ({detail}).",
+    "dicom_unexpected_shape": "The DICOM image has an unexpected shape.",
+    "dicom_invalid_display": "The DICOM display settings (LUT or window) are invalid ({detail}).",
+}
+
+
 class ImageDecodeError(ValueError):
-    """The file is not an image this system can read; the message says why."""
+    """The file is not an image this system can read: ``code`` (a key of DECODE_ERRORS) says why, ``params``
+    fill in the details (sizes, format, the decoder's own words); ``str()`` is the English message."""
+
+    def __init__(self, code: str, **params):
+        super().__init__(DECODE_ERRORS[code].format(**params))
+        self.code = code
+        self.params = params
 
 
 class DecoderBusy(Exception):
@@ -121,12 +161,10 @@ def decode_image(
     (JPEG draft mode decodes at 1/2, 1/4 or 1/8 scale, never below the target).
     """
     if not data:
-        raise ImageDecodeError("The file is empty.")
+        raise ImageDecodeError("empty")
     image_format = sniff_format(data)
     if image_format is None:
-        raise ImageDecodeError(
-            "The file is not a PNG, JPEG or DICOM image (its content does not match any of these formats)."
-        )
+        raise ImageDecodeError("unknown_format")
     if image_format == "DICOM":
         return _decode_dicom(data, max_pixels=max_pixels)
     return _decode_raster(data, image_format=image_format, max_pixels=max_pixels, target_size=target_size)
@@ -138,18 +176,13 @@ def decode_path(path: str | Path, **kwargs) -> DecodedImage:
 
 def _check_dimensions(width: int, height: int, *, max_pixels: int) -> None:
     if width <= 0 or height <= 0:
-        raise ImageDecodeError("The image declares no pixels.")
+        raise ImageDecodeError("no_pixels")
     if width * height > max_pixels:
-        raise ImageDecodeError(
-            f"The image is too large ({width} x {height} pixels); the limit is {max_pixels:,} pixels."
-        )
+        raise ImageDecodeError("too_many_pixels", width=width, height=height, limit=f"{max_pixels:,}")
     if min(width, height) < MIN_SIDE:
-        raise ImageDecodeError(f"The image is too small ({width} x {height} pixels) to be a radiograph.")
+        raise ImageDecodeError("too_small", width=width, height=height)
     if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
-        raise ImageDecodeError(
-            f"The image is {width} x {height} pixels: its long side is more than {MAX_ASPECT_RATIO} times its "
-            "short side, which no radiograph is."
-        )
+        raise ImageDecodeError("too_elongated", width=width, height=height, ratio=MAX_ASPECT_RATIO)
 
 
 def _decode_raster(data: bytes, *, image_format: str, max_pixels: int, target_size: int | None) -> DecodedImage:
@@ -170,13 +203,11 @@ def _decode_raster(data: bytes, *, image_format: str, max_pixels: int, target_si
         except ImageDecodeError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageDecodeError("The image is too large to be decoded safely.") from None
+            raise ImageDecodeError("decompression_bomb") from None
         except UnidentifiedImageError:
-            raise ImageDecodeError(f"The file looks like a {image_format} image but cannot be read.") from None
+            raise ImageDecodeError("unreadable", format=image_format) from None
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
-            raise ImageDecodeError(
-                f"The {image_format} image is damaged or truncated and cannot be decoded ({error})."
-            ) from None
+            raise ImageDecodeError("damaged", format=image_format, detail=str(error)) from None
     return DecodedImage(
         pixels=_to_unit_gray(image),
         format=image_format,
@@ -216,7 +247,7 @@ def _min_max(array: np.ndarray) -> np.ndarray:
     low = float(np.min(array))
     high = float(np.max(array))
     if not np.isfinite(low) or not np.isfinite(high):
-        raise ImageDecodeError("The image contains invalid pixel values.")
+        raise ImageDecodeError("invalid_pixel_values")
     if high <= low:
         return np.zeros_like(array, dtype=np.float32)
     array -= np.float32(low)
@@ -249,7 +280,7 @@ class _DicomStructure:
         self.elements = 0
 
     def _fail(self, reason: str):
-        raise ImageDecodeError(f"The DICOM file is malformed or too complex to read safely ({reason}).")
+        raise ImageDecodeError("dicom_too_complex", detail=reason)
 
     def _u16(self, position: int) -> int:
         return int.from_bytes(self.data[position : position + 2], "little")
@@ -278,7 +309,7 @@ class _DicomStructure:
         if syntax is None:
             self._fail("no transfer syntax")
         if syntax in _DICOM_REFUSED_SYNTAXES:
-            raise ImageDecodeError(f"The DICOM file uses {_DICOM_REFUSED_SYNTAXES[syntax]}, which is not accepted.")
+            raise ImageDecodeError("dicom_refused_syntax", detail=_DICOM_REFUSED_SYNTAXES[syntax])
         explicit = syntax != _DICOM_IMPLICIT_LITTLE
         if explicit and position + 6 <= end and not self.data[position + 4 : position + 6].isalpha():
             # pydicom reads a dataset whose first element has no VR as implicit VR whatever the meta says; walk it the same way.
@@ -386,18 +417,18 @@ def _decode_dicom(data: bytes, *, max_pixels: int) -> DecodedImage:
     except ImageDecodeError:
         raise
     except MemoryError:
-        raise ImageDecodeError("The DICOM image is too large to be decoded safely.") from None
+        raise ImageDecodeError("dicom_too_large") from None
     except Exception as error:
         # pydicom converts values lazily, so a crafted header can fail at any attribute access
         # (an unknown VR, a bad number); whatever fails, the file is malformed.
-        raise ImageDecodeError(f"The DICOM file is malformed and cannot be read ({type(error).__name__}).") from None
+        raise ImageDecodeError("dicom_malformed", detail=type(error).__name__) from None
     except BaseException as error:
         # Compiled decoders written in Rust (pylibjpeg-rle) panic on some crafted pixel data, and pyo3 raises
         # the panic as a BaseException that pydicom's plugin loop does not catch. Anything else (Ctrl-C, exit)
         # goes on.
         if type(error).__name__ != "PanicException":
             raise
-        raise ImageDecodeError("The DICOM pixel data is damaged or incomplete (the decoder stopped on it).") from None
+        raise ImageDecodeError("dicom_damaged_pixels", detail="the decoder stopped on it") from None
 
 
 def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:
@@ -410,44 +441,44 @@ def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:
     except ImageDecodeError:
         raise
     except (IndexError, ValueError, RecursionError) as error:
-        raise ImageDecodeError(f"The DICOM file is malformed and cannot be read ({type(error).__name__}).") from None
+        raise ImageDecodeError("dicom_malformed", detail=type(error).__name__) from None
     try:
         dataset = pydicom.dcmread(io.BytesIO(data))
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ImageDecodeError(f"The DICOM file is malformed and cannot be read ({error}).") from None
+        raise ImageDecodeError("dicom_malformed", detail=str(error)) from None
     except Exception as error:  # pydicom raises a wide variety of errors on crafted headers
-        raise ImageDecodeError(f"The DICOM file is malformed and cannot be read ({type(error).__name__}).") from None
+        raise ImageDecodeError("dicom_malformed", detail=type(error).__name__) from None
 
     if "PixelData" not in dataset:
-        raise ImageDecodeError("The DICOM file contains no image (no pixel data).")
+        raise ImageDecodeError("dicom_no_pixel_data")
     try:
         rows = int(dataset.Rows)
         columns = int(dataset.Columns)
     except (AttributeError, TypeError, ValueError):
-        raise ImageDecodeError("The DICOM file does not declare its image size.") from None
+        raise ImageDecodeError("dicom_no_size") from None
     _check_dimensions(columns, rows, max_pixels=max_pixels)
     try:
         frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
         samples = int(getattr(dataset, "SamplesPerPixel", 1) or 1)
         bits_allocated = int(getattr(dataset, "BitsAllocated", 16) or 16)
     except (TypeError, ValueError):
-        raise ImageDecodeError("The DICOM file declares an invalid pixel layout.") from None
+        raise ImageDecodeError("dicom_invalid_layout") from None
     if frames < 1 or frames * rows * columns > max_pixels:
-        raise ImageDecodeError("The DICOM file holds too many frames to be decoded safely.")
+        raise ImageDecodeError("dicom_too_many_frames")
     if samples not in (1, 3) or bits_allocated not in (1, 8, 16, 32):
-        raise ImageDecodeError("The DICOM file declares a pixel layout this system does not read.")
+        raise ImageDecodeError("dicom_unsupported_layout")
 
     try:
         pixels = dataset.pixel_array
     except RuntimeError as error:
         if "raised by all available plugins" in str(error):
             # A decoder for this syntax is installed and every one failed on the data itself.
-            raise ImageDecodeError("The DICOM pixel data is damaged or incomplete (it could not be decompressed).") from None
+            raise ImageDecodeError("dicom_damaged_pixels", detail="it could not be decompressed") from None
         raise _undecodable_syntax(dataset) from error
     except NotImplementedError as error:
         raise _undecodable_syntax(dataset) from error
     except Exception as error:
-        raise ImageDecodeError(f"The DICOM pixel data is damaged or incomplete ({error}).") from None
+        raise ImageDecodeError("dicom_damaged_pixels", detail=str(error)) from None
 
     if frames > 1:
         pixels = pixels[0]
@@ -456,13 +487,13 @@ def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:
         # Colour DICOM (rare for CXR): take luminance after any colour-space conversion pydicom did.
         pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
     elif pixels.ndim != 2:
-        raise ImageDecodeError("The DICOM image has an unexpected shape.")
+        raise ImageDecodeError("dicom_unexpected_shape")
     else:
         try:
             pixels = apply_modality_lut(pixels, dataset)
             pixels = apply_voi_lut(pixels, dataset, index=0)
         except Exception as error:
-            raise ImageDecodeError(f"The DICOM display settings (LUT or window) are invalid ({error}).") from None
+            raise ImageDecodeError("dicom_invalid_display", detail=str(error)) from None
 
     unit = _min_max(np.asarray(pixels))
     if photometric == "MONOCHROME1":
@@ -480,7 +511,7 @@ def _decode_dicom_checked(data: bytes, *, max_pixels: int) -> DecodedImage:
 def _undecodable_syntax(dataset) -> ImageDecodeError:
     syntax = getattr(getattr(dataset, "file_meta", None), "TransferSyntaxUID", None)
     name = getattr(syntax, "name", str(syntax))
-    return ImageDecodeError(f"The DICOM image is compressed with a transfer syntax this system cannot decode ({name}).")
+    return ImageDecodeError("dicom_undecodable_syntax", detail=name)
 
 
 def _dicom_metadata(dataset) -> dict[str, str]:
