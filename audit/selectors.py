@@ -1,7 +1,9 @@
 import datetime
 from dataclasses import dataclass
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import QuerySet
+
+from cxr_portal.filters import within_days
 
 from .anchor_file import anchors_read
 from .models import AuditEvent
@@ -82,15 +84,6 @@ def audit_chain_verify_since(*, sequence: int, event_hash: str) -> ChainVerifica
     return _walk(events, previous_hash=event_hash, expected_sequence=sequence + 1, anchors={})
 
 
-def _day_range(queryset: QuerySet, field: str, date_from: datetime.date | None, date_to: datetime.date | None) -> QuerySet:
-    if date_from:
-        queryset = queryset.filter(**{f"{field}__gte": datetime.datetime.combine(date_from, datetime.time.min, datetime.UTC)})
-    if date_to:
-        end = datetime.datetime.combine(date_to + datetime.timedelta(days=1), datetime.time.min, datetime.UTC)
-        queryset = queryset.filter(**{f"{field}__lt": end})
-    return queryset
-
-
 def audit_events_filtered(*, user: str = "", patient: str = "", action: str = "", outcome: str = "",
                           date_from: datetime.date | None = None, date_to: datetime.date | None = None) -> QuerySet[AuditEvent]:
     """Newest first. Callers check the reader's capability (audit.views) and audit the read."""
@@ -103,30 +96,4 @@ def audit_events_filtered(*, user: str = "", patient: str = "", action: str = ""
         events = events.filter(action__startswith=action) if action.endswith(".") else events.filter(action=action)
     if outcome:
         events = events.filter(outcome=outcome)
-    return _day_range(events, "created_at", date_from, date_to)
-
-
-def prediction_history_filtered(*, user: str = "", patient: str = "", model: str = "", alert: str = "",
-                                date_from: datetime.date | None = None, date_to: datetime.date | None = None):
-    """Every prediction with its model version, probabilities, threshold, clinician feedback and alerts."""
-    from diagnosis.models import Alert, Feedback, Prediction
-
-    predictions = (
-        Prediction.objects.select_related("study__patient", "study__uploaded_by", "model_version")
-        .prefetch_related(
-            Prefetch("feedback", queryset=Feedback.objects.select_related("author").order_by("created_at")),
-            Prefetch("alerts", queryset=Alert.objects.select_related("acknowledged_by", "withdrawn_by").order_by("created_at")),
-        )
-        .order_by("-created_at", "-id")
-    )
-    if user:
-        predictions = predictions.filter(study__uploaded_by__username=user)
-    if patient:
-        predictions = predictions.filter(study__patient__mrn=patient)
-    if model:
-        predictions = predictions.filter(Q(model_version__name__icontains=model) | Q(model_version__version=model))
-    if alert == "yes":
-        predictions = predictions.filter(covid_alert=True)
-    elif alert == "no":
-        predictions = predictions.filter(covid_alert=False)
-    return _day_range(predictions, "created_at", date_from, date_to)
+    return within_days(events, "created_at", date_from, date_to)

@@ -7,6 +7,4 @@ app_name = "audit"
 urlpatterns = [
     path("events/", views.event_list, name="event_list"),
     path("events/export.csv", views.event_export, name="event_export"),
-    path("predictions/", views.prediction_history, name="prediction_history"),
-    path("predictions/export.csv", views.prediction_export, name="prediction_export"),
 ]

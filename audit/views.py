@@ -1,4 +1,4 @@
-"""Read-only pages for auditors: the audit log and the prediction history, on screen and as CSV.
+"""Read-only pages for auditors: the audit log, on screen and as CSV (the prediction history is diagnosis's).
 
 Each read is itself written to the audit trail, with the filters used.
 """
@@ -12,22 +12,13 @@ from django.views.decorators.http import require_GET
 from accounts.access import require_capability
 from accounts.roles import Capability
 from cxr_portal.csv_export import csv_download
+from cxr_portal.filters import filters_for_audit, filters_given
 
 from . import selectors
-from .forms import AuditEventFilterForm, PredictionFilterForm
+from .forms import AuditEventFilterForm
 from .services import audit_record
 
 PAGE_SIZE = 50
-
-
-def _filters(form) -> dict:
-    if not form.is_valid():
-        return {}
-    return {name: value for name, value in form.cleaned_data.items() if value not in ("", None)}
-
-
-def _filters_for_audit(filters: dict) -> dict:
-    return {name: value.isoformat() if hasattr(value, "isoformat") else value for name, value in filters.items()}
 
 
 @login_required
@@ -35,9 +26,9 @@ def _filters_for_audit(filters: dict) -> dict:
 def event_list(request):
     require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="audit.view")
     form = AuditEventFilterForm(request.GET or None)
-    filters = _filters(form)
+    filters = filters_given(form)
     page = Paginator(selectors.audit_events_filtered(**filters), PAGE_SIZE).get_page(request.GET.get("page"))
-    audit_record(actor=request.user, action="audit.view", details={"filters": _filters_for_audit(filters), "page": page.number})
+    audit_record(actor=request.user, action="audit.view", details={"filters": filters_for_audit(filters), "page": page.number})
     return render(request, "audit/event_list.html", {"form": form, "page": page})
 
 
@@ -50,63 +41,10 @@ EVENT_COLUMNS = ["sequence", "created_at", "actor_username", "actor_role", "acti
 @require_GET
 def event_export(request):
     require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="audit.export")
-    filters = _filters(AuditEventFilterForm(request.GET or None))
+    filters = filters_given(AuditEventFilterForm(request.GET or None))
     events = selectors.audit_events_filtered(**filters)
     # Recorded before the export runs, so the export's own event is part of what a later export shows.
     audit_record(actor=request.user, action="audit.export",
-                 details={"filters": _filters_for_audit(filters), "rows": events.count()})
+                 details={"filters": filters_for_audit(filters), "rows": events.count()})
     rows = ([getattr(event, column) for column in EVENT_COLUMNS] for event in events.iterator(chunk_size=2000))
     return csv_download(rows, header=EVENT_COLUMNS, filename=f"audit-log-{timezone.now():%Y%m%d-%H%M%S}.csv")
-
-
-@login_required
-@require_GET
-def prediction_history(request):
-    require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="prediction.history_view")
-    form = PredictionFilterForm(request.GET or None)
-    filters = _filters(form)
-    page = Paginator(selectors.prediction_history_filtered(**filters), PAGE_SIZE).get_page(request.GET.get("page"))
-    audit_record(actor=request.user, action="prediction.history_view",
-                 details={"filters": _filters_for_audit(filters), "page": page.number})
-    return render(request, "audit/prediction_history.html", {"form": form, "page": page})
-
-
-PREDICTION_COLUMNS = ["prediction_id", "created_at", "patient_mrn", "accession_number", "uploaded_by", "model_name",
-                      "model_version", "predicted_label", "probability_covid", "probability_normal",
-                      "probability_pneumonia", "covid_threshold", "covid_alert", "feedback", "alerts"]
-
-
-def _alert_state(alert) -> str:
-    """The alert's state as the alert list shows it: withdrawn and acknowledged alerts were both reviewed."""
-    if alert.withdrawn_at is not None:
-        who = alert.withdrawn_by.username if alert.withdrawn_by else ""
-        return f"withdrawn by {who} {alert.withdrawn_at:%Y-%m-%d %H:%M} (result marked wrong)"
-    if alert.acknowledged_at is not None:
-        return f"acknowledged by {alert.acknowledged_by.username} {alert.acknowledged_at:%Y-%m-%d %H:%M}"
-    return "open"
-
-
-def _prediction_row(prediction) -> list:
-    study = prediction.study
-    probabilities = prediction.probabilities or {}
-    feedback = "; ".join(f"{item.author.username}: {item.correct_label}" + (f" ({item.note})" if item.note else "")
-                         for item in prediction.feedback.all())
-    alerts = "; ".join(f"{alert.created_at:%Y-%m-%d %H:%M} {_alert_state(alert)}" for alert in prediction.alerts.all())
-    return [prediction.id, prediction.created_at.isoformat(), study.patient.mrn, study.accession_number,
-            study.uploaded_by.username if study.uploaded_by else "", prediction.model_version.name,
-            prediction.model_version.version, prediction.predicted_label, probabilities.get("covid"),
-            probabilities.get("normal"), probabilities.get("pneumonia"), prediction.covid_threshold,
-            prediction.covid_alert, feedback, alerts]
-
-
-@login_required
-@require_GET
-def prediction_export(request):
-    require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="prediction.history_export")
-    filters = _filters(PredictionFilterForm(request.GET or None))
-    predictions = selectors.prediction_history_filtered(**filters)
-    audit_record(actor=request.user, action="prediction.history_export",
-                 details={"filters": _filters_for_audit(filters), "rows": predictions.count()})
-    # Prefetching needs a chunk size with iterator(); 500 keeps memory flat on a long history.
-    rows = (_prediction_row(prediction) for prediction in predictions.iterator(chunk_size=500))
-    return csv_download(rows, header=PREDICTION_COLUMNS, filename=f"prediction-history-{timezone.now():%Y%m%d-%H%M%S}.csv")

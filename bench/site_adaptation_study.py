@@ -78,7 +78,7 @@ def main() -> int:
                 shutil.rmtree(out_dir)
             result = adapt(parent_dir=args.model, out_dir=out_dir, site_films=adaptation, dev_train=dev["train"],
                            dev_val=dev["val"], cache=cache,
-                           settings=AdaptationSettings(steps=step, threshold_confidence=0),
+                           settings=AdaptationSettings(steps=step),
                            site_description=f"{args.source}, {share:.0%} of its patients")
             comparison = compare_on_films(candidate=Predictor.load(out_dir), active=parent, films=test, cache=cache,
                                           description=f"{args.source} test patients", n_resamples=args.resamples)

@@ -5,6 +5,8 @@ import os
 from celery import Celery
 from celery.signals import worker_init
 
+from . import kombu_patch  # noqa: F401 - a worker must survive Redis dropping while it holds a task
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cxr_portal.settings.local")
 
 app = Celery("cxr_portal")

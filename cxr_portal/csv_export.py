@@ -4,6 +4,7 @@ import csv
 from collections.abc import Iterable
 
 from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
 
 # Spreadsheet programs run a cell that starts with one of these as a formula.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -30,7 +31,7 @@ def csv_download(rows: Iterable[Iterable], *, header: list[str], filename: str) 
             yield writer.writerow([csv_cell(cell) for cell in row])
 
     response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Content-Disposition"] = content_disposition_header(True, filename)
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
     return response

@@ -38,6 +38,42 @@ class RequestSizeLimitMiddleware:
         return self.get_response(request)
 
 
+class NullCharacterMiddleware:
+    """Refuse a NUL character in the path, a query parameter, a form field or a JSON body with 400.
+
+    PostgreSQL cannot store or compare NUL in text, so one that reaches a query fails with a 500; no
+    field of the portal has a use for it. Multipart uploads are left to the forms, whose text fields
+    refuse NUL themselves.
+    """
+
+    JSON_NUL = b"\\u0000"
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if self._carries_nul(request):
+            message = _("The request contains a NUL character, which no field accepts.")
+            if request.path.startswith("/api/"):
+                return JsonResponse({"detail": message}, status=400)
+            return HttpResponse(message, status=400, content_type="text/plain")
+        return self.get_response(request)
+
+    def _carries_nul(self, request) -> bool:
+        if "\x00" in request.path or any("\x00" in key or "\x00" in value for key, values in request.GET.lists() for value in values):
+            return True
+        content_type = request.META.get("CONTENT_TYPE", "")
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        if not declared or declared > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            return False
+        if content_type.startswith("application/json"):
+            body = request.body
+            return b"\x00" in body or self.JSON_NUL in body.lower()
+        if content_type.startswith("application/x-www-form-urlencoded"):
+            return any("\x00" in key or "\x00" in value for key, values in request.POST.lists() for value in values)
+        return False
+
+
 class SecurityHeadersMiddleware:
     """Headers Django 5.2's SecurityMiddleware does not set: Content-Security-Policy and Permissions-Policy.
 

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Q
 from django.http import HttpResponse
+from django.utils.http import content_disposition_header
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -38,6 +39,7 @@ from .services.fhir import study_fhir_bundle
 from .services.reports import study_report_pdf
 from .services.ingest import UploadBusy, UploadRateLimited, UploadReplayed, study_create
 from .services.patients import patient_create
+from .validators import filename_part
 
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 128
@@ -238,7 +240,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     def report(self, request, pk=None):
         study = access.study_get_for_user(user=request.user, study_id=pk, action="study.report_download")
         response = HttpResponse(study_report_pdf(study=study), content_type="application/pdf")
-        response["Content-Disposition"] = f'attachment; filename="cxr-report-{study.accession_number}.pdf"'
+        response["Content-Disposition"] = content_disposition_header(True, f"cxr-report-{filename_part(study.accession_number)}.pdf")
         response["Cache-Control"] = "private, no-store"
         return response
 

@@ -2,11 +2,13 @@ from django import forms
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
+from cxr_portal.filters import DateRangeFilterForm
 from ml.serving.labels import CLASS_NAMES
 
 from .models import CorrectLabel, Sex, StudyStatus, ViewPosition
 from .selectors import WorklistFilters
 from .texts import CLASS_DISPLAY_NAMES
+from .validators import validate_accession_number
 
 
 class DateInput(forms.DateInput):
@@ -30,7 +32,7 @@ class StudyUploadForm(forms.Form):
         widget=forms.ClearableFileInput(attrs={"accept": ".png,.jpg,.jpeg,.dcm,image/png,image/jpeg,application/dicom"}),
     )
     accession_number = forms.CharField(
-        label=_("Accession number"), max_length=64, required=False,
+        label=_("Accession number"), max_length=64, required=False, validators=[validate_accession_number],
         help_text=_("Leave empty to take it from the DICOM file or generate one."),
     )
     view_position = forms.ChoiceField(label=_("View position"), choices=ViewPosition.choices, required=False)
@@ -77,3 +79,21 @@ class WorklistFilterForm(forms.Form):
             status=data["status"], predicted_label=data["predicted_label"], date_from=data["date_from"],
             date_to=data["date_to"], patient=data["patient"].strip(), needs_my_review=data["needs_my_review"],
         )
+
+
+class ModelVersionRetireForm(forms.Form):
+    reason = forms.CharField(label=_("Reason for retiring it (kept in the audit trail)"), max_length=1000,
+                             widget=forms.Textarea(attrs={"rows": 3}))
+    pause_analysis = forms.BooleanField(
+        label=_("Pause analysis: I understand that no version will be active and new studies will wait unanalysed "
+                "until a version is promoted."),
+        required=False,
+    )
+
+
+class PredictionFilterForm(DateRangeFilterForm):
+    user = forms.CharField(label=_("Uploaded by"), required=False, max_length=150)
+    model = forms.CharField(label=_("Model version"), required=False, max_length=100)
+    alert = forms.ChoiceField(label=_("COVID-19 alert"), required=False,
+                              choices=[("", _("Any")), ("yes", _("Alerted")), ("no", _("Not alerted"))])
+    field_order = ["user", "patient", "model", "alert", "date_from", "date_to"]

@@ -9,14 +9,16 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from accounts.access import require_capability
 from accounts.roles import Capability
+from cxr_portal.form_errors import form_add_service_errors
 
 from . import access, selectors
+from .forms import ModelVersionRetireForm
 from .services.model_activation import NoticeLevel, model_version_promote
-from .services.model_registry import model_version_retire
+from .services.model_registry import model_version_active, model_version_retire
 
 MESSAGE_LEVELS = {NoticeLevel.INFO: messages.INFO, NoticeLevel.WARNING: messages.WARNING}
 
@@ -29,6 +31,8 @@ def model_versions(request):
         "versions": selectors.model_versions_for_page(),
         "agreement": selectors.agreement_by_model_version(),
         "site_validation_min_films": settings.CXR_SITE_VALIDATION_MIN_FILMS,
+        "active_model": model_version_active(),
+        "analysis_pause": selectors.analysis_pause(),
     })
 
 
@@ -57,8 +61,23 @@ def model_version_activate_view(request, model_version_id: int):
 
 
 @login_required
-@require_POST
+@require_http_methods(["GET", "POST"])
 def model_version_retire_view(request, model_version_id: int):
-    return _model_version_change(request, model_version_id, action="model_version.retire", done=_("%(model)s retired."),
-                                 run=lambda model_version: model_version_retire(model_version=model_version,
-                                                                                actor=request.user))
+    """Retire a version only after confirmation, with a reason; the active one only if analysis is to pause."""
+    require_capability(user=request.user, capability=Capability.MANAGE_MODELS, action="model_version.retire")
+    model_version = selectors.model_version_get(model_version_id=model_version_id)
+    form = ModelVersionRetireForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            model_version_retire(model_version=model_version, actor=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            form_add_service_errors(form, error)
+        else:
+            messages.success(request, _("%(model)s retired.") % {"model": str(model_version)})
+            if form.cleaned_data["pause_analysis"]:
+                messages.warning(request, _("Analysis is paused: no version is active. New studies wait in the "
+                                            "queue until you promote a version."))
+            return redirect("diagnosis:model_versions")
+    return render(request, "diagnosis/model_version_retire.html", {
+        "form": form, "version": model_version, "is_active": model_version.status == "active",
+    }, status=400 if form.errors else 200)

@@ -1,7 +1,7 @@
 """Reads that shape data for pages, exports and the API. User-scoped reads start from diagnosis.access."""
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from django.db.models import (
     BooleanField,
@@ -21,6 +21,8 @@ from django.db.models import (
 from django.conf import settings
 from django.http import Http404
 from django.utils.translation import gettext_lazy as _
+
+from cxr_portal.filters import within_days
 
 from . import access
 from .models import Alert, Feedback, FeedbackRevision, ModelVersion, Prediction, Study, StudyStatus
@@ -236,6 +238,29 @@ def model_versions_for_page() -> list[tuple[ModelVersion, HeldOutFigures]]:
     return model_versions_with_held_out_figures(ModelVersion.objects.select_related("registered_by").order_by("-created_at"))
 
 
+@dataclass(frozen=True)
+class AnalysisPause:
+    """No version is active although one was: an administrator retired it and chose to pause analysis."""
+
+    paused_by: str
+    paused_at: datetime | None
+    reason: str
+
+
+def analysis_pause() -> AnalysisPause | None:
+    """Why analysis is paused, from the retirement that paused it; None while a version is active (or before any)."""
+    from audit.models import AuditEvent
+
+    if ModelVersion.objects.filter(status="active").exists() or not ModelVersion.objects.exists():
+        return None
+    event = (AuditEvent.objects.filter(action="model_version.retire", details__analysis_paused=True)
+             .order_by("-sequence").first())
+    if event is None:
+        return AnalysisPause(paused_by="", paused_at=None, reason="")
+    return AnalysisPause(paused_by=event.actor_username, paused_at=event.created_at,
+                         reason=str(event.details.get("reason", "")))
+
+
 def model_version_get(*, model_version_id: int) -> ModelVersion:
     model_version = ModelVersion.objects.filter(pk=model_version_id).first()
     if model_version is None:
@@ -307,3 +332,29 @@ def site_adaptation_overview() -> dict:
             "import_dir": settings.CXR_SITE_IMPORT_DIR, "test_share": settings.CXR_SITE_TEST_SHARE,
             "agreement": settings.CXR_SITE_LABEL_AGREEMENT,
             "active": ModelVersion.objects.filter(status="active").first()}
+
+
+def prediction_history_filtered(*, user: str = "", patient: str = "", model: str = "", alert: str = "",
+                                date_from: date | None = None, date_to: date | None = None):
+    """Every prediction with its model version, probabilities, threshold, clinician feedback and alerts, newest first.
+
+    Callers check the reader's capability (VIEW_AUDIT) and audit the read."""
+    predictions = (
+        Prediction.objects.select_related("study__patient", "study__uploaded_by", "model_version")
+        .prefetch_related(
+            Prefetch("feedback", queryset=Feedback.objects.select_related("author").order_by("created_at")),
+            Prefetch("alerts", queryset=Alert.objects.select_related("acknowledged_by", "withdrawn_by").order_by("created_at")),
+        )
+        .order_by("-created_at", "-id")
+    )
+    if user:
+        predictions = predictions.filter(study__uploaded_by__username=user)
+    if patient:
+        predictions = predictions.filter(study__patient__mrn=patient)
+    if model:
+        predictions = predictions.filter(Q(model_version__name__icontains=model) | Q(model_version__version=model))
+    if alert == "yes":
+        predictions = predictions.filter(covid_alert=True)
+    elif alert == "no":
+        predictions = predictions.filter(covid_alert=False)
+    return within_days(predictions, "created_at", date_from, date_to)

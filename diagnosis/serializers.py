@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from .models import Alert, CorrectLabel, Feedback, FeedbackRevision, ModelVersion, Patient, Prediction, Sex, Study, ViewPosition
 from .texts import clinical_disclaimer
+from .validators import validate_accession_number
 
 
 class PatientSerializer(serializers.ModelSerializer):
@@ -109,7 +110,8 @@ class StudySerializer(serializers.ModelSerializer):
 class StudyUploadSerializer(serializers.Serializer):
     patient = serializers.IntegerField(help_text="Patient id")
     file = serializers.FileField(help_text="PNG, JPEG or DICOM chest X-ray")
-    accession_number = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    accession_number = serializers.CharField(max_length=64, required=False, allow_blank=True,
+                                             validators=[validate_accession_number])
     view_position = serializers.ChoiceField(choices=ViewPosition.choices, required=False, allow_blank=True)
     acquisition_date = serializers.DateField(required=False, allow_null=True)
 

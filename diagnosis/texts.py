@@ -2,7 +2,7 @@
 
 from django.utils import timezone
 from django.utils.formats import date_format, number_format
-from django.utils.translation import gettext, gettext_lazy, gettext_noop
+from django.utils.translation import gettext, gettext_lazy, gettext_noop, ngettext
 
 # In English for machine receivers (the alert webhook); people read clinical_disclaimer() in their language.
 CLINICAL_DISCLAIMER = gettext_noop(
@@ -150,3 +150,50 @@ def monitor_check_description(code: str, *, stratified: bool = False) -> str:
         return gettext("Results marked “%(warning)s” (higher than validation alarms)") % {
             "warning": result_warning_label(name)}
     return str(MONITOR_CHECKS.get(code, code))
+
+
+def _monitor_finding(code: str) -> str:
+    """What an alarming site-monitor check means, as the end of "this model ..."."""
+    kind, _separator, name = code.partition(":")
+    if kind == "recall":
+        return gettext("recognises fewer %(class)s films than on validation") % {"class": class_display_name(name)}
+    if kind == "warning":
+        return gettext("marks more results “%(warning)s” than on validation") % {"warning": result_warning_label(name)}
+    return str(MONITOR_FINDINGS.get(code, code))
+
+
+MONITOR_FINDINGS = {
+    "sensitivity": gettext_lazy("misses more COVID-19 cases than on validation"),
+    "sensitivity_target": gettext_lazy("misses more COVID-19 cases than this version promises"),
+    "false_alerts": gettext_lazy("raises more false COVID-19 alerts than on validation"),
+    "false_alert_limit": gettext_lazy("raises more false COVID-19 alerts than this site allows"),
+    "alert_rate_limit": gettext_lazy("raises more COVID-19 alerts overall than this site's limits allow"),
+}
+
+
+def monitor_summary(report, *, days: int) -> str:
+    """The site monitor's answer in one plain paragraph: does this model behave here as on validation?"""
+    period = (ngettext("In the last %(days)d day", "In the last %(days)d days", days) % {"days": days} if days
+              else gettext("Over all its results"))
+    counts = gettext("%(results)d results, %(confirmed)d of them confirmed by clinician feedback") % {
+        "results": report.results, "confirmed": report.confirmed}
+    if report.status == "alarm":
+        findings = [_monitor_finding(check.code) for check in report.alarms]
+        return gettext(
+            "%(period)s (%(counts)s), this model behaves differently here than on its validation films: it "
+            "%(findings)s. Review its results with extra care; administrators should consider retiring it or "
+            "adapting it to this site."
+        ) % {"period": period, "counts": counts, "findings": "; ".join(findings)}
+    if report.status == "ok":
+        return gettext(
+            "%(period)s (%(counts)s), this model behaves here as it did on its validation films: no check finds a "
+            "difference too large to be chance. That does not make every result right; only what clinicians "
+            "confirmed can be checked."
+        ) % {"period": period, "counts": counts}
+    if report.status == "no_reference":
+        return gettext("This model version cannot be compared with its validation yet: %(problem)s") % {
+            "problem": report.problem}
+    return gettext(
+        "%(period)s (%(counts)s), there is too little to tell yet whether this model behaves here as on its "
+        "validation films. Clinician feedback on results (agree or correct) is what the checks need."
+    ) % {"period": period, "counts": counts}

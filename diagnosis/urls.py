@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import model_version_views, site_adaptation_views, views
+from . import model_version_views, prediction_history_views, site_adaptation_views, views
 
 app_name = "diagnosis"
 
@@ -37,4 +37,7 @@ urlpatterns = [
          name="model_version_promote"),
     path("models/<int:model_version_id>/shadow/", site_adaptation_views.model_version_shadow_view,
          name="model_version_shadow"),
+    # For auditors, beside the audit log (/audit/events/).
+    path("audit/predictions/", prediction_history_views.prediction_history, name="prediction_history"),
+    path("audit/predictions/export.csv", prediction_history_views.prediction_export, name="prediction_export"),
 ]

@@ -10,7 +10,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import content_disposition_header, url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -31,9 +31,16 @@ from .services.model_registry import model_version_active
 from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
 from .services.reports import study_report_pdf
-from .texts import alert_meaning, class_display_name, monitor_check_description
+from .texts import alert_meaning, class_display_name, monitor_check_description, monitor_summary
+from .validators import filename_part
 
 WORKLIST_PAGE_SIZE = 25
+
+
+def _analysis_state() -> dict:
+    """The active model, or why there is none (analysis paused), for pages that say whether studies get analysed."""
+    active = model_version_active()
+    return {"active_model": active, "analysis_pause": None if active else selectors.analysis_pause()}
 
 
 @login_required
@@ -57,7 +64,7 @@ def worklist(request):
     return render(
         request,
         "diagnosis/worklist.html",
-        {"page": page, "form": form, "pending_ids": pending_ids, "active_model": model_version_active()},
+        {"page": page, "form": form, "pending_ids": pending_ids, **_analysis_state()},
     )
 
 
@@ -174,7 +181,7 @@ def study_upload(request, patient_id: int):
             form_add_service_errors(form, error, field="file")
             if isinstance(error, UploadBusy):
                 response = render(request, "diagnosis/study_upload.html",
-                                  {"form": form, "patient": patient, "active_model": model_version_active()}, status=503)
+                                  {"form": form, "patient": patient, **_analysis_state()}, status=503)
                 response["Retry-After"] = str(error.retry_after_seconds)
                 return response
         else:
@@ -183,7 +190,7 @@ def study_upload(request, patient_id: int):
     return render(
         request,
         "diagnosis/study_upload.html",
-        {"form": form, "patient": patient, "active_model": model_version_active()},
+        {"form": form, "patient": patient, **_analysis_state()},
         status=400 if form.errors else 200,
     )
 
@@ -221,7 +228,7 @@ def _render_study(request, study, *, feedback_form=None, status=200):
             "study": study,
             "prediction": prediction,
             "earlier_predictions": predictions[1:],
-            "active_model": model_version_active(),
+            **_analysis_state(),
             "alert": alert,
             "feedback": feedback,
             "my_feedback": my_feedback,
@@ -285,7 +292,7 @@ def alert_deliveries(request):
 
 def _image_response(data: bytes, *, filename: str) -> HttpResponse:
     response = HttpResponse(data, content_type="image/png")
-    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    response["Content-Disposition"] = content_disposition_header(False, filename)
     response["X-Content-Type-Options"] = "nosniff"
     response["Cache-Control"] = "private, no-store"
     return response
@@ -296,7 +303,7 @@ def _image_response(data: bytes, *, filename: str) -> HttpResponse:
 def study_image(request, study_id: int):
     study = access.study_get_for_user(user=request.user, study_id=study_id, action="study.image_view")
     return _image_response(
-        storage.blob_get(study.image.sha256, kind=storage.PREVIEW), filename=f"{study.accession_number}.png"
+        storage.blob_get(study.image.sha256, kind=storage.PREVIEW), filename=f"{filename_part(study.accession_number)}.png"
     )
 
 
@@ -310,7 +317,7 @@ def study_heatmap(request, study_id: int):
     # A heatmap with a box is a layer for the film; an older one is the model input with the heatmap blended in.
     kind = storage.HEATMAP_LAYER if prediction.heatmap_box else storage.HEATMAP
     return _image_response(storage.blob_get(prediction.heatmap_sha256, kind=kind),
-                           filename=f"{study.accession_number}-heatmap.png")
+                           filename=f"{filename_part(study.accession_number)}-heatmap.png")
 
 
 @login_required
@@ -318,7 +325,7 @@ def study_heatmap(request, study_id: int):
 def study_report(request, study_id: int):
     study = access.study_get_for_user(user=request.user, study_id=study_id, action="study.report_download")
     response = HttpResponse(study_report_pdf(study=study), content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="cxr-report-{study.accession_number}.pdf"'
+    response["Content-Disposition"] = content_disposition_header(True, f"cxr-report-{filename_part(study.accession_number)}.pdf")
     response["Cache-Control"] = "private, no-store"
     return response
 
@@ -367,5 +374,6 @@ def model_version_monitoring(request, version_id: int):
         "report": report, "version": version, "days": days, "windows": windows,
         "rows": [_monitor_row(check, report) for check in report.checks],
         "mix": _predicted_mix(report),
+        "summary": monitor_summary(report, days=days),
         "chart": monitoring_chart_svg(report.checks) if report.checks else "",
     })

@@ -124,6 +124,12 @@ def admin_client(client, administrator):
     return client
 
 
+@pytest.fixture
+def auditor_client(client, auditor):
+    client.force_login(auditor)
+    return client
+
+
 def only_event(action: str):
     from audit.models import AuditEvent
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import environ
 
+from cxr_portal.static_headers import static_security_headers
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
 
@@ -44,6 +46,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "cxr_portal.middleware.RequestSizeLimitMiddleware",
+    "cxr_portal.middleware.NullCharacterMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     # After sessions (it reads the language the user picked), before common (which may redirect).
@@ -151,6 +154,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
+# WhiteNoise answers /static/ itself, before the middleware that sets these headers on pages.
+WHITENOISE_ADD_HEADERS_FUNCTION = static_security_headers
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.path("DJANGO_STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
 

@@ -32,7 +32,11 @@ try:
 except ValueError as error:
     raise ImproperlyConfigured(str(error)) from None
 
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Trust X-Forwarded-Proto only behind a reverse proxy that sets it on every request (overwriting what a
+# client sent) and is the only way to reach the portal; otherwise any client could claim HTTPS.
+# docs/operations.md, "Reverse proxy".
+if env.bool("CXR_TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = True

@@ -7,6 +7,7 @@ from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
 from ml.serving.monitoring import ALARM
 
 from ..texts import class_display_name, result_warning_label, result_warning_message, site_not_validated_notice
+from ..validators import validate_accession_number
 
 
 class Sex(models.TextChoices):
@@ -74,7 +75,7 @@ class StudySource(models.TextChoices):
 
 class Study(models.Model):
     patient = models.ForeignKey(Patient, on_delete=models.PROTECT, related_name="studies")
-    accession_number = models.CharField(max_length=64, unique=True)
+    accession_number = models.CharField(max_length=64, unique=True, validators=[validate_accession_number])
     view_position = models.CharField(max_length=4, choices=ViewPosition.choices, blank=True)
     acquisition_date = models.DateField(null=True, blank=True)
     image = models.ForeignKey(StoredImage, on_delete=models.PROTECT, related_name="studies")

@@ -129,15 +129,32 @@ def adaptation_run(*, adaptation_run_id: int) -> AdaptationRun:
         development = compare_on_films(candidate=candidate_predictor, active=parent_predictor, films=dev["test"],
                                        cache=cache, description="development test split") if dev["test"] else None
     except (AdaptationError, ValueError, OSError, RuntimeError) as error:
-        logger.exception("Adaptation %s failed", run.pk)
-        with transaction.atomic():
-            AdaptationRun.objects.filter(id=run.pk).update(status=JobStatus.FAILED, error=str(error)[:2000],
-                                                           finished_at=timezone.now())
-            audit_record(actor=user, action="model_version.adapt", target=run, outcome=Outcome.FAILED,
-                         details={"parent": str(parent), "error": str(error)[:500]})
-        run.refresh_from_db()
-        return run
+        return _adaptation_failed(run, user=user, parent=parent, error=error)
     reasons = refusal_reasons(site, target_sensitivity=options["target_sensitivity"])
+    try:
+        _register_candidate(run, user=user, parent=parent, out_dir=out_dir, result=result, site=site,
+                            development=development, reasons=reasons, adaptation_films=len(adaptation))
+    except ValidationError as error:  # e.g. the folder no longer matches its metadata
+        return _adaptation_failed(run, user=user, parent=parent, error=error)
+    run.refresh_from_db()
+    return run
+
+
+def _adaptation_failed(run: AdaptationRun, *, user, parent: ModelVersion, error: Exception) -> AdaptationRun:
+    logger.exception("Adaptation %s failed", run.pk)
+    message = " ".join(error.messages) if isinstance(error, ValidationError) else str(error)
+    with transaction.atomic():
+        AdaptationRun.objects.filter(id=run.pk).update(status=JobStatus.FAILED, error=message[:2000],
+                                                       finished_at=timezone.now())
+        audit_record(actor=user, action="model_version.adapt", target=run, outcome=Outcome.FAILED,
+                     details={"parent": str(parent), "error": message[:500]})
+    run.refresh_from_db()
+    return run
+
+
+def _register_candidate(run: AdaptationRun, *, user, parent: ModelVersion, out_dir: Path, result, site: dict,
+                        development: dict | None, reasons: list[str], adaptation_films: int) -> None:
+    options = run.options
     with transaction.atomic():
         candidate = model_version_register(artifact_dir=out_dir, actor=user)
         candidate.parent = parent
@@ -159,10 +176,8 @@ def adaptation_run(*, adaptation_run_id: int) -> AdaptationRun:
                                                        stage="done", finished_at=timezone.now())
         audit_record(actor=user, action="model_version.adapt", target=candidate,
                      details={"run": run.pk, "parent": str(parent), "candidate": str(candidate), "steps": run.steps,
-                              "site_test_films": site.get("n", 0), "adaptation_films": len(adaptation),
+                              "site_test_films": site.get("n", 0), "adaptation_films": adaptation_films,
                               "refusal_reasons": reasons, "seconds": round(result.seconds, 1)})
-    run.refresh_from_db()
-    return run
 
 
 def _refusal_reasons(model_version: ModelVersion) -> list[str]:

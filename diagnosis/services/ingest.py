@@ -19,6 +19,8 @@ from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosit
 from diagnosis.rejections import image_rejection_message
 from ml.serving.imaging import DecodedImage, DecoderBusy, ImageDecodeError, decode_image, decode_slot, encode_png, reencoded_png
 
+from diagnosis.validators import validate_accession_number
+
 from . import storage
 from .patients import _dicom_date
 
@@ -203,6 +205,10 @@ def study_store(
     """
     metadata = decoded.metadata
     accession_number = (accession_number or metadata.get("accession_number", "")).strip() or _new_accession_number()
+    try:
+        validate_accession_number(accession_number)
+    except ValidationError as error:
+        raise UploadRejected(f"The accession number {accession_number!r} is not accepted. {error.messages[0]}") from None
     if Study.objects.filter(accession_number=accession_number).exists():
         raise UploadRejected(_("A study with accession number %(accession)s already exists.")
                              % {"accession": accession_number}, code="accession_number_taken")

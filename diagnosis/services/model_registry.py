@@ -145,17 +145,37 @@ def model_version_activate(*, model_version: ModelVersion, actor=None) -> ModelV
 
 
 @transaction.atomic
-def model_version_retire(*, model_version: ModelVersion, actor=None) -> ModelVersion:
-    old_status = model_version.status
-    model_version.status = ModelVersionStatus.RETIRED
-    model_version.save(update_fields=["status"])
-    audit_record(
-        actor=actor,
-        action="model_version.retire",
-        target=model_version,
-        details={"old_status": old_status, "new_status": model_version.status},
-    )
-    return model_version
+def model_version_retire(*, model_version: ModelVersion, actor=None, reason: str,
+                         pause_analysis: bool = False) -> ModelVersion:
+    """Retire a version, for a reason the audit trail keeps.
+
+    Retiring the active version leaves none: new studies then wait, unanalysed, until a version is activated.
+    That happens only when the administrator chose to pause analysis (``pause_analysis``); otherwise the
+    request is refused, and promoting another version is the way to replace it.
+    """
+    reason = reason.strip()
+    if not reason:
+        raise ValidationError(_("Give the reason for retiring %(model)s; it is kept in the audit trail.")
+                              % {"model": model_version})
+    with transaction.atomic():
+        locked = ModelVersion.objects.select_for_update().get(pk=model_version.pk)
+        pauses = locked.status == ModelVersionStatus.ACTIVE
+        if pauses and not pause_analysis:
+            raise ValidationError(_(
+                "%(model)s is the active version: retiring it leaves none, and new studies would wait unanalysed. "
+                "Promote another version instead, or choose to pause analysis."
+            ) % {"model": locked})
+        old_status = locked.status
+        locked.status = ModelVersionStatus.RETIRED
+        locked.save(update_fields=["status"])
+        audit_record(
+            actor=actor,
+            action="model_version.retire",
+            target=locked,
+            details={"old_status": old_status, "new_status": locked.status, "reason": reason,
+                     "analysis_paused": pauses},
+        )
+    return locked
 
 
 def model_version_active() -> ModelVersion | None:

@@ -22,8 +22,14 @@ from diagnosis.texts import clinical_disclaimer
 from . import storage
 
 
+def _plain(value) -> str:
+    """For table cells: reportlab draws a plain string as it is, so it must not be escaped."""
+    return str(value if value not in (None, "") else "—")
+
+
 def _text(value) -> str:
-    return escape(str(value if value not in (None, "") else "—"))
+    """For Paragraphs, which read their text as markup."""
+    return escape(_plain(value))
 
 
 def _when(value) -> str:
@@ -108,19 +114,19 @@ def study_report_pdf(*, study: Study) -> bytes:
         Spacer(1, 4 * mm),
         Paragraph(escape(_("Patient")), heading),
         _table([
-            [_("Name"), _text(study.patient.name)],
-            [_("MRN"), _text(study.patient.mrn)],
+            [_("Name"), _plain(study.patient.name)],
+            [_("MRN"), _plain(study.patient.mrn)],
             [_("Birth date"), _day(study.patient.birth_date)],
-            [_("Sex"), _text(study.patient.get_sex_display())],
+            [_("Sex"), _plain(study.patient.get_sex_display())],
         ], [40 * mm, 130 * mm]),
         Paragraph(escape(_("Study")), heading),
         _table([
-            [_("Accession number"), _text(study.accession_number)],
-            [_("View"), _text(study.get_view_position_display())],
+            [_("Accession number"), _plain(study.accession_number)],
+            [_("View"), _plain(study.get_view_position_display())],
             [_("Acquired"), _day(study.acquisition_date)],
             [_("Uploaded"), _when(study.created_at)],
-            [_("Status"), _text(study.get_status_display())],
-            [_("Image"), _text(f"{study.image.format} {study.image.width}×{study.image.height}")],
+            [_("Status"), _plain(study.get_status_display())],
+            [_("Image"), _plain(f"{study.image.format} {study.image.width}×{study.image.height}")],
         ], [40 * mm, 130 * mm]),
     ]
     pictures = [_picture(study.image.sha256, storage.PREVIEW, 80 * mm)]
@@ -153,14 +159,14 @@ def study_report_pdf(*, study: Study) -> bytes:
             story.append(_alert_block(alert, body))
         story.append(_table(
             [[_("Class"), _("Calibrated probability")]]
-            + [[_text(row["display"]), number_format(row["probability"], 3)] for row in prediction.probability_rows()],
+            + [[_plain(row["display"]), number_format(row["probability"], 3)] for row in prediction.probability_rows()],
             [60 * mm, 50 * mm],
         ))
         story.append(Paragraph(escape(_("Model version")), heading))
         version = prediction.model_version
         story.append(_table(
-            [[_("Model version"), _text(version)], [_("Architecture"), _text(version.architecture)],
-             [_("Model file SHA-256"), _text(version.file_sha256[:16] + "…")],
+            [[_("Model version"), _plain(version)], [_("Architecture"), _plain(version.architecture)],
+             [_("Model file SHA-256"), _plain(version.file_sha256[:16] + "…")],
              [_("Analysed"), _when(prediction.created_at)]]
             + [[label, value] for label, value in validation_figures(version)],
             [70 * mm, 100 * mm],

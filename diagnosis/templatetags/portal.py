@@ -33,3 +33,11 @@ def box_style(box: dict) -> str:
     left, right = float(box.get("left", 0.0)), float(box.get("right", 1.0))
     return (f"top: {100 * top:.3f}%; left: {100 * left:.3f}%; "
             f"width: {100 * (right - left):.3f}%; height: {100 * (bottom - top):.3f}%;")
+
+
+@register.filter
+def validation_figures(model_version) -> list[tuple[str, str]]:
+    """A version's validation figures with their names and rounded values (never raw metric keys)."""
+    from ..selectors import validation_figures as figures
+
+    return figures(model_version)

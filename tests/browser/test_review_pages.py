@@ -147,3 +147,48 @@ def test_roles_land_where_they_may_and_reviewed_results_read_the_same_everywhere
     assert "Withdrawn: dr_review recorded that the result is wrong" in alert_row.inner_text()
     screenshot(page, "17-alert-list-withdrawn-alert")
     context.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_retiring_the_only_active_model_needs_a_reason_and_an_explicit_pause_which_the_worklist_shows(
+    browser, live_server
+):
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from diagnosis.models import ModelVersion
+    from tests.security.records import make_model_version
+
+    administrator = UserFactory(username="admin_retire", administrator=True)
+    clinician = UserFactory(username="dr_paused", clinician=True)
+    active = make_model_version("only-active")
+    device = TOTPDevice.objects.create(user=administrator, name="phone", confirmed=True)
+    context, page = new_page(browser)
+    sign_in(page, live_server.url, administrator, device)
+    page.click(f"[data-testid=model-version-{active.id}] [data-testid=retire]")
+    page.wait_for_selector("[data-testid=retire-active-warning]")
+    screenshot(page, "19-retire-active-model-confirmation")
+
+    # A reason alone is refused: it would leave no active version.
+    page.fill("textarea[name=reason]", "Threshold set on the wrong films")
+    page.click("[data-testid=retire-confirm]")
+    page.wait_for_selector("[data-testid=retire-form] .alert-danger")
+    assert "choose to pause analysis" in page.inner_text("[data-testid=retire-form]")
+    assert ModelVersion.objects.get(pk=active.pk).status == "active"
+
+    page.check("input[name=pause_analysis]")
+    page.click("[data-testid=retire-confirm]")
+    page.wait_for_selector("[data-testid=analysis-paused]")
+    assert page.url == f"{live_server.url}/models/"
+    banner = page.inner_text("[data-testid=analysis-paused]")
+    assert "Analysis is paused" in banner and "Threshold set on the wrong films" in banner
+    assert "is the active version" not in page.inner_text("main")
+    screenshot(page, "20-models-page-analysis-paused")
+    context.close()
+
+    context, page = new_page(browser)
+    sign_in(page, live_server.url, clinician)
+    page.goto(f"{live_server.url}/worklist/")
+    assert "Analysis is paused." in page.inner_text("[data-testid=analysis-paused]")
+    screenshot(page, "21-worklist-analysis-paused")
+    context.close()

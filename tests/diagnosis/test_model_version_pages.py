@@ -20,7 +20,7 @@ def test_promote_retire_and_roll_back_model_versions(admin_client, administrator
     first = make_version("first", status="active")
     second = make_version("second")
     page = admin_client.get(reverse("diagnosis:model_versions")).content.decode()
-    assert "macro_auc: 0.950" in page and "Promote" in page
+    assert "Macro AUC: 0.950" in page and "macro_auc" not in page and "Promote" in page
 
     admin_client.post(reverse("diagnosis:model_version_activate", args=[second.id]))
     first.refresh_from_db(), second.refresh_from_db()
@@ -34,11 +34,56 @@ def test_promote_retire_and_roll_back_model_versions(admin_client, administrator
     assert (first.status, second.status) == ("active", "retired")
     assert AuditEvent.objects.filter(action="model_version.activate").count() == 2
 
-    admin_client.post(reverse("diagnosis:model_version_retire", args=[first.id]))
-    first.refresh_from_db()
-    assert first.status == "retired"
+    third = make_version("third")
+    admin_client.post(reverse("diagnosis:model_version_retire", args=[third.id]), {"reason": "superseded"})
+    third.refresh_from_db()
+    assert third.status == "retired"
     retire = only_event("model_version.retire")
-    assert retire.details == {"old_status": "active", "new_status": "retired"}
+    assert retire.details == {"old_status": "candidate", "new_status": "retired", "reason": "superseded",
+                              "analysis_paused": False}
+
+
+@pytest.mark.django_db
+def test_retiring_asks_for_confirmation_and_a_reason(admin_client):
+    candidate = make_version("candidate")
+    confirm = admin_client.get(reverse("diagnosis:model_version_retire", args=[candidate.id]))
+    assert confirm.status_code == 200 and 'data-testid="retire-form"' in confirm.content.decode()
+    candidate.refresh_from_db()
+    assert candidate.status == "candidate"  # opening the page changes nothing
+    refused = admin_client.post(reverse("diagnosis:model_version_retire", args=[candidate.id]), {"reason": "  "})
+    assert refused.status_code == 400
+    candidate.refresh_from_db()
+    assert candidate.status == "candidate" and not AuditEvent.objects.filter(action="model_version.retire").exists()
+
+
+@pytest.mark.django_db
+def test_the_only_active_version_is_retired_only_when_the_administrator_pauses_analysis(admin_client, client,
+                                                                                      clinician, administrator):
+    active = make_version("only-active", status="active")
+    confirm = admin_client.get(reverse("diagnosis:model_version_retire", args=[active.id])).content.decode()
+    assert 'data-testid="retire-active-warning"' in confirm and 'name="pause_analysis"' in confirm
+
+    refused = admin_client.post(reverse("diagnosis:model_version_retire", args=[active.id]),
+                                {"reason": "wrong threshold"})
+    assert refused.status_code == 400
+    assert "Promote another version instead, or choose to pause analysis" in refused.content.decode()
+    active.refresh_from_db()
+    assert active.status == "active"
+
+    paused = admin_client.post(reverse("diagnosis:model_version_retire", args=[active.id]),
+                               {"reason": "wrong threshold", "pause_analysis": "on"})
+    assert paused.status_code == 302
+    active.refresh_from_db()
+    assert active.status == "retired"
+    retire = only_event("model_version.retire")
+    assert retire.details["analysis_paused"] is True and retire.details["reason"] == "wrong threshold"
+
+    models_page = admin_client.get(reverse("diagnosis:model_versions")).content.decode()
+    assert 'data-testid="analysis-paused"' in models_page and "wrong threshold" in models_page
+    assert "is the active version" not in models_page
+    client.force_login(clinician)
+    worklist = client.get(reverse("diagnosis:worklist")).content.decode()
+    assert 'data-testid="analysis-paused"' in worklist and "Analysis is paused." in worklist
 
 
 @pytest.mark.django_db

@@ -62,6 +62,21 @@ def test_results_like_validation_do_not_alarm(monitored_model, patient, clinicia
 
 
 @pytest.mark.django_db
+def test_monitor_summary_says_in_plain_words_when_the_model_behaves_as_on_validation(monitored_model, patient,
+                                                                                    clinician, monkeypatch):
+    from diagnosis.texts import monitor_summary
+
+    _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="normal", covid=monitored_model.covid_threshold / 2, confirmed="normal")
+    summary = monitor_summary(monitoring.model_version_monitoring_report(model_version=monitored_model), days=90)
+    assert summary.startswith("In the last 90 days (12 results, 12 of them confirmed by clinician feedback), this "
+                              "model behaves here as it did on its validation films")
+    empty = monitoring.model_version_monitoring_report(model_version=monitored_model, days=None)
+    empty.status, empty.results, empty.confirmed = "too_few", 2, 0
+    assert "too little to tell yet" in monitor_summary(empty, days=0)
+
+
+@pytest.mark.django_db
 def test_a_site_where_the_model_alerts_on_normal_films_alarms(monitored_model, patient, clinician, monkeypatch):
     # The NIH failure of the leave-one-source-out run: normal films, COVID-19 alerts, clinicians correcting them.
     _results(model=monitored_model, patient=patient, clinician=clinician, monkeypatch=monkeypatch, count=12,
@@ -157,6 +172,13 @@ def test_monitor_page_shows_the_checks_and_a_chart_and_is_audited(
     assert 'data-testid="monitor-chart"' in page and "<svg" in page
     assert "12/12" in page and "12/120" in page
     assert "Alarm: this version behaves unlike its validation here" in page
+    # The page opens with the answer in plain words, before any statistic.
+    summary = page.split('data-testid="monitor-summary">')[1].split("</p>")[0]
+    assert page.index('data-testid="monitor-summary"') < page.index('data-testid="monitor-chart"')
+    assert summary.startswith("In the last 30 days (12 results, 12 of them confirmed by clinician feedback), this "
+                              "model behaves differently here than on its validation films")
+    assert "raises more false COVID-19 alerts than on validation" in summary
+    assert "recognises fewer No findings films than on validation" in summary
     assert "Compared with the version's 180 validation films." in page
     event = AuditEvent.objects.filter(action="model_version.monitoring_view").first()
     assert event.details == {"days": 30, "status": ALARM}

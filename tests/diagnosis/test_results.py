@@ -114,8 +114,7 @@ def source_film():
 
 
 @pytest.fixture
-def prediction(db, monkeypatch, source_film):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+def prediction(db, queued_inference, source_film):
     study = study_create_from_dicom(data=dicom_films.file_bytes(source_film),
                                     sender=DicomSender(source=StudySource.PACS, calling_ae="MODALITY1")).study
     prediction = factories.completed_prediction(study=study, model=factories.model_version(version="7"), covid=0.8)

@@ -13,8 +13,9 @@ def compose() -> dict:
 
 def test_portal_services_connect_as_the_application_role_and_migrate_as_the_owner():
     services = compose()["services"]
-    portal = {name: service for name, service in services.items() if service.get("image") == "cxr-portal:latest"}
-    assert {"web", "migrate", "worker-inference", "worker-default", "scheduler"} <= set(portal)
+    portal = {name: service for name, service in services.items() if service.get("image", "").startswith("cxr-portal-")}
+    assert {"web", "migrate", "worker-inference", "worker-default", "worker-training", "scheduler",
+            "dicom-receiver"} <= set(portal)
     for name, service in portal.items():
         user = service["environment"]["DATABASE_URL"].split("://")[1].split(":")[0]
         assert user == ("cxr_owner" if name == "migrate" else "cxr_app"), name

@@ -19,9 +19,7 @@ from ml.serving.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_imag
 from tests import images
 
 
-@pytest.fixture(autouse=True)
-def no_broker(monkeypatch):
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
+pytestmark = pytest.mark.usefixtures("queued_inference")
 
 
 def zeros_png(side: int) -> bytes:
