@@ -2,6 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from cxr_portal.views import favicon
 from diagnosis.api import AgreementView, AlertViewSet, PatientViewSet, StudyViewSet
 from diagnosis.dicomweb import StowStudiesView
 
@@ -30,5 +31,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script from a URL, so the Content-Security-Policy needs no inline scripts.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the API's JSON, a PDF).
+    path("favicon.ico", favicon),
     # No Django admin: people and model versions change only through the audited administration pages.
 ]

@@ -31,7 +31,10 @@ def patients_for_user(*, user) -> QuerySet[Patient]:
 def studies_for_user(*, user) -> QuerySet[Study]:
     require_capability(user=user, capability=Capability.VIEW_CLINICAL, action="study.list")
     latest_predictions = Prediction.objects.select_related("model_version").order_by("-created_at")
-    return Study.objects.select_related("patient", "image", "uploaded_by", "alert").prefetch_related(
+    # The alert's prediction and version too: Alert.meaning() reads them for every alerted row.
+    return Study.objects.select_related(
+        "patient", "image", "uploaded_by", "alert__prediction__model_version"
+    ).prefetch_related(
         Prefetch("predictions", queryset=latest_predictions)
     )
 

@@ -46,7 +46,8 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 128
 
 
 def exception_handler(exc, context):
-    """Django's ValidationError (raised by services) becomes a 400 with its messages, never a 500.
+    """Every refusal in one shape: ``detail``, one sentence a person can read, and for a form's fields ``errors``
+    (field -> messages). Django's ValidationError (raised by services) becomes a 400, never a 500.
 
     PostgreSQL being down becomes a 503 with Retry-After (cxr_portal.middleware.database_unavailable_response).
     """
@@ -54,19 +55,38 @@ def exception_handler(exc, context):
         return database_unavailable_response(context["request"])
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
-            detail = exc.message_dict
+            errors = exc.message_dict
         else:
-            detail = {"detail": exc.messages}
+            errors = {"detail": exc.messages}
+        response = Response(status=status.HTTP_400_BAD_REQUEST)
         if isinstance(exc, UploadBusy):
-            response = Response(detail, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            response = Response(status=status.HTTP_503_SERVICE_UNAVAILABLE)
             response["Retry-After"] = str(exc.retry_after_seconds)
-            return response
-        if isinstance(exc, UploadRateLimited):
-            response = Response(detail, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        elif isinstance(exc, UploadRateLimited):
+            response = Response(status=status.HTTP_429_TOO_MANY_REQUESTS)
             response["Retry-After"] = str(settings.UPLOAD_RATE_WINDOW_SECONDS)
-            return response
-        return Response(detail, status=status.HTTP_400_BAD_REQUEST)
-    return drf_exception_handler(exc, context)
+        response.data = error_body(errors)
+        return response
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        response.data = error_body(response.data)
+    return response
+
+
+def error_body(data) -> dict:
+    """``{"detail": "..."}``, plus ``errors`` when the refusal names fields: ``{"file": ["The file is empty."]}``."""
+    if isinstance(data, dict) and set(data) == {"detail"} and isinstance(data["detail"], str):
+        return data
+    if isinstance(data, dict):
+        errors = {name: [str(message) for message in (messages if isinstance(messages, list) else [messages])]
+                  for name, messages in data.items()}
+        sentences = [message if name in ("detail", "non_field_errors") else f"{name}: {message}"
+                     for name, messages in errors.items() for message in messages]
+        body = {"detail": " ".join(sentences)}
+        fields = {name: messages for name, messages in errors.items() if name != "detail"}
+        return {**body, "errors": fields} if fields else body
+    messages = [str(message) for message in (data if isinstance(data, list) else [data])]
+    return {"detail": " ".join(messages)}
 
 
 class PDFRenderer(BaseRenderer):
@@ -251,7 +271,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["get"], url_path="fhir", renderer_classes=[FHIRJSONRenderer, JSONRenderer])
     def fhir(self, request, pk=None):
         study = access.study_get_for_user(user=request.user, study_id=pk, action="study.fhir_read")
-        return Response(study_fhir_bundle(study=study))
+        return Response(study_fhir_bundle(study=study, base_url=request.build_absolute_uri("/")))
 
 
 class AlertViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):

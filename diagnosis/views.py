@@ -116,7 +116,7 @@ def study_statuses(request):
     try:
         ids = [int(value) for value in request.GET.get("ids", "").split(",") if value][:100]
     except ValueError:
-        return JsonResponse({"error": "ids must be a comma-separated list of numbers"}, status=400)
+        return JsonResponse({"detail": "ids must be a comma-separated list of numbers"}, status=400)
     rows = access.studies_for_user(user=request.user).filter(id__in=ids).values_list("id", "status")
     return JsonResponse({"statuses": {str(study_id): status for study_id, status in rows}})
 

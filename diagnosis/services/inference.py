@@ -241,6 +241,15 @@ def study_run_inference(*, study_id: int, resume_claim: str = "") -> InferenceOu
         return InferenceOutcome(study_id, "database_unavailable", str(error), claim=claim)
 
 
+def _warnings_for(study: Study, result) -> list[str]:
+    """The model's warnings, after "not a radiograph" when the upload was a colour picture: the model sees only
+    grey, so a photo gets an answer that must be ignored (the familiarity check may miss it)."""
+    from ml.serving.colour import NOT_RADIOGRAPH, is_colour_picture
+
+    warnings = list(result.warnings)
+    return [NOT_RADIOGRAPH, *warnings] if is_colour_picture(study.image.colour_share) else warnings
+
+
 HEATMAP_LAYER_MAX_SIDE = 512
 
 
@@ -292,7 +301,7 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
                 inference_ms=float(result.inference_ms),
                 heatmap_sha256=heatmap_sha,
                 heatmap_box=heatmap_box,
-                warnings=list(result.warnings),
+                warnings=_warnings_for(study, result),
             )
             Study.objects.filter(id=study.id).update(
                 status=StudyStatus.COMPLETED, completed_at=timezone.now(), lease_expires_at=None

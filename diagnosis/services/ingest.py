@@ -17,6 +17,7 @@ from audit.models import Outcome
 from audit.services import audit_record
 from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosition
 from diagnosis.rejections import image_rejection_message
+from ml.serving.colour import colour_share
 from ml.serving.imaging import DecodedImage, DecoderBusy, ImageDecodeError, decode_image, decode_slot, encode_png, reencoded_png
 
 from diagnosis.validators import validate_accession_number
@@ -104,6 +105,8 @@ class PreparedImage:
     metadata: dict[str, str]
     original_png: bytes
     preview_png: bytes
+    # Share of the original's pixels that are clearly coloured (ml.serving.colour); None for a grey format.
+    colour_share: float | None = None
 
 
 def image_prepare(*, data: bytes) -> PreparedImage:
@@ -117,7 +120,8 @@ def image_prepare(*, data: bytes) -> PreparedImage:
         with decode_slot(wait_seconds=settings.DECODE_WAIT_SECONDS):
             decoded = image_validate(data=data)
             return PreparedImage(decoded.format, decoded.width, decoded.height, decoded.metadata,
-                                 reencoded_png(decoded), _preview_png(decoded))
+                                 reencoded_png(decoded), _preview_png(decoded),
+                                 colour_share(data) if decoded.format in ("PNG", "JPEG") else None)
     except DecoderBusy as busy:
         raise UploadBusy(_("The server is decoding other images right now. Please try again in a few seconds."),
                          retry_after_seconds=busy.retry_after_seconds) from None
@@ -228,6 +232,7 @@ def study_store(
                     "width": decoded.width,
                     "height": decoded.height,
                     "size_bytes": len(data),
+                    "colour_share": decoded.colour_share,
                 },
             )
             study = Study(

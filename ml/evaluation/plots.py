@@ -170,7 +170,7 @@ def _monitoring_figure(checks: Sequence) -> Figure:
         if check.reference_interval is not None:
             axes.plot(check.reference_interval, [position + 0.25] * 2, color="#adb5bd", linewidth=2)
         axes.plot(check.reference_rate, position, "|", color="black", markersize=14,
-                  label="validation (grey: 95% interval; warnings at this site's mix of predicted classes) or limit"
+                  label="validation (grey: 95% interval; warnings at this site's mix\nof predicted classes) or limit"
                   if position == 0 else None)
     axes.set_yticks(range(len(rows)), [check.code for check in rows])
     axes.invert_yaxis()
@@ -188,12 +188,19 @@ def monitoring_chart_svg(checks: Sequence) -> str:
     """The site monitor's checks as an inline SVG (the portal's monitor page)."""
     import io
 
+    import matplotlib
+
     buffer = io.StringIO()
-    _monitoring_figure(checks).savefig(buffer, format="svg")
+    # "tight" grows the picture to hold the legend below the axes, which tight_layout leaves outside; text stays
+    # text (in the page's font, readable by a screen reader) instead of outlines.
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        _monitoring_figure(checks).savefig(buffer, format="svg", bbox_inches="tight")
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]
 
 
 def plot_monitoring(checks: Sequence, path: Path) -> Path:
     """The site monitor's checks as a PNG (``python -m ml monitor --simulate``: the whole collection, all confirmed)."""
-    return _save(_monitoring_figure(checks), path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _monitoring_figure(checks).savefig(path, dpi=_DPI, bbox_inches="tight")
+    return path

@@ -304,3 +304,31 @@ def test_a_database_error_mid_task_goes_through_the_retry_path_and_resumes_the_c
     queued_study.refresh_from_db()
     assert queued_study.status == StudyStatus.COMPLETED
     assert queued_study.attempt_count == 1  # resuming the same claim is not another attempt
+
+
+@pytest.mark.django_db
+def test_a_colour_photo_gets_a_not_a_radiograph_warning_first(clinician, patient, active_model, queued_inference,
+                                                              django_capture_on_commit_callbacks):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    photo = np.zeros((80, 96, 3), np.uint8)
+    photo[:40], photo[40:] = (40, 120, 230), (230, 200, 90)
+    buffer = io.BytesIO()
+    Image.fromarray(photo, mode="RGB").save(buffer, format="PNG")
+    with django_capture_on_commit_callbacks(execute=True):
+        study = study_create(patient=patient, uploaded_by=clinician, data=buffer.getvalue())
+    assert study.image.colour_share > 0.9
+    assert inference.study_run_inference(study_id=study.id).status == "completed"
+    prediction = Prediction.objects.get(study=study)
+    assert prediction.warnings[0] == "not_radiograph" and prediction.voided
+    assert "probably not a chest radiograph" in prediction.warning_messages()[0]
+
+
+@pytest.mark.django_db
+def test_a_grey_film_gets_no_not_a_radiograph_warning(queued_study, active_model):
+    assert queued_study.image.colour_share is None
+    inference.study_run_inference(study_id=queued_study.id)
+    assert "not_radiograph" not in Prediction.objects.get(study=queued_study).warnings
