@@ -94,8 +94,10 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
-# Axes first: it refuses a locked-out username/address pair before any password is checked.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# The per-address limit and Axes first: they refuse a locked-out address or username/address pair before
+# any password is checked.
+AUTHENTICATION_BACKENDS = ["accounts.sign_in_limits.AddressFailureLimitBackend", "axes.backends.AxesStandaloneBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "diagnosis:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -105,6 +107,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a rule: Django tells validators when a password changed, and this one ends the user's sessions.
+    {"NAME": "accounts.password_hooks.SessionsEndOnPasswordChange"},
 ]
 
 # Lockout counts failures per (username, address) pair: a wrong password typed on a shared ward
@@ -115,6 +119,15 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "audit.context.client_ip"
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+# JSON on the API, the page elsewhere, both 429 with Retry-After; also for the per-address limit below.
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# Against password spraying (one password tried on many usernames): this many different usernames failing
+# from one address within the window, and the address is refused for the rest of it. High enough for a
+# ward behind one NAT address, where a few colleagues mistype now and then.
+LOGIN_ADDRESS_USERNAME_LIMIT = env.int("CXR_LOGIN_ADDRESS_USERNAME_LIMIT", default=20)
+LOGIN_ADDRESS_WINDOW_SECONDS = env.int("CXR_LOGIN_ADDRESS_WINDOW_MINUTES", default=15) * 60
+# API tokens stop working this long after they are issued; POST /api/auth/token/ again for a new one.
+API_TOKEN_LIFETIME = timedelta(hours=env.int("CXR_API_TOKEN_LIFETIME_HOURS", default=24 * 30))
 AXES_VERBOSE = False
 
 # Sessions end after this long idle, and at the latest this long after sign-in, whatever the activity.
@@ -194,7 +207,7 @@ CRISPY_TEMPLATE_PACK = "bootstrap5"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so an anonymous request gets 401 with a WWW-Authenticate header.
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -236,3 +236,30 @@ def test_the_report_reaches_the_ehr_with_auth_and_is_amended_when_a_clinician_co
     assert amended["status"] == "amended"
     assert amended["conclusion"].startswith("Amended: a clinician recorded the finding as Pneumonia.")
     assert ResultDelivery.objects.filter(revision=2, outcome=DeliveryOutcome.SUCCEEDED).count() == 1
+
+
+def test_the_sweeper_rings_for_results_the_broker_lost_and_for_failed_attempts_only(prediction, pacs, ehr, settings,
+                                                                                    monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from diagnosis.models import Prediction
+    from diagnosis.services.results import results_redeliver_undelivered
+
+    pacs()
+    ehr(statuses=[500])
+    settings.CXR_RESULTS_PACS_SECONDARY_CAPTURE = False
+    rung = []
+    monkeypatch.setattr("diagnosis.tasks.deliver_result.delay", lambda **kwargs: rung.append(kwargs))
+    Prediction.objects.filter(id=prediction.id).update(created_at=timezone.now() - timedelta(minutes=10))
+
+    assert result_deliver(prediction_id=prediction.id, destination=ResultDestination.EHR).status == "failed"
+    assert results_redeliver_undelivered() == 2
+    # The SR's bell was lost before any attempt; the EHR's attempt failed. Both ring again.
+    assert sorted(call["destination"] for call in rung) == ["fhir", "pacs_sr"]
+
+    rung.clear()
+    assert result_deliver(prediction_id=prediction.id, destination=ResultDestination.PACS_REPORT).status == "succeeded"
+    settings.CXR_RESULTS_MAX_ATTEMPTS = 1
+    assert results_redeliver_undelivered() == 0

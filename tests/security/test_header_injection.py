@@ -35,7 +35,7 @@ def test_api_refuses_a_hostile_accession_number(clinician, patient, accession):
     api.force_authenticate(clinician)
     response = api.post("/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("a.png", images.png_bytes()),
                                           "accession_number": accession}, format="multipart")
-    assert response.status_code == 400 and "accession_number" in response.json()
+    assert response.status_code == 400 and "accession_number" in response.json()["errors"]
     assert not Study.objects.exists()
 
 
