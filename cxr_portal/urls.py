@@ -2,6 +2,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from cxr_portal import observability
 from cxr_portal.views import favicon
 from diagnosis.api import AgreementView, AlertViewSet, PatientViewSet, StudyViewSet
 from diagnosis.dicomweb import StowStudiesView
@@ -17,6 +18,9 @@ router.register("alerts", AlertViewSet, basename="alert")
 handler500 = "cxr_portal.middleware.server_error"
 
 urlpatterns = [
+    path("health/live", observability.health_live, name="health-live"),
+    path("health/ready", observability.health_ready, name="health-ready"),
+    path("metrics", observability.metrics, name="metrics"),
     path("", include("diagnosis.urls")),
     path("accounts/", include("accounts.urls")),
     # The language picker posts to i18n/setlang/ (Django's set_language view).

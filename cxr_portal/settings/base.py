@@ -44,6 +44,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: names and times every request (X-Request-ID, request latency metric, request_id in logs).
+    "cxr_portal.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "cxr_portal.middleware.RequestSizeLimitMiddleware",
     "cxr_portal.middleware.NullCharacterMiddleware",
@@ -189,7 +191,7 @@ AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
 # owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
 AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
-# Real chest films are under 4,300 x 4,900; ml.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
+# Real chest films are under 4,300 x 4,900; ml.serving.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
 MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=25_000_000)
 # Full-resolution decodes at once per web process; an upload that waits longer than this for one is told
 # to retry (503 with Retry-After) instead of holding a web thread in a queue.
@@ -304,7 +306,13 @@ INFERENCE_STALE_AFTER = timedelta(seconds=env.int("CXR_INFERENCE_STALE_SECONDS",
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "cxr_portal.observability.RequestIdLogFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "cxr_portal.observability.JsonLogFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id"],
+                             "formatter": env("DJANGO_LOG_FORMAT", default="text")}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
     # Axes logs every sign-in at INFO; the audit trail already records them.
     "loggers": {"axes": {"level": "WARNING"}},
@@ -375,3 +383,17 @@ CXR_RESULTS_FHIR_AUTHORIZATION = env("CXR_RESULTS_FHIR_AUTHORIZATION", default="
 CXR_RESULTS_FHIR_TIMEOUT_SECONDS = env.float("CXR_RESULTS_FHIR_TIMEOUT_SECONDS", default=15.0)
 CXR_RESULTS_MAX_ATTEMPTS = env.int("CXR_RESULTS_MAX_ATTEMPTS", default=6)
 CXR_RESULTS_RETRY_BASE_SECONDS = env.int("CXR_RESULTS_RETRY_BASE_SECONDS", default=30)
+
+# Operations (docs/operations.md, "Health and metrics").
+# /metrics answers these networks, or anyone sending "Authorization: Bearer <CXR_METRICS_TOKEN>".
+METRICS_ALLOWED_NETWORKS = env.list("CXR_METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+METRICS_TOKEN = env("CXR_METRICS_TOKEN", default="")
+HEALTH_BROKER_TIMEOUT_SECONDS = env.float("CXR_HEALTH_BROKER_TIMEOUT_SECONDS", default=1.0)
+# Each worker's main process writes a heartbeat this often; one older than the stale bound counts as gone.
+WORKER_HEARTBEAT_INTERVAL = timedelta(seconds=env.int("CXR_WORKER_HEARTBEAT_SECONDS", default=10))
+WORKER_HEARTBEAT_STALE_AFTER = timedelta(seconds=env.int("CXR_WORKER_HEARTBEAT_STALE_SECONDS", default=60))
+CELERY_OBSERVED_QUEUES = ["inference", "default"]
+# The request that queued a task names its log lines too.
+CELERY_WORKER_TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] [%(request_id)s] %(task_name)s[%(task_id)s]: %(message)s"
+)

@@ -16,7 +16,7 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
 
-def completed_study(*, accession: str, uploaded_by, probabilities: dict[str, float], model_version):
+def completed_study(*, accession: str, uploaded_by, probabilities: dict[str, float], model_version, warnings=()):
     """A completed study with one prediction (and its alert when the COVID-19 probability reaches the threshold)."""
     from diagnosis.models import Prediction, Study
     from diagnosis.services.alerts import alert_raise_for_prediction
@@ -29,6 +29,7 @@ def completed_study(*, accession: str, uploaded_by, probabilities: dict[str, flo
         study=study, model_version=model_version, probabilities=probabilities, raw_probabilities=probabilities,
         predicted_label=label, covid_probability=probabilities["covid"], covid_threshold=model_version.covid_threshold,
         covid_alert=probabilities["covid"] >= model_version.covid_threshold, inference_ms=10.0,
+        warnings=list(warnings),
     )
     Study.objects.filter(id=study.id).update(status="completed", completed_at=timezone.now())
     alert_raise_for_prediction(prediction=prediction)
@@ -65,6 +66,9 @@ def test_roles_land_where_they_may_and_reviewed_results_read_the_same_everywhere
                                 probabilities={"covid": 0.81, "normal": 0.1, "pneumonia": 0.09})
     pneumonia = completed_study(accession="ACC-PNEUMONIA", uploaded_by=clinician, model_version=model_version,
                                 probabilities={"covid": 0.42, "normal": 0.08, "pneumonia": 0.5})
+    photo = completed_study(accession="ACC-HOLIDAY-PHOTO", uploaded_by=clinician, model_version=model_version,
+                            probabilities={"covid": 0.1, "normal": 0.78, "pneumonia": 0.12},
+                            warnings=["not_radiograph", "unfamiliar"])
     completed_study(accession="ACC-WAITING-REVIEW", uploaded_by=clinician, model_version=model_version,
                     probabilities={"covid": 0.05, "normal": 0.9, "pneumonia": 0.05})
 
@@ -105,6 +109,13 @@ def test_roles_land_where_they_may_and_reviewed_results_read_the_same_everywhere
     explanation = page.inner_text("[data-testid=alert-other-class]")
     assert "highest probability" in explanation and "lower probability" in explanation
     screenshot(page, "14-covid-alert-under-pneumonia")
+
+    # A colour photo's result says plainly to ignore it, before anything else.
+    page.goto(f"{live_server.url}/studies/{photo.id}/")
+    first_warning = page.locator("[data-testid=result-warning]").first
+    assert first_warning.get_attribute("data-voids-result") == "yes"
+    assert "probably not a chest radiograph" in first_warning.inner_text() and "ignore this result" in first_warning.inner_text()
+    screenshot(page, "25-colour-photo-not-a-radiograph")
 
     # The API docs keep the portal's navigation; no page asks for a missing favicon.
     not_found = []
@@ -214,7 +225,7 @@ def test_site_monitor_opens_with_a_plain_answer_and_its_chart_fits_with_its_lege
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from diagnosis.services.model_registry import model_version_register
-    from ml.monitoring import add_reference, reference_from_films
+    from ml.serving.monitoring import add_reference, reference_from_films
     from tests.diagnosis import factories
     from tests.diagnosis.test_monitoring import VALIDATION, _results
 
