@@ -17,6 +17,7 @@ from audit.services import audit_record
 from cxr_portal.form_errors import form_add_service_errors
 
 from . import selectors, services
+from .authentication import api_token_expires_at
 from .access import require_capability
 from .administration_forms import PasswordResetForm, RoleForm, UserCreateForm, UserSearchForm
 from .models import User
@@ -85,7 +86,8 @@ def _detail_context(user: User, **forms) -> dict:
         "subject": user,
         "lockouts": selectors.lockouts_by_username(usernames=[user.username]).get(user.username, []),
         "two_factor": TOTPDevice.objects.filter(user=user, confirmed=True).exists(),
-        "has_token": Token.objects.filter(user=user).exists(),
+        "token": (token := Token.objects.filter(user=user).select_related("use").first()),
+        "token_expires_at": api_token_expires_at(token) if token else None,
         "role_form": forms.get("role_form") or RoleForm(initial={"role": user.role_name}),
         "password_form": forms.get("password_form") or PasswordResetForm(),
     }

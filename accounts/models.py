@@ -1,5 +1,6 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from rest_framework.authtoken.models import Token
 
 
 class Role(models.Model):
@@ -21,3 +22,11 @@ class User(AbstractUser):
     @property
     def role_name(self) -> str:
         return self.role.name if self.role_id else ""
+
+
+class ApiTokenUse(models.Model):
+    """When and from where an API token was last used; goes with the token when it is rotated or revoked."""
+
+    token = models.OneToOneField(Token, on_delete=models.CASCADE, primary_key=True, related_name="use")
+    last_used_at = models.DateTimeField()
+    last_used_from = models.GenericIPAddressField(null=True, blank=True)

@@ -2,8 +2,10 @@
 
 from django.conf import settings
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.sessions.models import Session
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from rest_framework.authtoken.models import Token
@@ -61,13 +63,28 @@ def user_set_role(*, actor: User, user: User, role: RoleName) -> User:
 
 
 @transaction.atomic
+def user_sessions_end(*, user: User, reason: str) -> int:
+    """Delete every session and the API token of the user, so no old cookie or key comes back to life
+    (a reactivated account, a password someone else knew). Returns the number of sessions ended."""
+    user_id = str(user.pk)
+    ended = [session.session_key for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+             if session.get_decoded().get("_auth_user_id") == user_id]
+    Session.objects.filter(session_key__in=ended).delete()
+    tokens, _details = Token.objects.filter(user=user).delete()
+    if ended or tokens:
+        audit_record(action="user.sessions_end", target=user, username=user.username,
+                     details={"reason": reason, "sessions": len(ended), "token": bool(tokens)})
+    return len(ended)
+
+
+@transaction.atomic
 def user_deactivate(*, actor: User, user: User) -> User:
-    """Sign the user out everywhere: inactive users fail session and token authentication; the token is deleted too."""
+    """Sign the user out everywhere: their sessions and API token are deleted."""
     _refuse_on_self(actor=actor, user=user, what=_("deactivate"))
     was_active = user.is_active
     user.is_active = False
     user.save(update_fields=["is_active"])
-    Token.objects.filter(user=user).delete()
+    user_sessions_end(user=user, reason="deactivation")
     audit_record(actor=actor, action="user.deactivate", target=user,
                  details={"username": user.username, "old": {"is_active": was_active}, "new": {"is_active": False}})
     return user
@@ -85,11 +102,10 @@ def user_reactivate(*, actor: User, user: User) -> User:
 
 @transaction.atomic
 def user_reset_password(*, actor: User, user: User, password: str) -> User:
-    """Set a new password. Changing the password hash ends the user's other sessions; their API token goes too."""
+    """Set a new password. Saving it ends the user's sessions and API token (accounts.password_hooks)."""
     validate_password(password, user=user)
     user.set_password(password)
     user.save(update_fields=["password"])
-    Token.objects.filter(user=user).delete()
     _axes_reset(user.username)
     # The password itself never enters the audit trail.
     audit_record(actor=actor, action="user.password_reset", target=user, details={"username": user.username})
@@ -153,9 +169,14 @@ def two_factor_verify(*, user: User, token: str) -> TOTPDevice | None:
 
 @transaction.atomic
 def api_token_issue(*, user: User) -> Token:
-    """One token per user; asking again returns the same one until it is revoked."""
-    token, created = Token.objects.get_or_create(user=user)
-    audit_record(actor=user, action="auth.token_issue", target=user, details={"new_token": created})
+    """A new token on every request (rotation): the user's previous token stops working at once.
+
+    Tokens expire settings.API_TOKEN_LIFETIME after they are issued (accounts.authentication).
+    """
+    replaced, _details = Token.objects.filter(user=user).delete()
+    token = Token.objects.create(user=user)
+    audit_record(actor=user, action="auth.token_issue", target=user,
+                 details={"replaced_token": bool(replaced), "expires_at": (token.created + settings.API_TOKEN_LIFETIME).isoformat()})
     return token
 
 

@@ -4,6 +4,7 @@ import base64
 import io
 
 from django.contrib.auth import authenticate
+from django.contrib.auth.signals import user_logged_in
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponseRedirect
@@ -17,11 +18,12 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from . import services
+from .authentication import ExpiringTokenAuthentication, api_token_expires_at
 from .forms import LoginForm, TwoFactorForm
 from .roles import Capability, user_can, user_requires_two_factor
 
@@ -147,13 +149,16 @@ TokenRequest = inline_serializer("TokenRequest", {
     "password": serializers.CharField(),
     "otp_token": serializers.CharField(required=False, help_text="Current TOTP code; required for administrators and auditors"),
 })
-TokenResponse = inline_serializer("TokenResponse", {"token": serializers.CharField()})
+TokenResponse = inline_serializer("TokenResponse", {
+    "token": serializers.CharField(help_text="A new token on every request; the previous one stops working"),
+    "expires_at": serializers.DateTimeField(),
+})
 
 
 @extend_schema(methods=["POST"], request=TokenRequest, responses={200: TokenResponse})
 @extend_schema(methods=["DELETE"], request=None, responses={204: None})
 @api_view(["POST", "DELETE"])
-@authentication_classes([TokenAuthentication, SessionAuthentication])
+@authentication_classes([ExpiringTokenAuthentication, SessionAuthentication])
 @permission_classes([AllowAny])
 def api_token(request):
     """POST username and password (and a TOTP code where the role needs one) for your token; DELETE revokes it."""
@@ -180,4 +185,7 @@ def api_token(request):
             return Response({"detail": _("A valid two-factor code (otp_token) is required for your role.")},
                             status=status.HTTP_403_FORBIDDEN)
     token = services.api_token_issue(user=user)
-    return Response({"token": token.key})
+    # The same signal a page sign-in sends: Axes resets this username's failures, last_login moves, the audit
+    # trail records the sign-in. The token endpoint then counts exactly as the login page does.
+    user_logged_in.send(sender=user.__class__, request=django_request, user=user)
+    return Response({"token": token.key, "expires_at": api_token_expires_at(token)})

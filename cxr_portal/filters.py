@@ -9,6 +9,13 @@ from django.utils.translation import gettext_lazy as _
 
 
 class DateRangeFilterForm(forms.Form):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Bootstrap's small controls, as on the worklist's filters.
+        for field in self.fields.values():
+            is_select = isinstance(field.widget, forms.Select)
+            field.widget.attrs["class"] = "form-select form-select-sm" if is_select else "form-control form-control-sm"
+
     date_from = forms.DateField(label=_("From (UTC)"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     date_to = forms.DateField(label=_("To (UTC, inclusive)"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
     patient = forms.CharField(label=_("Patient MRN"), required=False, max_length=64)

@@ -28,14 +28,18 @@ class RequestSizeLimitMiddleware:
         try:
             length = int(declared)
         except ValueError:
-            return HttpResponse(_("Invalid Content-Length."), status=400, content_type="text/plain")
+            return _refusal(request, _("Invalid Content-Length."), status=400)
         if length > settings.MAX_REQUEST_BYTES:
-            return HttpResponse(
-                _("The request is larger than %(limit)d MB.") % {"limit": settings.MAX_REQUEST_BYTES // (1024 * 1024)},
-                status=413,
-                content_type="text/plain",
-            )
+            return _refusal(request, _("The request is larger than %(limit)d MB.") % {
+                "limit": settings.MAX_REQUEST_BYTES // (1024 * 1024)}, status=413)
         return self.get_response(request)
+
+
+def _refusal(request, message: str, *, status: int) -> HttpResponse:
+    """A refusal before any view runs: the API's one error shape ({"detail": ...}) for API clients, text otherwise."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=status)
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
 
 
 class NullCharacterMiddleware:
@@ -54,9 +58,7 @@ class NullCharacterMiddleware:
     def __call__(self, request):
         if self._carries_nul(request):
             message = _("The request contains a NUL character, which no field accepts.")
-            if request.path.startswith("/api/"):
-                return JsonResponse({"detail": message}, status=400)
-            return HttpResponse(message, status=400, content_type="text/plain")
+            return _refusal(request, message, status=400)
         return self.get_response(request)
 
     def _carries_nul(self, request) -> bool:

@@ -2,6 +2,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import DefaultRouter
 
+from cxr_portal import observability
+from cxr_portal.views import favicon
 from diagnosis.api import AgreementView, AlertViewSet, PatientViewSet, StudyViewSet
 from diagnosis.dicomweb import StowStudiesView
 
@@ -16,6 +18,9 @@ router.register("alerts", AlertViewSet, basename="alert")
 handler500 = "cxr_portal.middleware.server_error"
 
 urlpatterns = [
+    path("health/live", observability.health_live, name="health-live"),
+    path("health/ready", observability.health_ready, name="health-ready"),
+    path("metrics", observability.metrics, name="metrics"),
     path("", include("diagnosis.urls")),
     path("accounts/", include("accounts.urls")),
     # The language picker posts to i18n/setlang/ (Django's set_language view).
@@ -30,5 +35,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     # The split view serves its script from a URL, so the Content-Security-Policy needs no inline scripts.
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    # Browsers ask for /favicon.ico on pages that name no icon (the API's JSON, a PDF).
+    path("favicon.ico", favicon),
     # No Django admin: people and model versions change only through the audited administration pages.
 ]

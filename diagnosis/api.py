@@ -19,7 +19,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.roles import Capability, user_can
 from cxr_portal.middleware import DATABASE_ERRORS, database_unavailable_response
-from audit.services import audit_record
 
 from . import access, selectors
 from .forms import WorklistFilterForm
@@ -37,7 +36,6 @@ from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
 from .services.fhir import study_fhir_bundle
 from .services.reports import study_report_pdf
-from .upload_messages import upload_message_translated
 from .services.ingest import UploadBusy, UploadRateLimited, UploadReplayed, study_create
 from .services.patients import patient_create
 from .validators import filename_part
@@ -47,7 +45,8 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 128
 
 
 def exception_handler(exc, context):
-    """Django's ValidationError (raised by services) becomes a 400 with its messages, never a 500.
+    """Every refusal in one shape: ``detail``, one sentence a person can read, and for a form's fields ``errors``
+    (field -> messages). Django's ValidationError (raised by services) becomes a 400, never a 500.
 
     PostgreSQL being down becomes a 503 with Retry-After (cxr_portal.middleware.database_unavailable_response).
     """
@@ -55,19 +54,38 @@ def exception_handler(exc, context):
         return database_unavailable_response(context["request"])
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
-            detail = {name: [upload_message_translated(m) for m in messages] for name, messages in exc.message_dict.items()}
+            errors = exc.message_dict
         else:
-            detail = {"detail": [upload_message_translated(message) for message in exc.messages]}
+            errors = {"detail": exc.messages}
+        response = Response(status=status.HTTP_400_BAD_REQUEST)
         if isinstance(exc, UploadBusy):
-            response = Response(detail, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+            response = Response(status=status.HTTP_503_SERVICE_UNAVAILABLE)
             response["Retry-After"] = str(exc.retry_after_seconds)
-            return response
-        if isinstance(exc, UploadRateLimited):
-            response = Response(detail, status=status.HTTP_429_TOO_MANY_REQUESTS)
+        elif isinstance(exc, UploadRateLimited):
+            response = Response(status=status.HTTP_429_TOO_MANY_REQUESTS)
             response["Retry-After"] = str(settings.UPLOAD_RATE_WINDOW_SECONDS)
-            return response
-        return Response(detail, status=status.HTTP_400_BAD_REQUEST)
-    return drf_exception_handler(exc, context)
+        response.data = error_body(errors)
+        return response
+    response = drf_exception_handler(exc, context)
+    if response is not None:
+        response.data = error_body(response.data)
+    return response
+
+
+def error_body(data) -> dict:
+    """``{"detail": "..."}``, plus ``errors`` when the refusal names fields: ``{"file": ["The file is empty."]}``."""
+    if isinstance(data, dict) and set(data) == {"detail"} and isinstance(data["detail"], str):
+        return data
+    if isinstance(data, dict):
+        errors = {name: [str(message) for message in (messages if isinstance(messages, list) else [messages])]
+                  for name, messages in data.items()}
+        sentences = [message if name in ("detail", "non_field_errors") else f"{name}: {message}"
+                     for name, messages in errors.items() for message in messages]
+        body = {"detail": " ".join(sentences)}
+        fields = {name: messages for name, messages in errors.items() if name != "detail"}
+        return {**body, "errors": fields} if fields else body
+    messages = [str(message) for message in (data if isinstance(data, list) else [data])]
+    return {"detail": " ".join(messages)}
 
 
 class PDFRenderer(BaseRenderer):
@@ -104,9 +122,9 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
 
     @extend_schema(parameters=[OpenApiParameter("q", str, description="Search by name or MRN")])
     def list(self, request, *args, **kwargs):
-        response = super().list(request, *args, **kwargs)
-        audit_record(actor=request.user, action="patient.list", details={"query": request.query_params.get("q", ""), "api": True})
-        return response
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        access.patients_read_record(user=request.user, action="patient.list", query=request.query_params, patients=page)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, pk=None):
         patient = access.patient_get_for_user(user=request.user, patient_id=pk)
@@ -164,9 +182,9 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         OpenApiParameter("needs_my_review", bool, description="Completed, without your feedback on the latest result"),
     ])
     def list(self, request, *args, **kwargs):
-        response = super().list(request, *args, **kwargs)
-        audit_record(actor=request.user, action="study.list", details={"api": True})
-        return response
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        access.studies_read_record(user=request.user, action="study.list", query=request.query_params, studies=page)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, pk=None):
         study = access.study_get_for_user(user=request.user, study_id=pk)
@@ -252,7 +270,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @action(detail=True, methods=["get"], url_path="fhir", renderer_classes=[FHIRJSONRenderer, JSONRenderer])
     def fhir(self, request, pk=None):
         study = access.study_get_for_user(user=request.user, study_id=pk, action="study.fhir_read")
-        return Response(study_fhir_bundle(study=study))
+        return Response(study_fhir_bundle(study=study, base_url=request.build_absolute_uri("/")))
 
 
 class AlertViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -270,9 +288,10 @@ class AlertViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(parameters=[OpenApiParameter("state", str, description="'open' for unacknowledged alerts only")])
     def list(self, request, *args, **kwargs):
-        response = super().list(request, *args, **kwargs)
-        audit_record(actor=request.user, action="alert.list", details={"api": True})
-        return response
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        access.studies_read_record(user=request.user, action="alert.list", query=request.query_params,
+                                   studies=[alert.study for alert in page])
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(request=None, responses={200: AlertSerializer})
     @action(detail=True, methods=["post"])

@@ -1,7 +1,7 @@
-"""Deployment checks (`manage.py check --deploy`) for the secret keys."""
+"""Checks run at start-up (`manage.py migrate`, `runserver`) and deployment checks (`check --deploy`)."""
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 
 from cxr_portal.keys import audit_key_check, storage_key_parse
@@ -33,3 +33,19 @@ def check_audit_key(app_configs=None, **kwargs):
         return [Error(str(error), hint="Generate one with: python -c \"import secrets;print(secrets.token_urlsafe(48))\"",
                       id="cxr.E003")]
     return []
+
+
+DEFAULT_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+
+
+@register(Tags.compatibility)
+def check_public_base_url(app_configs=None, **kwargs):
+    """Bundles pushed without a request (PACS, EHR) and links in e-mails name the portal by this URL."""
+    if settings.DEBUG or settings.CXR_PUBLIC_BASE_URL.rstrip("/") != DEFAULT_PUBLIC_BASE_URL:
+        return []
+    return [Warning(
+        "CXR_PUBLIC_BASE_URL is not set: links in alert e-mails and the fullUrl of FHIR bundles sent without a "
+        "request would point at http://127.0.0.1:8000.",
+        hint="Set CXR_PUBLIC_BASE_URL to the portal's public address, e.g. https://cxr.hospital.org.",
+        id="cxr.W010",
+    )]

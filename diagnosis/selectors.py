@@ -20,6 +20,7 @@ from django.db.models import (
 )
 from django.conf import settings
 from django.http import Http404
+from django.utils.formats import number_format
 from django.utils.translation import gettext_lazy as _
 
 from cxr_portal.filters import within_days
@@ -134,7 +135,7 @@ def feedback_for_study(*, study: Study) -> QuerySet[Feedback]:
 
 def feedback_training_examples() -> QuerySet[Feedback]:
     """Feedback that names a class the model learns (not "other"): the rows a retraining dataset is built from."""
-    from ml.labels import CLASS_NAMES
+    from ml.serving.labels import CLASS_NAMES
 
     return (
         Feedback.objects.filter(correct_label__in=CLASS_NAMES)
@@ -156,10 +157,10 @@ VALIDATION_FIGURES = (
 
 
 def _number(value) -> str | None:
-    """A figure to three decimals; None for a missing, non-numeric or NaN one."""
+    """A figure to three decimals with the reader's decimal separator; None for a missing, non-numeric or NaN one."""
     if not isinstance(value, (int, float)) or value != value:
         return None
-    return f"{float(value):.3f}"
+    return number_format(round(float(value), 3), 3, use_l10n=True)
 
 
 def validation_figures(model_version: ModelVersion) -> list[tuple[str, str]]:
@@ -173,7 +174,7 @@ def validation_figures(model_version: ModelVersion) -> list[tuple[str, str]]:
             continue
         rows.append((str(label), str(int(value)) if kind == "count" else number))
     if model_version.covid_threshold is not None:
-        rows.append((str(_("COVID-19 alert threshold")), f"{model_version.covid_threshold:.3f}"))
+        rows.append((str(_("COVID-19 alert threshold")), _number(model_version.covid_threshold)))
     return rows
 
 
@@ -279,7 +280,9 @@ def _with_interval(value, interval) -> str:
     if value is None:
         return "—"
     low, high = (interval or [None, None])[:2]
-    return f"{value:.3f} ({low:.3f}–{high:.3f})" if low is not None and high is not None else f"{value:.3f}"
+    if low is None or high is None:
+        return _number(value) or "—"
+    return f"{_number(value)} ({_number(low)}–{_number(high)})"
 
 
 def _summary_value(summary: dict | None, name: str) -> str:

@@ -88,6 +88,10 @@ def alert_state_text(alert) -> str:
 
 # Why a result is less reliable than usual (codes from ml.preprocess and ml.stability), in the reader's language.
 RESULT_WARNINGS = {
+    "not_radiograph": gettext_lazy(
+        "This is probably not a chest radiograph: the uploaded picture is in colour, and radiographs are grey. "
+        "The model analyses any picture it is given, so ignore this result and upload the chest film itself."
+    ),
     "lungs_not_found": gettext_lazy(
         "The lung fields could not be found on this image (not a frontal chest film, an unusual view, or a very "
         "abnormal film). The model looked at a standard chest region instead: treat this result as unreliable."
@@ -107,10 +111,15 @@ RESULT_WARNINGS = {
 
 # The same warnings in a word, for lists (the full message is the badge's tooltip).
 RESULT_WARNING_LABELS = {
+    "not_radiograph": gettext_lazy("not a radiograph: ignore"),
     "lungs_not_found": gettext_lazy("unreliable"),
     "unfamiliar": gettext_lazy("unfamiliar film"),
     "unstable": gettext_lazy("borderline"),
 }
+
+
+# Warnings that void the result, not merely weaken it: shown first, in red.
+RESULT_VOIDING_WARNINGS = frozenset({"not_radiograph"})
 
 
 def result_warning_message(code: str) -> str:

@@ -32,6 +32,7 @@ class PatientFactory(factory.django.DjangoModelFactory):
     class Meta:
         model = Patient
 
-    mrn = factory.Sequence(lambda number: f"MRN{number:06d}")
+    # Not "MRN000123"-like: the patient fixture uses that one, and a long session reaches it.
+    mrn = factory.Sequence(lambda number: f"F-MRN{number:06d}")
     name = factory.Faker("name")
     sex = "F"

@@ -44,6 +44,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: names and times every request (X-Request-ID, request latency metric, request_id in logs).
+    "cxr_portal.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "cxr_portal.middleware.RequestSizeLimitMiddleware",
     "cxr_portal.middleware.NullCharacterMiddleware",
@@ -94,8 +96,10 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_USER_MODEL = "accounts.User"
-# Axes first: it refuses a locked-out username/address pair before any password is checked.
-AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+# The per-address limit and Axes first: they refuse a locked-out address or username/address pair before
+# any password is checked.
+AUTHENTICATION_BACKENDS = ["accounts.sign_in_limits.AddressFailureLimitBackend", "axes.backends.AxesStandaloneBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "diagnosis:home"
 LOGOUT_REDIRECT_URL = "accounts:login"
@@ -105,6 +109,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+    # Not a rule: Django tells validators when a password changed, and this one ends the user's sessions.
+    {"NAME": "accounts.password_hooks.SessionsEndOnPasswordChange"},
 ]
 
 # Lockout counts failures per (username, address) pair: a wrong password typed on a shared ward
@@ -115,6 +121,15 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_CLIENT_IP_CALLABLE = "audit.context.client_ip"
 AXES_LOCKOUT_TEMPLATE = "accounts/locked_out.html"
+# JSON on the API, the page elsewhere, both 429 with Retry-After; also for the per-address limit below.
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
+# Against password spraying (one password tried on many usernames): this many different usernames failing
+# from one address within the window, and the address is refused for the rest of it. High enough for a
+# ward behind one NAT address, where a few colleagues mistype now and then.
+LOGIN_ADDRESS_USERNAME_LIMIT = env.int("CXR_LOGIN_ADDRESS_USERNAME_LIMIT", default=20)
+LOGIN_ADDRESS_WINDOW_SECONDS = env.int("CXR_LOGIN_ADDRESS_WINDOW_MINUTES", default=15) * 60
+# API tokens stop working this long after they are issued; POST /api/auth/token/ again for a new one.
+API_TOKEN_LIFETIME = timedelta(hours=env.int("CXR_API_TOKEN_LIFETIME_HOURS", default=24 * 30))
 AXES_VERBOSE = False
 
 # Sessions end after this long idle, and at the latest this long after sign-in, whatever the activity.
@@ -176,7 +191,7 @@ AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
 # owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
 AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
-# Real chest films are under 4,300 x 4,900; ml.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
+# Real chest films are under 4,300 x 4,900; ml.serving.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
 MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=25_000_000)
 # Full-resolution decodes at once per web process; an upload that waits longer than this for one is told
 # to retry (503 with Retry-After) instead of holding a web thread in a queue.
@@ -194,7 +209,7 @@ CRISPY_TEMPLATE_PACK = "bootstrap5"
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so an anonymous request gets 401 with a WWW-Authenticate header.
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -291,7 +306,13 @@ INFERENCE_STALE_AFTER = timedelta(seconds=env.int("CXR_INFERENCE_STALE_SECONDS",
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "cxr_portal.observability.RequestIdLogFilter"}},
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "cxr_portal.observability.JsonLogFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["request_id"],
+                             "formatter": env("DJANGO_LOG_FORMAT", default="text")}},
     "root": {"handlers": ["console"], "level": env("DJANGO_LOG_LEVEL", default="INFO")},
     # Axes logs every sign-in at INFO; the audit trail already records them.
     "loggers": {"axes": {"level": "WARNING"}},
@@ -362,3 +383,17 @@ CXR_RESULTS_FHIR_AUTHORIZATION = env("CXR_RESULTS_FHIR_AUTHORIZATION", default="
 CXR_RESULTS_FHIR_TIMEOUT_SECONDS = env.float("CXR_RESULTS_FHIR_TIMEOUT_SECONDS", default=15.0)
 CXR_RESULTS_MAX_ATTEMPTS = env.int("CXR_RESULTS_MAX_ATTEMPTS", default=6)
 CXR_RESULTS_RETRY_BASE_SECONDS = env.int("CXR_RESULTS_RETRY_BASE_SECONDS", default=30)
+
+# Operations (docs/operations.md, "Health and metrics").
+# /metrics answers these networks, or anyone sending "Authorization: Bearer <CXR_METRICS_TOKEN>".
+METRICS_ALLOWED_NETWORKS = env.list("CXR_METRICS_ALLOWED_NETWORKS", default=["127.0.0.1/32", "::1/128"])
+METRICS_TOKEN = env("CXR_METRICS_TOKEN", default="")
+HEALTH_BROKER_TIMEOUT_SECONDS = env.float("CXR_HEALTH_BROKER_TIMEOUT_SECONDS", default=1.0)
+# Each worker's main process writes a heartbeat this often; one older than the stale bound counts as gone.
+WORKER_HEARTBEAT_INTERVAL = timedelta(seconds=env.int("CXR_WORKER_HEARTBEAT_SECONDS", default=10))
+WORKER_HEARTBEAT_STALE_AFTER = timedelta(seconds=env.int("CXR_WORKER_HEARTBEAT_STALE_SECONDS", default=60))
+CELERY_OBSERVED_QUEUES = ["inference", "default"]
+# The request that queued a task names its log lines too.
+CELERY_WORKER_TASK_LOG_FORMAT = (
+    "[%(asctime)s: %(levelname)s/%(processName)s] [%(request_id)s] %(task_name)s[%(task_id)s]: %(message)s"
+)

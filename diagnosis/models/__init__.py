@@ -15,6 +15,7 @@ from .core import (
     ViewPosition,
 )
 from .feedback import CorrectLabel, Feedback, FeedbackRevision
+from .operations import WorkerHeartbeat
 from .results import ResultDelivery, ResultDestination
 from .site import AdaptationRun, JobStatus, LabelImport, ShadowPrediction, SiteLabel
 
@@ -22,5 +23,5 @@ __all__ = [
     "AdaptationRun", "JobStatus", "LabelImport", "ShadowPrediction", "SiteLabel",
     "Alert", "AlertChannel", "AlertDelivery", "CorrectLabel", "DeliveryOutcome", "Feedback", "FeedbackRevision",
     "ModelVersion", "ModelVersionStatus", "PENDING_STATUSES", "Patient", "Prediction", "Sex", "StoredImage", "Study",
-    "StudySource", "StudyStatus", "ViewPosition", "ResultDelivery", "ResultDestination",
+    "StudySource", "StudyStatus", "ViewPosition", "ResultDelivery", "ResultDestination", "WorkerHeartbeat",
 ]

@@ -3,10 +3,16 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from ml.labels import CLASS_NAMES, DISPLAY_NAMES
-from ml.monitoring import ALARM
+from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
+from ml.serving.monitoring import ALARM
 
-from ..texts import class_display_name, result_warning_label, result_warning_message, site_not_validated_notice
+from ..texts import (
+    RESULT_VOIDING_WARNINGS,
+    class_display_name,
+    result_warning_label,
+    result_warning_message,
+    site_not_validated_notice,
+)
 from ..validators import validate_accession_number
 
 
@@ -41,6 +47,11 @@ class StoredImage(models.Model):
     width = models.PositiveIntegerField()
     height = models.PositiveIntegerField()
     size_bytes = models.PositiveBigIntegerField()
+    colour_share = models.FloatField(
+        null=True, blank=True,
+        help_text="Share of the upload's pixels that are clearly coloured (None: a grey format); a colour picture "
+                  "is probably not a radiograph",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -233,8 +244,14 @@ class Prediction(models.Model):
         return [result_warning_message(code) for code in self.warnings or []]
 
     def warning_badges(self) -> list[dict]:
-        return [{"label": result_warning_label(code), "message": result_warning_message(code)}
+        return [{"label": result_warning_label(code), "message": result_warning_message(code),
+                 "voids_result": code in RESULT_VOIDING_WARNINGS}
                 for code in self.warnings or []]
+
+    @property
+    def voided(self) -> bool:
+        """A warning says to ignore this result (e.g. the upload is not a radiograph)."""
+        return any(code in RESULT_VOIDING_WARNINGS for code in self.warnings or [])
 
     def probability_rows(self) -> list[dict]:
         return [

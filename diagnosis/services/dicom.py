@@ -16,7 +16,7 @@ from audit.models import Outcome
 from audit.services import audit_record
 from diagnosis.models import Study, StudySource
 
-from .ingest import UploadRejected, image_prepare, study_store
+from .ingest import UploadBusy, UploadRejected, image_prepare, study_store
 from .patients import patient_get_or_create_from_dicom
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,9 @@ def study_create_from_dicom(*, data: bytes, sender: DicomSender) -> DicomReceive
             return DicomReceived(existing, created=False)
         try:
             decoded = image_prepare(data=data)
+        except UploadBusy as error:
+            # Every decode slot stayed taken: a refusal the sender should retry, not a verdict on the film.
+            raise DicomRefused(" ".join(error.messages), status=STATUS_OUT_OF_RESOURCES) from None
         except UploadRejected as error:
             raise DicomRefused(" ".join(error.messages), status=STATUS_CANNOT_UNDERSTAND) from None
         header = dicom_header_json(dataset)

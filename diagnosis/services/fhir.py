@@ -16,7 +16,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from diagnosis.models import Study, StudyStatus
 from diagnosis.texts import clinical_disclaimer
-from ml.labels import CLASS_NAMES, DISPLAY_NAMES
+from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
@@ -51,8 +51,14 @@ def _instant(value) -> str | None:
     return value.astimezone(datetime.timezone.utc).isoformat() if value else None
 
 
-def study_fhir_bundle(*, study: Study) -> dict:
-    """The study as a FHIR collection Bundle (a dict ready for JSON). The study must come from diagnosis.access."""
+def study_fhir_bundle(*, study: Study, base_url: str = "") -> dict:
+    """The study as a FHIR collection Bundle (a dict ready for JSON). The study must come from diagnosis.access.
+
+    ``base_url`` is where the portal answers the request (the entries' ``fullUrl``s start with it); without a
+    request (a bundle pushed to a PACS or EHR) it is settings.CXR_PUBLIC_BASE_URL, which production must set
+    (the check cxr.W010 warns at start-up). Identifier systems always use the configured URL: they must not
+    change with the address a client happened to use.
+    """
     patient = study.patient
     predictions = list(study.predictions.all())
     prediction = predictions[0] if predictions else None
@@ -168,7 +174,7 @@ def study_fhir_bundle(*, study: Study) -> dict:
     if prediction is not None:
         report["conclusionCode"] = [{"coding": [_coding(SNOMED, FINDING_CODES[prediction.predicted_label])]}]
 
-    base = settings.CXR_PUBLIC_BASE_URL.rstrip("/") + "/fhir"
+    base = (base_url or settings.CXR_PUBLIC_BASE_URL).rstrip("/") + "/fhir"
     resources = [report, *observations, imaging_resource, patient_resource]
     bundle = {
         "resourceType": "Bundle",

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from diagnosis.models import ModelVersion, Prediction, Study, StudyStatus
-from ml.imaging import ImageDecodeError, decode_image
+from ml.serving.imaging import ImageDecodeError, decode_image
 
 from . import storage
 from .alerts import alert_raise_for_prediction
@@ -63,7 +63,7 @@ def predictor_for(model_version: ModelVersion):
     with _predictors_lock:
         predictor = _predictors.get(key)
         if predictor is None:
-            from ml.inference import Predictor
+            from ml.serving.predictor import Predictor
 
             predictor = Predictor.load(artifact_dir)
             if predictor.metadata.sha256 != model_version.file_sha256:
@@ -241,12 +241,21 @@ def study_run_inference(*, study_id: int, resume_claim: str = "") -> InferenceOu
         return InferenceOutcome(study_id, "database_unavailable", str(error), claim=claim)
 
 
+def _warnings_for(study: Study, result) -> list[str]:
+    """The model's warnings, after "not a radiograph" when the upload was a colour picture: the model sees only
+    grey, so a photo gets an answer that must be ignored (the familiarity check may miss it)."""
+    from ml.serving.colour import NOT_RADIOGRAPH, is_colour_picture
+
+    warnings = list(result.warnings)
+    return [NOT_RADIOGRAPH, *warnings] if is_colour_picture(study.image.colour_share) else warnings
+
+
 HEATMAP_LAYER_MAX_SIDE = 512
 
 
 def _heatmap_layer_put(study: Study, model_version: ModelVersion, result) -> tuple[str, dict]:
     """Store the heatmap as a layer at the aspect of the crop box the model saw; return its digest and the box."""
-    from ml.gradcam import heat_layer_png
+    from ml.serving.gradcam import heat_layer_png
 
     box = result.crop_box
     box_width = max(1.0, (box.right - box.left) * study.image.width)
@@ -292,7 +301,7 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
                 inference_ms=float(result.inference_ms),
                 heatmap_sha256=heatmap_sha,
                 heatmap_box=heatmap_box,
-                warnings=list(result.warnings),
+                warnings=_warnings_for(study, result),
             )
             Study.objects.filter(id=study.id).update(
                 status=StudyStatus.COMPLETED, completed_at=timezone.now(), lease_expires_at=None

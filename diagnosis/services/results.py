@@ -26,7 +26,7 @@ from diagnosis.models import (
     ResultDelivery,
     ResultDestination,
 )
-from ml.labels import DISPLAY_NAMES
+from ml.serving.labels import DISPLAY_NAMES
 
 from .alerts import STALE_ATTEMPT_AFTER, DeliveryResult, delivery_attempt_start
 from .dicom_results import PacsDeliveryError, pacs_store, prediction_secondary_capture, prediction_structured_report
@@ -77,16 +77,26 @@ def _ring(*, prediction_id: int, destination: str, revision: int) -> None:
 
 
 def results_redeliver_undelivered() -> int:
-    """Ring again for each recent result revision whose destination neither succeeded nor used up its attempts."""
+    """Ring again for each recent result revision that no destination has yet, unless its attempts are used up.
+
+    Covers the bell lost before any attempt (a prediction with no row for a destination) as well as failed and
+    interrupted attempts.
+    """
     from diagnosis.tasks import deliver_result
 
-    rung = 0
     now = timezone.now()
-    rows = (ResultDelivery.objects.filter(started_at__gte=now - REDELIVER_WITHIN)
-            .values_list("prediction_id", "destination", "revision").distinct())
-    for prediction_id, destination, revision in rows:
-        attempts = list(ResultDelivery.objects.filter(prediction_id=prediction_id, destination=destination,
-                                                      revision=revision))
+    wanted: set[tuple[int, str, int]] = set()
+    recent = Prediction.objects.filter(created_at__gte=now - REDELIVER_WITHIN, created_at__lt=now - STALE_ATTEMPT_AFTER)
+    for prediction in recent.select_related("study"):
+        wanted.update((prediction.id, destination, 1) for destination in result_destinations_for(prediction))
+    wanted.update(ResultDelivery.objects.filter(started_at__gte=now - REDELIVER_WITHIN)
+                  .values_list("prediction_id", "destination", "revision").distinct())
+    attempts_by_delivery: dict[tuple[int, str, int], list[ResultDelivery]] = {}
+    for attempt in ResultDelivery.objects.filter(prediction_id__in={key[0] for key in wanted}):
+        attempts_by_delivery.setdefault((attempt.prediction_id, attempt.destination, attempt.revision), []).append(attempt)
+    rung = 0
+    for prediction_id, destination, revision in sorted(wanted):
+        attempts = attempts_by_delivery.get((prediction_id, destination, revision), [])
         if any(attempt.outcome == DeliveryOutcome.SUCCEEDED for attempt in attempts):
             continue
         if len(attempts) >= settings.CXR_RESULTS_MAX_ATTEMPTS:

@@ -1,6 +1,6 @@
 """Adapt a model to one hospital's labelled films: a new artifact version whose parent is recorded.
 
-    python -m ml.training.adapt --model ARTIFACT --data SITE_ROOT [--manifest CSV] --out NEW_ARTIFACT
+    python -m ml adapt --model ARTIFACT --data SITE_ROOT [--manifest CSV] --out NEW_ARTIFACT
         [--version V] [--steps calibrate|head|finetune] [--site-weight 0.5] [--target-sensitivity 0.95]
         [--dev-data ROOT] [--feature-cache DIR] [--test-share 0.5]
 
@@ -36,17 +36,15 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ml.artifact import ArtifactMetadata, file_sha256, load_metadata, save_metadata
-from ml.calibration import apply_temperature, fit_operating_point, softmax
-from ml.labels import CLASS_NAMES, POSITIVE_CLASS
-from ml.serving.features import (
+from ml.evaluation.datasets import load_dataset, load_split
+from ml.evaluation.features import (
     FeatureCache,
     FeatureSet,
     Head,
@@ -58,6 +56,18 @@ from ml.serving.features import (
     raw_probabilities,
     read_head,
 )
+from ml.evaluation.operating_point import fit_operating_point
+from ml.evaluation.site import compare_on_films, refusal_reasons, write_predictions_csv
+from ml.serving.artifact import ArtifactMetadata, file_sha256, load_metadata, save_metadata
+from ml.serving.calibration import apply_temperature, softmax
+from ml.serving.familiarity import DEFAULT_QUANTILE, FEATURES_FILE, STATS_FILE, features_model, split_outputs
+from ml.serving.gradcam import GRADCAM_LAYER
+from ml.serving.labels import CLASS_NAMES, POSITIVE_CLASS
+from ml.serving.monitoring import Film, add_reference, load_reference, reference_from_films
+from ml.serving.predictor import Predictor
+from ml.serving.preprocess import preprocess
+from ml.training.export import add_cam, export_tflite, max_tflite_difference
+from ml.training.familiarity import fit_familiarity
 
 STEPS = ("calibrate", "head", "finetune")
 SITE_TEST = "test"
@@ -224,7 +234,6 @@ def _noop_progress(_stage: str, _fraction: float) -> None:
 
 def last_block_layers(keras_model) -> list[str]:
     """The layers of the backbone's last block (the one that produces ``gradcam_features``) and the head."""
-    from ml.architectures import GRADCAM_LAYER
 
     names = [layer.name for layer in keras_model.layers]
     gradcam = keras_model.get_layer(GRADCAM_LAYER)
@@ -235,14 +244,12 @@ def last_block_layers(keras_model) -> list[str]:
 
 
 def _model_inputs(films: Sequence[LabelledFilm], config) -> np.ndarray:
-    from ml.preprocess import preprocess
-
     return np.stack([preprocess(film.load(), config) for film in films]).astype(np.float32)
 
 
-def _finetune(*, keras_model, head: Head, films: Sequence[LabelledFilm], weights: np.ndarray, config,
+def _finetune(*, keras_model, head: Head, inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
               settings: AdaptationSettings, progress: Progress) -> list[str]:
-    """Train the last block and the head on these films (batch norm statistics frozen); returns the layers."""
+    """Train the last block and the head on these model inputs (batch norm statistics frozen); returns the layers."""
     import keras
 
     trainable = set(last_block_layers(keras_model))
@@ -250,28 +257,24 @@ def _finetune(*, keras_model, head: Head, films: Sequence[LabelledFilm], weights
         # Batch norm keeps its development statistics: a few hundred films would drag them off.
         layer.trainable = layer.name in trainable and not isinstance(layer, keras.layers.BatchNormalization)
     keras_model.get_layer("logits").set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
-    progress("preparing fine-tuning inputs", 0.0)
-    inputs = _model_inputs(films, config)
-    labels = np.array([film.label for film in films])
     keras_model.compile(optimizer=keras.optimizers.Adam(settings.finetune_learning_rate),
                         loss="sparse_categorical_crossentropy")
     for epoch in range(settings.finetune_epochs):
         keras_model.fit(inputs, labels, sample_weight=weights * len(weights), batch_size=32, epochs=1,
                         shuffle=True, verbose=0)
-        progress("fine-tuning the last block", (epoch + 1) / settings.finetune_epochs)
+        progress("fine-tuning the last block", 0.65 + 0.15 * (epoch + 1) / settings.finetune_epochs)
     return sorted(trainable)
 
 
-def _keras_features(keras_model, films: Sequence[LabelledFilm], config) -> np.ndarray:
-    from ml.familiarity import features_model, split_outputs
+def _keras_features(keras_model, inputs: np.ndarray) -> np.ndarray:
+    """Pooled features (N, C) of model inputs through the (fine-tuned) Keras network."""
 
     model = features_model(keras_model)
-    rows = []
-    for start in range(0, len(films), 64):
-        outputs = model.predict(_model_inputs(films[start:start + 64], config), verbose=0)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        rows.extend(split_outputs([output[i] for output in outputs])[0] for i in range(len(outputs[0])))
-    return np.stack(rows)
+    if not len(inputs):
+        return np.zeros((0, keras_model.get_layer("logits").input.shape[-1]), np.float32)
+    outputs = model.predict(inputs, verbose=0, batch_size=64)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return np.stack([split_outputs([output[i] for output in outputs])[0] for i in range(len(inputs))])
 
 
 def _copy_parent(parent_dir: Path, out_dir: Path) -> None:
@@ -285,7 +288,6 @@ def _export(*, keras_model, out_dir: Path, metadata: ArtifactMetadata, parent: A
     """model.keras, model.tflite (checked against Keras) and, when the parent had one, cam.tflite."""
     import keras
 
-    from ml.export import add_cam, export_tflite, max_tflite_difference
 
     serving_model = keras.models.clone_model(keras_model)
     serving_model.set_weights(keras_model.get_weights())
@@ -310,8 +312,6 @@ def _refit_familiarity(*, keras_model, out_dir: Path, train_features: np.ndarray
 
     The site's adaptation films are among the training films, so films like them are familiar from now on.
     """
-    from ml.export import export_tflite
-    from ml.familiarity import DEFAULT_QUANTILE, FEATURES_FILE, STATS_FILE, features_model, fit_familiarity
 
     quantile = float((parent.familiarity or {}).get("quantile", DEFAULT_QUANTILE))
     model = features_model(keras_model)
@@ -337,7 +337,6 @@ def _monitoring_reference(*, out_dir: Path, calibrated: np.ndarray, labels: np.n
     Warning counts (lungs not found, unfamiliar, unstable) are the parent's rates at this size: the head
     does not change preprocessing, and the familiarity threshold keeps its quantile.
     """
-    from ml.monitoring import Film, add_reference, load_reference, reference_from_films
 
     positive = CLASS_NAMES.index(POSITIVE_CLASS)
     films = [Film(predicted=CLASS_NAMES[int(np.argmax(row))], alert=bool(row[positive] >= threshold),
@@ -358,7 +357,6 @@ def dev_films(parent_dir: Path, *, data_root: Path | None = None,
 
     A leave-one-source-out parent never trained on its left-out source: none of its films are returned.
     """
-    from ml.datasets import load_dataset, load_split
 
     parent = load_metadata(parent_dir)
     training = parent.training or {}
@@ -385,7 +383,6 @@ def adapt(
     progress: Progress = _noop_progress,
 ) -> AdaptationResult:
     """Fit a candidate on the site's adaptation films (never pass films of the locked test part here)."""
-    from ml.inference import Predictor
 
     started = time.perf_counter()
     settings = settings or AdaptationSettings()
@@ -444,17 +441,19 @@ def adapt(
                 head = fit_head(features=np.concatenate([dev.features, site.features]),
                                 labels=np.concatenate([dev.labels, site.labels]), weights=weights,
                                 initial=initial, l2=settings.l2)
-            layers = _finetune(keras_model=keras_model, head=head, films=[*dev.films, *site.films], weights=weights,
-                               config=predictor.config, settings=settings, progress=progress)
+            progress("preparing fine-tuning inputs", 0.65)
+            inputs = _model_inputs([*dev.films, *site.films], predictor.config)
+            layers = _finetune(keras_model=keras_model, head=head, inputs=inputs,
+                               labels=np.concatenate([dev.labels, site.labels]), weights=weights,
+                               settings=settings, progress=progress)
             record["finetune"] = {"layers": layers, "epochs": settings.finetune_epochs,
                                   "learning_rate": settings.finetune_learning_rate, "batch_norm": "frozen"}
             progress("features of the fine-tuned backbone", 0.8)
             initial = read_head(keras_model)
-            if dev.films:
-                dev.features = _keras_features(keras_model, dev.films, predictor.config)
-            site.features = _keras_features(keras_model, site.films, predictor.config)
+            features = _keras_features(keras_model, inputs)
+            dev.features, site.features = features[: len(dev.films)], features[len(dev.films):]
             if validation.films:
-                validation.features = _keras_features(keras_model, validation.films, predictor.config)
+                validation.features = _keras_features(keras_model, _model_inputs(validation.films, predictor.config))
             record["backbone"] = None  # a new backbone: named by the exported file below
         progress("refitting the head", 0.85)
         with threadpool_limits(limits=1, user_api="blas"):  # measured 2.8 s per fit with one, 14.7 s with two
@@ -476,7 +475,7 @@ def adapt(
     metadata = ArtifactMetadata(
         name=parent.name, version=version or f"{parent.version}-site-{datetime.now(timezone.utc):%Y%m%d%H%M%S}",
         architecture=parent.architecture, class_names=list(parent.class_names), input_size=parent.input_size,
-        preprocessing=dict(parent.preprocessing), temperature=point.temperature, covid_threshold=point.threshold,
+        recipe=dict(parent.recipe), temperature=point.temperature, covid_threshold=point.threshold,
         target_sensitivity=settings.target_sensitivity, threshold_confidence=confidence, metrics=point.metrics,
         sha256=parent.sha256, training={**training, "adaptation": record},
         cam_file=parent.cam_file, cam_sha256=parent.cam_sha256, familiarity=parent.familiarity,
@@ -564,10 +563,6 @@ def _print_progress():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ml.datasets import load_dataset
-    from ml.evaluation.site import compare_on_films, refusal_reasons, write_predictions_csv
-    from ml.inference import Predictor
-
     args = build_parser().parse_args(argv)
     samples = load_dataset(args.data, args.manifest)
     if not samples:
@@ -605,6 +600,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "refusal_reasons": evaluation["refusal_reasons"]}, indent=1))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -16,7 +16,7 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 900}
 
 
-def completed_study(*, accession: str, uploaded_by, probabilities: dict[str, float], model_version):
+def completed_study(*, accession: str, uploaded_by, probabilities: dict[str, float], model_version, warnings=()):
     """A completed study with one prediction (and its alert when the COVID-19 probability reaches the threshold)."""
     from diagnosis.models import Prediction, Study
     from diagnosis.services.alerts import alert_raise_for_prediction
@@ -29,6 +29,7 @@ def completed_study(*, accession: str, uploaded_by, probabilities: dict[str, flo
         study=study, model_version=model_version, probabilities=probabilities, raw_probabilities=probabilities,
         predicted_label=label, covid_probability=probabilities["covid"], covid_threshold=model_version.covid_threshold,
         covid_alert=probabilities["covid"] >= model_version.covid_threshold, inference_ms=10.0,
+        warnings=list(warnings),
     )
     Study.objects.filter(id=study.id).update(status="completed", completed_at=timezone.now())
     alert_raise_for_prediction(prediction=prediction)
@@ -65,6 +66,9 @@ def test_roles_land_where_they_may_and_reviewed_results_read_the_same_everywhere
                                 probabilities={"covid": 0.81, "normal": 0.1, "pneumonia": 0.09})
     pneumonia = completed_study(accession="ACC-PNEUMONIA", uploaded_by=clinician, model_version=model_version,
                                 probabilities={"covid": 0.42, "normal": 0.08, "pneumonia": 0.5})
+    photo = completed_study(accession="ACC-HOLIDAY-PHOTO", uploaded_by=clinician, model_version=model_version,
+                            probabilities={"covid": 0.1, "normal": 0.78, "pneumonia": 0.12},
+                            warnings=["not_radiograph", "unfamiliar"])
     completed_study(accession="ACC-WAITING-REVIEW", uploaded_by=clinician, model_version=model_version,
                     probabilities={"covid": 0.05, "normal": 0.9, "pneumonia": 0.05})
 
@@ -105,6 +109,23 @@ def test_roles_land_where_they_may_and_reviewed_results_read_the_same_everywhere
     explanation = page.inner_text("[data-testid=alert-other-class]")
     assert "highest probability" in explanation and "lower probability" in explanation
     screenshot(page, "14-covid-alert-under-pneumonia")
+
+    # A colour photo's result says plainly to ignore it, before anything else.
+    page.goto(f"{live_server.url}/studies/{photo.id}/")
+    first_warning = page.locator("[data-testid=result-warning]").first
+    assert first_warning.get_attribute("data-voids-result") == "yes"
+    assert "probably not a chest radiograph" in first_warning.inner_text() and "ignore this result" in first_warning.inner_text()
+    screenshot(page, "25-colour-photo-not-a-radiograph")
+
+    # The API docs keep the portal's navigation; no page asks for a missing favicon.
+    not_found = []
+    page.on("response", lambda response: not_found.append(response.url) if response.status == 404 else None)
+    page.goto(f"{live_server.url}/api/docs/")
+    page.wait_for_selector("#swagger-ui .opblock", timeout=60_000)
+    assert page.is_visible("[data-testid=nav-alerts]") and page.is_visible("[data-testid=current-user]")
+    screenshot(page, "24-api-docs-with-navigation")
+    page.goto(f"{live_server.url}/studies/{pneumonia.id}/")
+    assert not_found == [], not_found
 
     # 7. In Spanish, acknowledging reads as "seen", never as "confirmed" (the alert does not confirm COVID-19).
     page.select_option("[data-testid=language-picker] select[name=language]", "es")
@@ -192,3 +213,45 @@ def test_retiring_the_only_active_model_needs_a_reason_and_an_explicit_pause_whi
     assert "Analysis is paused." in page.inner_text("[data-testid=analysis-paused]")
     screenshot(page, "21-worklist-analysis-paused")
     context.close()
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_site_monitor_opens_with_a_plain_answer_and_its_chart_fits_with_its_legend(
+    browser, live_server, tiny_model_dir, tmp_path, monkeypatch
+):
+    import shutil
+
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    from diagnosis.services.model_registry import model_version_register
+    from ml.serving.monitoring import add_reference, reference_from_films
+    from tests.diagnosis import factories
+    from tests.diagnosis.test_monitoring import VALIDATION, _results
+
+    path = tmp_path / "monitored"
+    shutil.copytree(tiny_model_dir, path)
+    add_reference(path, reference_from_films(VALIDATION))
+    model = model_version_register(artifact_dir=path, activate=True)
+    clinician = UserFactory(username="dr_monitor", clinician=True)
+    _results(model=model, patient=PatientFactory(), clinician=clinician, monkeypatch=monkeypatch, count=12,
+             label="covid", covid=0.99, confirmed="normal")
+    administrator = UserFactory(username="admin_monitor", administrator=True)
+    device = TOTPDevice.objects.create(user=administrator, name="phone", confirmed=True)
+    assert factories  # the results above are stored as the worker would
+
+    for name, viewport in (("22-site-monitor", DESKTOP), ("23-site-monitor-at-phone-width", PHONE)):
+        context, page = new_page(browser, viewport)
+        sign_in(page, live_server.url, administrator, device)
+        page.goto(f"{live_server.url}/models/{model.id}/monitoring/")
+        summary = page.inner_text("[data-testid=monitor-summary]")
+        assert "this model behaves differently here than on its validation films" in summary
+        assert "raises more false COVID-19 alerts than on validation" in summary
+        chart = page.locator("[data-testid=monitor-chart] svg")
+        legend = page.locator("[data-testid=monitor-chart] svg text", has_text="this site (95% interval)")
+        assert legend.count() == 1
+        chart_box, legend_box = chart.bounding_box(), legend.bounding_box()
+        assert legend_box["y"] + legend_box["height"] <= chart_box["y"] + chart_box["height"] + 1
+        assert chart_box["x"] + chart_box["width"] <= viewport["width"]
+        screenshot(page, name)
+        context.close()

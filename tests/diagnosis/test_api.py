@@ -73,7 +73,7 @@ def test_upload_rejects_bad_files_with_400(api_clients, patient, data, message):
 def test_upload_with_missing_fields_is_400(api_clients, patient):
     response = api_clients["clinician"].post("/api/studies/", {"patient": patient.id}, format="multipart")
     assert response.status_code == 400
-    assert "file" in response.json()
+    assert "file" in response.json()["errors"] and response.json()["detail"].startswith("file: ")
     missing_patient = api_clients["clinician"].post(
         "/api/studies/", {"patient": 987654, "file": SimpleUploadedFile("c.png", images.png_bytes())}, format="multipart"
     )
@@ -125,3 +125,28 @@ def test_prediction_endpoint_returns_model_output(api_clients, study, active_mod
 def test_refused_role_gets_403_even_for_an_invalid_upload(role, api_clients):
     response = api_clients[role].post("/api/studies/", {"patient": "not-a-number"}, format="multipart")
     assert response.status_code == 403
+
+
+@pytest.mark.django_db
+def test_every_api_refusal_has_the_same_shape_a_detail_sentence(api_clients, patient, settings):
+    empty = api_clients["clinician"].post(
+        "/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("empty.png", b"")}, format="multipart")
+    assert empty.status_code == 400
+    assert empty.json()["detail"].startswith("file: ") and "empty" in empty.json()["detail"]
+    assert "empty" in empty.json()["errors"]["file"][0]
+    undecodable = api_clients["clinician"].post(
+        "/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("x.png", b"not an image")},
+        format="multipart")
+    assert undecodable.status_code == 400 and isinstance(undecodable.json()["detail"], str)
+    refused = api_clients["auditor"].post("/api/patients/", {"mrn": "X", "name": "X"}, format="json")
+    assert refused.status_code == 403 and isinstance(refused.json()["detail"], str)
+    assert api_clients["clinician"].get("/api/studies/987654/").json().keys() == {"detail"}
+    anonymous = api_clients["anonymous"].get("/api/studies/")
+    assert anonymous.status_code == 401 and isinstance(anonymous.json()["detail"], str)
+
+    settings.MAX_REQUEST_BYTES = 1000
+    too_large = api_clients["clinician"].post(
+        "/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("big.png", b"0" * 5000)},
+        format="multipart")
+    assert too_large.status_code == 413
+    assert too_large["Content-Type"] == "application/json" and "larger than" in too_large.json()["detail"]

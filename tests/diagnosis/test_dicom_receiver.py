@@ -194,3 +194,64 @@ def test_the_command_refuses_to_start_without_allowed_calling_aes(settings):
     settings.CXR_DICOM_ALLOWED_CALLING_AES = []
     with pytest.raises(CommandError, match="CXR_DICOM_ALLOWED_CALLING_AES"):
         call_command("dicom_receiver", "--port", str(free_port()))
+
+
+def test_a_busy_decoder_answers_out_of_resources_so_the_sender_retries(receiver, queued_inference, monkeypatch):
+    from diagnosis.services.ingest import UploadBusy
+
+    def busy(**kwargs):
+        raise UploadBusy("Too many films are being read at once.", retry_after_seconds=5)
+
+    monkeypatch.setattr("diagnosis.services.dicom.image_prepare", busy)
+
+    assert send(receiver, dicom_films.radiograph()) == [STATUS_OUT_OF_RESOURCES]
+    assert not Study.objects.exists()
+
+
+def self_signed_certificate(folder) -> tuple[str, str]:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    certificate_path, key_path = folder / "receiver.crt", folder / "receiver.key"
+    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(certificate_path), str(key_path)
+
+
+def test_serves_dicom_over_tls_when_given_a_certificate(tmp_path, queued_inference):
+    import ssl
+
+    certificate, key = self_signed_certificate(tmp_path)
+    config = ReceiverConfig(ae_title=RECEIVER_AE, port=free_port(), allowed_calling_aes=[ALLOWED_AE],
+                            tls_certificate=certificate, tls_key=key)
+    server = receiver_start(config, block=False)
+    try:
+        plain = AE(ae_title=ALLOWED_AE)
+        plain.add_requested_context(Verification)
+        assert not plain.associate("127.0.0.1", config.port, ae_title=RECEIVER_AE).is_established
+
+        client_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=certificate)
+        scu = AE(ae_title=ALLOWED_AE)
+        scu.add_requested_context(Verification)
+        association = scu.associate("127.0.0.1", config.port, ae_title=RECEIVER_AE,
+                                    tls_args=(client_context, "localhost"))
+        assert association.is_established
+        assert association.send_c_echo().Status == 0x0000
+        association.release()
+    finally:
+        server.shutdown()

@@ -141,3 +141,22 @@ def test_report_conclusion_carries_the_result_warning(clinician, patient, monkey
     report = resources_by_type(fetch(clinician, study.id).json())["DiagnosticReport"][0]
     assert "lung fields could not be found" in report["conclusion"]
     assert report["conclusion"].endswith("does not make a diagnosis.")
+
+
+@pytest.mark.django_db
+def test_full_urls_start_where_the_portal_answered_the_request(alerting_study, clinician, settings):
+    settings.ALLOWED_HOSTS = ["cxr.hospital.example"]
+    settings.CXR_PUBLIC_BASE_URL = "http://127.0.0.1:8000"
+    api = APIClient()
+    api.force_authenticate(clinician)
+    body = api.get(f"/api/studies/{alerting_study.id}/fhir/", HTTP_HOST="cxr.hospital.example", secure=True).json()
+    assert {entry["fullUrl"].split("/fhir/")[0] for entry in body["entry"]} == {"https://cxr.hospital.example"}
+
+
+def test_start_up_check_warns_when_production_leaves_the_public_base_url_unset(settings):
+    from diagnosis.checks import check_public_base_url
+
+    settings.DEBUG, settings.CXR_PUBLIC_BASE_URL = False, "http://127.0.0.1:8000"
+    assert [warning.id for warning in check_public_base_url()] == ["cxr.W010"]
+    settings.CXR_PUBLIC_BASE_URL = "https://cxr.hospital.example"
+    assert check_public_base_url() == []

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from diagnosis.services import storage
 from diagnosis.services.feedback import feedback_record
-from ml.imaging import encode_png
+from ml.serving.imaging import encode_png
 from tests import images
 from tests.diagnosis import factories
 
@@ -139,7 +139,7 @@ def test_alert_under_another_result_is_explained_and_kept_with_its_meaning_on_on
 
 @pytest.mark.django_db
 def test_heatmap_is_laid_over_the_film_in_the_report(reported_study, client, clinician):
-    from ml.gradcam import heat_layer_png
+    from ml.serving.gradcam import heat_layer_png
 
     prediction = reported_study.predictions.get()
     layer = storage.blob_put(heat_layer_png(images.gradient(40, 30), width=40, height=30),
@@ -149,3 +149,13 @@ def test_heatmap_is_laid_over_the_film_in_the_report(reported_study, client, cli
     client.force_login(clinician)
     text, images_count = pdf_text(client.get(reverse("diagnosis:study_report", args=[reported_study.id])).content)
     assert images_count == 2 and "The same film with the Grad-CAM heatmap" in text
+
+
+@pytest.mark.django_db
+def test_report_uses_the_readers_decimal_separator_and_one_date_format(reported_study, client, clinician):
+    client.force_login(clinician)
+    client.post(reverse("set_language"), {"language": "es", "next": "/"})
+    text, _images = pdf_text(client.get(reverse("diagnosis:study_report", args=[reported_study.id])).content)
+    assert "0,200" in text and "0.200" not in text  # the COVID-19 probability
+    uploaded = reported_study.created_at.strftime("%Y-%m-%d %H:%M")
+    assert uploaded in text

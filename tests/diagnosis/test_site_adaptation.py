@@ -162,3 +162,41 @@ def test_results_say_when_the_version_is_not_validated_at_this_site(clinician, p
     model.site_evaluation["class_counts"]["covid"] = 0  # a class missing: not validated
     model.save(update_fields=["site_evaluation"])
     assert notice in client.get(reverse("diagnosis:study_detail", args=[study.pk])).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_import_page_reads_only_under_the_import_folder(admin_client, tmp_path, settings, adaptation_settings):
+    from django.urls import reverse
+
+    from diagnosis.models import LabelImport
+
+    settings.CXR_SITE_IMPORT_DIR = tmp_path / "import"
+    (tmp_path / "import" / "site").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    page = admin_client.post(reverse("diagnosis:site_import"), {"root": "../elsewhere"}, follow=True)
+    assert "Only folders under" in page.content.decode()
+    assert not LabelImport.objects.exists()
+    admin_client.post(reverse("diagnosis:site_import"), {"root": "site"})
+    assert LabelImport.objects.get().root == str((tmp_path / "import" / "site").resolve())
+
+
+@pytest.mark.django_db
+def test_feedback_confirms_a_study_with_one_or_two_agreeing_clinicians(
+        clinician, second_clinician, patient, monkeypatch, settings):
+    from diagnosis.services.feedback import feedback_record
+    from tests.diagnosis import factories
+
+    model = factories.model_version(covid_threshold=0.5, status="active")
+    study = factories.uploaded_study(patient=patient, uploaded_by=clinician, monkeypatch=monkeypatch,
+                                     accession_number="ACC-CONFIRM")
+    prediction = factories.completed_prediction(study=study, model=model, covid=0.1)
+    feedback_record(author=clinician, prediction=prediction, agrees=False, correct_label="pneumonia")
+
+    settings.CXR_SITE_LABEL_AGREEMENT = 1
+    assert [(film.study_id, film.label) for film in confirmed_site_films()] == [(study.pk, "pneumonia")]
+    settings.CXR_SITE_LABEL_AGREEMENT = 2
+    assert confirmed_site_films() == []
+    feedback_record(author=second_clinician, prediction=prediction, agrees=False, correct_label="pneumonia")
+    assert [film.label for film in confirmed_site_films()] == ["pneumonia"]
+    feedback_record(author=second_clinician, prediction=prediction, agrees=False, correct_label="other")
+    assert confirmed_site_films() == []  # the clinicians now disagree (and "other" is no class)

@@ -23,6 +23,7 @@ def production_environment(**overrides) -> dict:
         "CELERY_BROKER_URL": "redis://redis.example.org:6379/0",
         "CXR_STORAGE_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
         "CXR_AUDIT_KEY": secrets.token_urlsafe(48),
+        "CXR_PUBLIC_BASE_URL": "https://cxr.example.org",
     }
     environment.update(overrides)
     return {name: value for name, value in environment.items() if value is not None}
@@ -38,6 +39,12 @@ def test_check_deploy_reports_nothing_with_production_settings():
     result = manage("check", "--deploy", "--fail-level", "DEBUG", environment=production_environment())
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+@pytest.mark.slow
+def test_start_up_warns_when_the_public_base_url_is_unset_in_production():
+    result = manage("check", environment=production_environment(CXR_PUBLIC_BASE_URL=None))
+    assert "cxr.W010" in result.stdout + result.stderr and "CXR_PUBLIC_BASE_URL is not set" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from diagnosis.models import Study
 from diagnosis.services import storage
 from diagnosis.services.ingest import UploadRejected, study_create
-from ml.imaging import encode_png
+from ml.serving.imaging import encode_png
 from tests import images
 from tests.diagnosis import factories
 
@@ -35,7 +35,7 @@ def test_api_refuses_a_hostile_accession_number(clinician, patient, accession):
     api.force_authenticate(clinician)
     response = api.post("/api/studies/", {"patient": patient.id, "file": SimpleUploadedFile("a.png", images.png_bytes()),
                                           "accession_number": accession}, format="multipart")
-    assert response.status_code == 400 and "accession_number" in response.json()
+    assert response.status_code == 400 and "accession_number" in response.json()["errors"]
     assert not Study.objects.exists()
 
 
