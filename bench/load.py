@@ -13,6 +13,7 @@ everything else on the machine: compare configurations side by side, not with an
 
 import argparse
 import statistics
+from collections import Counter
 import sys
 import threading
 import time
@@ -87,6 +88,7 @@ def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, second
     sustained = len(finished) / (max(finished) - first) if finished else 0.0
     return {
         "uploads": count, "2xx": len(study_ids), "errors": len(errors),
+        "error kinds": dict(Counter(errors)),
         "upload p50": percentile(latencies, 0.5), "upload p95": percentile(latencies, 0.95),
         "result p50": percentile(waits, 0.5), "result p95": percentile(waits, 0.95),
         "studies/s": sustained, "completed": len(finished),
