@@ -44,6 +44,7 @@ BLANK_UPLOAD = (("accession_number", ""),)
 BLANK_USER = (("username", ""),)
 UPLOAD = (("patient", "{patient}"), ("file", "<png>"))
 SET_LANGUAGE = (("language", "es"), ("next", "/worklist/"))
+RETIRE = (("reason", "superseded"),)
 
 MATRIX: list[Row] = [
     # --- sign-in --------------------------------------------------------------------------------
@@ -78,7 +79,8 @@ MATRIX: list[Row] = [
     R("models/",                                             "GET",  "/models/",                                   302, 403, 403, 200, 200),
     R("models/<int:version_id>/monitoring/",                 "GET",  "/models/{model_version}/monitoring/",        302, 403, 403, 200, 200),
     R("models/<int:model_version_id>/activate/",             "POST", "/models/{model_version}/activate/",          302, 403, 403, 302, 403),
-    R("models/<int:model_version_id>/retire/",               "POST", "/models/{model_version}/retire/",            302, 403, 403, 302, 403),
+    R("models/<int:model_version_id>/retire/",               "GET",  "/models/{model_version}/retire/",            302, 403, 403, 200, 403),
+    R("models/<int:model_version_id>/retire/",               "POST", "/models/{model_version}/retire/",            302, 403, 403, 302, 403, RETIRE),
     R("models/site/",                                        "GET",  "/models/site/",                              302, 403, 403, 200, 200),
     R("models/site/import/",                                 "POST", "/models/site/import/",                       302, 403, 403, 302, 403,
       (("root", "no-such-folder"),)),
