@@ -87,7 +87,7 @@ def test_rejects_duplicate_accession_number(clinician, patient, queued_inference
 
 @pytest.mark.django_db
 def test_a_png_is_stored_as_uploaded_without_its_text_chunks_and_decodes_to_the_same_pixels(
-    clinician, patient, monkeypatch
+    clinician, patient, monkeypatch, queued_inference
 ):
     import io
 
@@ -101,7 +101,6 @@ def test_a_png_is_stored_as_uploaded_without_its_text_chunks_and_decodes_to_the_
         raise AssertionError("a PNG upload must not be re-encoded")
 
     monkeypatch.setattr(ingest, "reencoded_png", no_reencode)
-    monkeypatch.setattr("diagnosis.tasks.run_inference.delay", lambda **kwargs: None)
     pixels = (np.random.default_rng(4).integers(0, 65535, (300, 280))).astype(np.uint16)
     text = PngImagePlugin.PngInfo()
     text.add_text("PatientName", "Maria Lopez")

@@ -75,6 +75,7 @@ MATRIX: list[Row] = [
     R("alerts/",                                             "GET",  "/alerts/",                                   302, 200, 200, 403, 200),
     R("alerts/<int:alert_id>/acknowledge/",                  "POST", "/alerts/{alert}/acknowledge/",               302, 302, 302, 403, 403, ACK),
     R("alerts/deliveries/",                                  "GET",  "/alerts/deliveries/",                        302, 403, 403, 200, 403),
+    R("results/deliveries/",                                 "GET",  "/results/deliveries/",                       302, 403, 403, 200, 403),
     R("models/",                                             "GET",  "/models/",                                   302, 403, 403, 200, 200),
     R("models/<int:version_id>/monitoring/",                 "GET",  "/models/{model_version}/monitoring/",        302, 403, 403, 200, 200),
     R("models/<int:model_version_id>/activate/",             "POST", "/models/{model_version}/activate/",          302, 403, 403, 302, 403),
