@@ -37,10 +37,10 @@ def main() -> int:
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     sys.path.insert(0, str(REPOSITORY))
 
-    from ml.artifact import load_metadata
-    from ml.datasets import load_dataset
-    from ml.inference import Predictor
-    from ml.serving.features import FeatureCache, extract_features, films_from_samples
+    from ml.serving.artifact import load_metadata
+    from ml.evaluation.datasets import load_dataset
+    from ml.serving.predictor import Predictor
+    from ml.evaluation.features import FeatureCache, extract_features, films_from_samples
     from ml.training.adapt import AdaptationSettings, adapt, dev_films, patient_position
 
     metadata = load_metadata(args.model)

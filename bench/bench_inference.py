@@ -128,7 +128,7 @@ def _roof_models():
 
 def _roof_files(folder: Path) -> list[tuple[Path, int]]:
     """The roof models as TFLite files, each with its multiply-adds per inference."""
-    from ml.export import export_tflite
+    from ml.training.export import export_tflite
 
     return [(export_tflite(keras_model=model, path=folder / f"{model.name}.tflite"), multiply_adds(model))
             for model in _roof_models()]
@@ -140,7 +140,7 @@ ROOF_INFERENCES = 60  # about 600 M multiply-adds each: a second or two per proc
 
 def _invoke_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]:
     """One serving process: one-thread interpreter, wait for the common start, run n inferences."""
-    from ml.export import make_interpreter
+    from ml.serving.interpreter import make_interpreter
 
     interpreter = make_interpreter(path, threads=1)
     detail = interpreter.get_input_details()[0]
@@ -159,7 +159,7 @@ def _invoke_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]
 
 def _predict_loop(path: str, n: int, start_at: float) -> tuple[float, float, int]:
     """One worker process: Predictor (preprocessing, model, heatmap, stability check) on a synthetic film, as the worker serves."""
-    from ml.inference import Predictor
+    from ml.serving.predictor import Predictor
 
     predictor = Predictor.load(path)
     film = _chest(512, 440)
@@ -190,7 +190,7 @@ def _keras_model(artifact: Path | None, architecture: str, size: int):
 
     if artifact is not None and (artifact / "model.keras").is_file():
         return keras.models.load_model(artifact / "model.keras", compile=False), f"{artifact}"
-    from ml.architectures import build_model
+    from ml.training.architectures import build_model
 
     return build_model(architecture=architecture, input_size=size), f"untrained {architecture}"
 
@@ -207,8 +207,9 @@ def main() -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from ml.export import export_tflite, make_interpreter, run_interpreter
-    from ml.inference import Predictor
+    from ml.serving.interpreter import make_interpreter, run_interpreter
+    from ml.serving.predictor import Predictor
+    from ml.training.export import export_tflite
 
     print(f"batch 1, one thread, {args.n} timed runs each\n")
     seed_model, seed_origin = _keras_model(args.seed_artifact, "seed", 256)
@@ -280,7 +281,7 @@ def main() -> int:
 
     if predictor is not None:
         code = (
-            "import time; t=time.perf_counter(); import numpy as np; from ml.inference import Predictor; "
+            "import time; t=time.perf_counter(); import numpy as np; from ml.serving.predictor import Predictor; "
             f"p=Predictor.load({str(production)!r}); p.predict_one(np.full((512,440),0.5,np.float32), with_heatmap=True, check_stability=True); "
             "print((time.perf_counter()-t)*1000)"
         )
@@ -288,8 +289,8 @@ def main() -> int:
                                      check=True).stdout.split()[-1]) for _ in range(3)]
         print(f"\ncold start (new process: import, Predictor.load, first prediction with heatmap and stability check): {min(cold):.0f} / {np.median(cold):.0f} ms (min / median of 3)")
 
-    from ml.imaging import decode_image, reencoded_png
-    from ml.preprocess import PreprocessConfig, preprocess
+    from ml.serving.imaging import decode_image, reencoded_png
+    from ml.serving.preprocess import PreprocessConfig, preprocess
 
     config = predictor.config if predictor is not None else PreprocessConfig(input_size=256)
     # The portal decodes an upload once, in the web process, and stores it re-encoded as PNG

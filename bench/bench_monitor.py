@@ -1,4 +1,4 @@
-"""How long the site monitor's checks take on a site's results (ml.monitoring), without the database.
+"""How long the site monitor's checks take on a site's results (ml.serving.monitoring), without the database.
 
     .venv/bin/python bench/bench_monitor.py [--films 10000 100000 1000000]
 
@@ -16,7 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ml.monitoring import Film, Limits, reference_from_films, run_checks, simulate  # noqa: E402
+from ml.evaluation.monitor_replay import simulate
+from ml.serving.monitoring import Film, Limits, reference_from_films, run_checks
 
 CLASSES = ("covid", "normal", "pneumonia")
 

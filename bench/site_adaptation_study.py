@@ -49,11 +49,11 @@ def main() -> int:
     parser.add_argument("--resamples", type=int, default=500)
     args = parser.parse_args()
 
-    from ml.artifact import load_metadata
-    from ml.datasets import load_dataset
+    from ml.serving.artifact import load_metadata
+    from ml.evaluation.datasets import load_dataset
     from ml.evaluation.site import compare_on_films
-    from ml.inference import Predictor
-    from ml.serving.features import FeatureCache, films_from_samples
+    from ml.serving.predictor import Predictor
+    from ml.evaluation.features import FeatureCache, films_from_samples
     from ml.training.adapt import AdaptationSettings, adapt, dev_films, patient_position
 
     metadata = load_metadata(args.model)

@@ -37,7 +37,6 @@ from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
 from .services.fhir import study_fhir_bundle
 from .services.reports import study_report_pdf
-from .upload_messages import upload_message_translated
 from .services.ingest import UploadBusy, UploadRateLimited, UploadReplayed, study_create
 from .services.patients import patient_create
 from .validators import filename_part
@@ -56,9 +55,9 @@ def exception_handler(exc, context):
         return database_unavailable_response(context["request"])
     if isinstance(exc, DjangoValidationError):
         if hasattr(exc, "error_dict"):
-            errors = {name: [upload_message_translated(m) for m in messages] for name, messages in exc.message_dict.items()}
+            errors = exc.message_dict
         else:
-            errors = {"detail": [upload_message_translated(message) for message in exc.messages]}
+            errors = {"detail": exc.messages}
         response = Response(status=status.HTTP_400_BAD_REQUEST)
         if isinstance(exc, UploadBusy):
             response = Response(status=status.HTTP_503_SERVICE_UNAVAILABLE)

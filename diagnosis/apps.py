@@ -9,6 +9,6 @@ class DiagnosisConfig(AppConfig):
         from django.conf import settings
 
         from diagnosis import checks  # noqa: F401 - registers the deployment checks
-        from ml.imaging import decode_slots_configure
+        from ml.serving.imaging import decode_slots_configure
 
         decode_slots_configure(settings.MAX_CONCURRENT_DECODES)

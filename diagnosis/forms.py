@@ -3,7 +3,7 @@ from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from cxr_portal.filters import DateRangeFilterForm
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 
 from .models import CorrectLabel, Sex, StudyStatus, ViewPosition
 from .selectors import WorklistFilters

@@ -135,7 +135,7 @@ def feedback_for_study(*, study: Study) -> QuerySet[Feedback]:
 
 def feedback_training_examples() -> QuerySet[Feedback]:
     """Feedback that names a class the model learns (not "other"): the rows a retraining dataset is built from."""
-    from ml.labels import CLASS_NAMES
+    from ml.serving.labels import CLASS_NAMES
 
     return (
         Feedback.objects.filter(correct_label__in=CLASS_NAMES)

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.utils.translation import gettext as _
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -116,9 +117,11 @@ class StudyUploadSerializer(serializers.Serializer):
 
     def validate_file(self, upload):
         if upload.size == 0:
-            raise serializers.ValidationError("The file is empty.")
+            raise serializers.ValidationError(_("The file is empty."), code="empty")
         if upload.size > settings.MAX_UPLOAD_BYTES:
-            raise serializers.ValidationError(f"The file is larger than {settings.MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+            megabytes = settings.MAX_UPLOAD_BYTES // (1024 * 1024)
+            raise serializers.ValidationError(_("The file is larger than %(megabytes)s MB.") % {"megabytes": megabytes},
+                                              code="too_large")
         return upload
 
 

@@ -32,7 +32,6 @@ from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
 from .services.reports import study_report_pdf
 from .texts import alert_meaning, class_display_name, monitor_check_description, monitor_summary
-from .upload_messages import upload_message_translated
 from .validators import filename_part
 
 WORKLIST_PAGE_SIZE = 25
@@ -146,7 +145,7 @@ def patient_create_view(request):
         try:
             patient = patient_create(actor=request.user, **form.cleaned_data)
         except ValidationError as error:
-            form_add_service_errors(form, error, translate=upload_message_translated)
+            form_add_service_errors(form, error)
         else:
             messages.success(request, _("Patient %(name)s created.") % {"name": patient.name})
             return redirect("diagnosis:patient_detail", patient_id=patient.id)
@@ -179,7 +178,7 @@ def study_upload(request, patient_id: int):
                 acquisition_date=form.cleaned_data["acquisition_date"],
             )
         except ValidationError as error:
-            form_add_service_errors(form, error, field="file", translate=upload_message_translated)
+            form_add_service_errors(form, error, field="file")
             if isinstance(error, UploadBusy):
                 response = render(request, "diagnosis/study_upload.html",
                                   {"form": form, "patient": patient, **_analysis_state()}, status=503)
@@ -251,7 +250,7 @@ def study_feedback(request, study_id: int):
         try:
             feedback_record(author=request.user, prediction=prediction, **form.cleaned_data)
         except ValidationError as error:
-            form_add_service_errors(form, error, translate=upload_message_translated)
+            form_add_service_errors(form, error)
         else:
             messages.success(request, _("Your feedback was recorded."))
             return redirect("diagnosis:study_detail", study_id=study.id)
@@ -367,7 +366,7 @@ def model_version_monitoring(request, version_id: int):
     if days not in windows:
         days = default
     report = model_version_monitoring_report(model_version=version, days=days or None)
-    from ml.plots import monitoring_chart_svg  # matplotlib only for this page, not in every web process
+    from ml.evaluation.plots import monitoring_chart_svg  # matplotlib only for this page, not in every web process
 
     audit_record(actor=request.user, action="model_version.monitoring_view", target=version,
                  details={"days": days, "status": report.status})

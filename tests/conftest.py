@@ -185,7 +185,7 @@ def write_synthetic_folder(root, *, count_per_class: int, seed: int):
     import numpy as np
     from PIL import Image
 
-    from ml.labels import CLASS_NAMES
+    from ml.serving.labels import CLASS_NAMES
 
     films, labels = synthetic_training_set(count_per_class=count_per_class, seed=seed)
     for index, (film, label) in enumerate(zip(films, labels)):
@@ -198,16 +198,15 @@ def write_synthetic_folder(root, *, count_per_class: int, seed: int):
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A real (tiny) model artifact trained once per test session on synthetic images."""
-    from ml.train import train_from_arrays
+    from ml.training.recipe import recipe_for
+    from ml.training.train import train_from_arrays
 
     images, labels = synthetic_training_set()
     return train_from_arrays(
         images,
         labels,
-        architecture="tiny",
+        recipe=recipe_for("tiny", seed=7),
         out_dir=tmp_path_factory.mktemp("models") / "tiny",
-        epochs=3,
-        seed=7,
         name="tiny-test",
         version="1",
     )
@@ -220,13 +219,13 @@ def familiar_model_dir(tiny_model_dir, tmp_path_factory):
 
     import numpy as np
 
-    from ml.artifact import load_metadata
-    from ml.familiarity import add_familiarity
-    from ml.preprocess import PreprocessConfig, preprocess
+    from ml.serving.artifact import load_metadata
+    from ml.serving.preprocess import preprocess
+    from ml.training.familiarity import add_familiarity
 
     path = tmp_path_factory.mktemp("familiar") / "tiny"
     shutil.copytree(tiny_model_dir, path)
-    config = PreprocessConfig.from_dict(load_metadata(path).preprocessing)
+    config = load_metadata(path).preprocess_config
     films, labels = synthetic_training_set(count_per_class=30, seed=11)
     inputs = np.stack([preprocess(film, config) for film in films])
     add_familiarity(path, train_inputs=inputs[::2], train_labels=labels[::2], val_inputs=inputs[1::2])

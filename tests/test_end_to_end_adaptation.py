@@ -76,7 +76,7 @@ def write_site_manifest(root: Path) -> Path:
     from django.conf import settings as django_settings
 
     from diagnosis.services.site_films import hashed_mrn
-    from ml.labels import CLASS_NAMES
+    from ml.serving.labels import CLASS_NAMES
     from ml.training.adapt import SITE_TEST, site_part
     from tests.conftest import write_synthetic_folder
 

@@ -3,8 +3,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from ml.labels import CLASS_NAMES, DISPLAY_NAMES
-from ml.monitoring import ALARM
+from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
+from ml.serving.monitoring import ALARM
 
 from ..texts import (
     RESULT_VOIDING_WARNINGS,

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from ml.labels import DISPLAY_NAMES
+from ml.serving.labels import DISPLAY_NAMES
 
 
 class CorrectLabel(models.TextChoices):

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from ml.labels import CLASS_NAMES, DISPLAY_NAMES
+from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
 
 LABEL_CHOICES = [(name, DISPLAY_NAMES[name]) for name in CLASS_NAMES]
 

@@ -28,7 +28,7 @@ from diagnosis.models import (
     ModelVersionStatus,
     ShadowPrediction,
 )
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 
 from . import storage
 from .model_registry import artifact_dir_for, model_version_activate, model_version_active, model_version_register
@@ -63,8 +63,8 @@ def adaptation_request(*, user, steps: str = "head", site_weight: float | None =
 
 
 def _films_for_ml(films):
-    from ml.imaging import decode_image
-    from ml.serving.features import LabelledFilm
+    from ml.serving.imaging import decode_image
+    from ml.evaluation.features import LabelledFilm
 
     def loader(sha256: str):
         return lambda: decode_image(storage.blob_get(sha256, kind=storage.ORIGINAL),
@@ -96,8 +96,8 @@ def _evaluation_record(comparison: dict) -> dict:
 def adaptation_run(*, adaptation_run_id: int) -> AdaptationRun:
     """Run a queued adaptation; a second delivery of the same task does nothing."""
     from ml.evaluation.site import compare_on_films, refusal_reasons
-    from ml.inference import Predictor
-    from ml.serving.features import FeatureCache
+    from ml.serving.predictor import Predictor
+    from ml.evaluation.features import FeatureCache
     from ml.training.adapt import AdaptationError, AdaptationSettings, SITE_TEST, adapt, dev_films
 
     claimed = AdaptationRun.objects.filter(id=adaptation_run_id, status=JobStatus.QUEUED).update(

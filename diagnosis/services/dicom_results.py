@@ -20,7 +20,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate
 
 from diagnosis.models import Prediction
 from diagnosis.texts import clinical_disclaimer
-from ml.labels import CLASS_NAMES, DISPLAY_NAMES
+from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
 
 from . import storage
 from .fhir import FINDING_CODES

@@ -15,19 +15,18 @@ TRACKED_FIELDS = ("agrees", "correct_label", "note")
 
 def _validate(*, prediction: Prediction, agrees: bool, correct_label: str) -> str:
     if prediction.study.status != StudyStatus.COMPLETED:
-        raise ValidationError(_("Feedback can be recorded only on a completed study."))
+        raise ValidationError(_("Feedback can be recorded only on a completed study."), code="study_not_completed")
     if agrees and not correct_label:
         correct_label = prediction.predicted_label
     if correct_label not in CorrectLabel.values:
-        raise ValidationError({"correct_label": _("Choose the correct label.")})
+        raise ValidationError({"correct_label": ValidationError(_("Choose the correct label."), code="label_missing")})
     if agrees and correct_label != prediction.predicted_label:
-        raise ValidationError(
-            {"correct_label": _("You agree with the model, so the correct label is the predicted one.")}
-        )
+        raise ValidationError({"correct_label": ValidationError(
+            _("You agree with the model, so the correct label is the predicted one."), code="label_contradicts_agreement")})
     if not agrees and correct_label == prediction.predicted_label:
-        raise ValidationError(
-            {"correct_label": _("You disagree with the model: choose a label other than the predicted one.")}
-        )
+        raise ValidationError({"correct_label": ValidationError(
+            _("You disagree with the model: choose a label other than the predicted one."),
+            code="label_contradicts_disagreement")})
     return correct_label
 
 

@@ -16,7 +16,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from diagnosis.models import Study, StudyStatus
 from diagnosis.texts import clinical_disclaimer
-from ml.labels import CLASS_NAMES, DISPLAY_NAMES
+from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
 
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"

@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from audit.services import audit_record
 from diagnosis.models import ModelVersion, Prediction, Study, StudyStatus
-from ml.imaging import ImageDecodeError, decode_image
+from ml.serving.imaging import ImageDecodeError, decode_image
 
 from . import storage
 from .alerts import alert_raise_for_prediction
@@ -63,7 +63,7 @@ def predictor_for(model_version: ModelVersion):
     with _predictors_lock:
         predictor = _predictors.get(key)
         if predictor is None:
-            from ml.inference import Predictor
+            from ml.serving.predictor import Predictor
 
             predictor = Predictor.load(artifact_dir)
             if predictor.metadata.sha256 != model_version.file_sha256:
@@ -255,7 +255,7 @@ HEATMAP_LAYER_MAX_SIDE = 512
 
 def _heatmap_layer_put(study: Study, model_version: ModelVersion, result) -> tuple[str, dict]:
     """Store the heatmap as a layer at the aspect of the crop box the model saw; return its digest and the box."""
-    from ml.gradcam import heat_layer_png
+    from ml.serving.gradcam import heat_layer_png
 
     box = result.crop_box
     box_width = max(1.0, (box.right - box.left) * study.image.width)

@@ -11,12 +11,14 @@ from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from audit.models import Outcome
 from audit.services import audit_record
 from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosition
-from ml.imaging import DecodedImage, DecoderBusy, ImageDecodeError, decode_image, decode_slot, encode_png, reencoded_png
+from diagnosis.rejections import image_rejection_message
 from ml.serving.colour import colour_share
+from ml.serving.imaging import DecodedImage, DecoderBusy, ImageDecodeError, decode_image, decode_slot, encode_png, reencoded_png
 
 from diagnosis.validators import validate_accession_number
 
@@ -48,7 +50,7 @@ class UploadBusy(UploadRejected):
     """Every decode slot of this process stayed taken: the client should retry after retry_after_seconds."""
 
     def __init__(self, message: str, *, retry_after_seconds: int):
-        super().__init__(message)
+        super().__init__(message, code="decoder_busy")
         self.retry_after_seconds = retry_after_seconds
 
 
@@ -74,20 +76,23 @@ def upload_rate_check(*, user, patient: Patient | None = None) -> None:
         audit_record(actor=user, action="study.upload", outcome=Outcome.DENIED, patient=patient,
                      details={"reason": "rate_limited", "limit": settings.UPLOAD_RATE_LIMIT, "window_seconds": window})
         raise UploadRateLimited(
-            f"Too many uploads: at most {settings.UPLOAD_RATE_LIMIT} every {window} seconds. "
-            "Please wait a moment and try again."
+            _("Too many uploads: at most %(count)s every %(seconds)s seconds. Please wait a moment and try again.")
+            % {"count": settings.UPLOAD_RATE_LIMIT, "seconds": window},
+            code="rate_limited",
         )
 
 
 def image_validate(*, data: bytes) -> DecodedImage:
     if len(data) > settings.MAX_UPLOAD_BYTES:
-        raise UploadRejected(f"The file is larger than {settings.MAX_UPLOAD_BYTES // (1024 * 1024)} MB.")
+        megabytes = settings.MAX_UPLOAD_BYTES // (1024 * 1024)
+        raise UploadRejected(_("The file is larger than %(megabytes)s MB.") % {"megabytes": megabytes}, code="too_large")
     try:
         return decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS)
     except ImageDecodeError as error:
-        raise UploadRejected(str(error)) from None
+        raise UploadRejected(image_rejection_message(error), code=error.code) from None
     except MemoryError:
-        raise UploadRejected("The image is too large to be decoded safely.") from None
+        raise UploadRejected(image_rejection_message(ImageDecodeError("decompression_bomb")),
+                             code="decompression_bomb") from None
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,8 @@ def image_prepare(*, data: bytes) -> PreparedImage:
                                  reencoded_png(decoded), _preview_png(decoded),
                                  colour_share(data) if decoded.format in ("PNG", "JPEG") else None)
     except DecoderBusy as busy:
-        raise UploadBusy(str(busy), retry_after_seconds=busy.retry_after_seconds) from None
+        raise UploadBusy(_("The server is decoding other images right now. Please try again in a few seconds."),
+                         retry_after_seconds=busy.retry_after_seconds) from None
 
 
 def _preview_png(decoded: DecodedImage) -> bytes:
@@ -208,7 +214,8 @@ def study_store(
     except ValidationError as error:
         raise UploadRejected(f"The accession number {accession_number!r} is not accepted. {error.messages[0]}") from None
     if Study.objects.filter(accession_number=accession_number).exists():
-        raise UploadRejected(f"A study with accession number {accession_number} already exists.")
+        raise UploadRejected(_("A study with accession number %(accession)s already exists.")
+                             % {"accession": accession_number}, code="accession_number_taken")
 
     # Files are content-addressed by the upload's digest, so storing before the transaction can only
     # leave an unreferenced copy behind, never overwrite or lose anything already stored.
@@ -218,7 +225,7 @@ def study_store(
 
     try:
         with transaction.atomic():
-            image, _ = StoredImage.objects.get_or_create(
+            image, _created = StoredImage.objects.get_or_create(
                 sha256=digest,
                 defaults={
                     "format": decoded.format,

@@ -37,7 +37,7 @@ def model_version_activation_notices(*, model_version: ModelVersion) -> list[Act
     if audit is None:
         notices.append(ActivationNotice(NoticeLevel.INFO, _(
             "No shortcut audit is recorded for %(model)s: whether it reads the lungs or the film around them "
-            "is unknown (python -m ml.evaluate --record on its test split records one)."
+            "is unknown (python -m ml evaluate --record on its test split records one)."
         ) % {"model": model_version}))
     elif audit.get("shortcut_suspected"):
         notices.append(ActivationNotice(NoticeLevel.WARNING, _(

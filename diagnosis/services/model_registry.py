@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 
 from audit.services import audit_record
 from diagnosis.models import ModelVersion, ModelVersionStatus
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -40,15 +40,15 @@ def same_operating_point(model_version: ModelVersion, metadata) -> bool:
 
 
 def missing_evaluation_parts(model_version: ModelVersion) -> list[str]:
-    from ml.artifact import HELD_OUT_PARTS
+    from ml.serving.artifact import HELD_OUT_PARTS
 
     return [part for part in HELD_OUT_PARTS if part not in (model_version.evaluation or {})]
 
 
 def _record_missing_evaluation(model_version: ModelVersion, *, artifact_dir: Path, actor) -> None:
     """Add the held-out results the version lacks (registered before they were kept, or recorded since in its
-    unchanged folder, e.g. by ``ml.evaluate --record``). What it already carries is never rewritten."""
-    from ml.artifact import held_out_evaluation
+    unchanged folder, e.g. by ``python -m ml evaluate --record``). What it already carries is never rewritten."""
+    from ml.serving.artifact import held_out_evaluation
 
     missing = missing_evaluation_parts(model_version)
     if not missing:
@@ -64,7 +64,7 @@ def _record_missing_evaluation(model_version: ModelVersion, *, artifact_dir: Pat
 
 @transaction.atomic
 def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = False) -> ModelVersion:
-    from ml.artifact import file_sha256, held_out_evaluation, load_metadata
+    from ml.serving.artifact import file_sha256, held_out_evaluation, load_metadata
 
     artifact_dir = Path(artifact_dir)
     try:
@@ -87,7 +87,7 @@ def model_version_register(*, artifact_dir: Path, actor=None, activate: bool = F
             # ml.recalibrate keeps the file: without this, the old temperature and threshold would stay in force.
             raise ValidationError(_(
                 "%(name)s %(version)s is already registered with a different temperature or COVID-19 threshold "
-                "(a recalibrated artifact): give it a new version (ml.recalibrate --version) and register that."
+                "(a recalibrated artifact): give it a new version (python -m ml recalibrate --version) and register that."
             ) % {"name": metadata.name, "version": metadata.version})
         model_version = existing
         _record_missing_evaluation(existing, artifact_dir=artifact_dir, actor=actor)
@@ -184,7 +184,7 @@ def model_version_active() -> ModelVersion | None:
 
 def _folder_holds(model_version: ModelVersion) -> bool:
     """Whether the version's artifact folder still describes this very version (name, version and file)."""
-    from ml.artifact import load_metadata
+    from ml.serving.artifact import load_metadata
 
     try:
         metadata = load_metadata(artifact_dir_for(model_version))
@@ -201,7 +201,7 @@ def model_version_ensure_default() -> ModelVersion | None:
     audited since) gets it here, from its own artifact folder, when that folder still holds the registered
     file and operating point.
     """
-    from ml.artifact import held_out_evaluation
+    from ml.serving.artifact import held_out_evaluation
 
     active = model_version_active()
     if active is not None:

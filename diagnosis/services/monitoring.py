@@ -1,4 +1,4 @@
-"""The site monitor (ml.monitoring) run on this site's results.
+"""The site monitor (ml.serving.monitoring) run on this site's results.
 
 A model version's results here, and the clinician feedback on them, are
 compared with what the version did on its own validation films. The
@@ -23,8 +23,8 @@ from accounts.models import User
 from accounts.roles import RoleName
 from audit.services import audit_record
 from diagnosis.models import Feedback, ModelVersion, Prediction
-from ml.labels import CLASS_NAMES
-from ml.monitoring import (
+from ml.serving.labels import CLASS_NAMES
+from ml.serving.monitoring import (
     ALARM,
     Breach,
     Check,
@@ -99,7 +99,7 @@ def reference_for(model_version: ModelVersion) -> tuple[Reference | None, Limits
     false-alert limit (CXR_MONITOR_MAX_FALSE_ALERTS) and the highest COVID-19 share
     (CXR_MONITOR_MAX_PREVALENCE) are the site's, 0 meaning none.
     """
-    from ml.artifact import load_metadata
+    from ml.serving.artifact import load_metadata
 
     artifact_dir = artifact_dir_for(model_version)
     try:
@@ -112,12 +112,12 @@ def reference_for(model_version: ModelVersion) -> tuple[Reference | None, Limits
         return None, Limits(), _("The artifact folder now holds another model than this version.")
     if reference is None:
         return None, Limits(), _(
-            "This model version has no validation reference: run python -m ml.monitoring --model %(path)s."
+            "This model version has no validation reference: run python -m ml monitor --model %(path)s."
         ) % {"path": model_version.artifact_path}
     if reference.operating_point is not None and not same_operating_point(model_version, reference.operating_point):
         return None, Limits(), _(
             "This model version's validation reference was counted at another temperature or threshold: rebuild it "
-            "with python -m ml.monitoring --model %(path)s (or ml.recalibrate on the films it was refitted on)."
+            "with python -m ml monitor --model %(path)s (or python -m ml recalibrate on the films it was refitted on)."
         ) % {"path": model_version.artifact_path}
     limits = Limits(min_sensitivity=metadata.target_sensitivity,
                     max_false_alerts=settings.CXR_MONITOR_MAX_FALSE_ALERTS or None,

@@ -20,7 +20,8 @@ def patient_create(
 ) -> Patient:
     mrn = mrn.strip()
     if Patient.objects.filter(mrn=mrn).exists():
-        raise ValidationError({"mrn": _("A patient with MRN %(mrn)s already exists.") % {"mrn": mrn}})
+        raise ValidationError({"mrn": ValidationError(_("A patient with MRN %(mrn)s already exists.") % {"mrn": mrn},
+                                                      code="mrn_taken")})
     patient = Patient(mrn=mrn, name=name.strip(), birth_date=birth_date, sex=sex or Sex.UNKNOWN, created_by=actor)
     patient.full_clean(exclude=["created_by"])  # None when a PACS or DICOMweb sender created it
     patient.save()

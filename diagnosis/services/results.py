@@ -26,7 +26,7 @@ from diagnosis.models import (
     ResultDelivery,
     ResultDestination,
 )
-from ml.labels import DISPLAY_NAMES
+from ml.serving.labels import DISPLAY_NAMES
 
 from .alerts import STALE_ATTEMPT_AFTER, DeliveryResult, delivery_attempt_start
 from .dicom_results import PacsDeliveryError, pacs_store, prediction_secondary_capture, prediction_structured_report

@@ -19,7 +19,7 @@ from django.utils.translation import gettext as _
 
 from audit.services import audit_record
 from diagnosis.models import Feedback, JobStatus, LabelImport, Patient, SiteLabel, Study
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 from ml.training.adapt import SITE_TEST, site_part
 
 from . import storage

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ml import metrics
-from ml.calibration import apply_temperature
-from ml.evaluate import DEFAULT_RESAMPLES, summarize_predictions
-from ml.labels import CLASS_NAMES, POSITIVE_CLASS
-from ml.serving.features import FeatureCache, FeatureSet, LabelledFilm, raw_probabilities
+from ml.evaluation import metrics
+from ml.evaluation.features import FeatureCache, FeatureSet, LabelledFilm, raw_probabilities
+from ml.evaluation.summary import DEFAULT_RESAMPLES, summarize_predictions
+from ml.serving.calibration import apply_temperature
+from ml.serving.labels import CLASS_NAMES, POSITIVE_CLASS
 
 # Metrics compared; for all but ECE higher is better.
 PAIRED_METRICS = ("macro_auc", "accuracy", "covid_sensitivity", "covid_specificity", "ece")

@@ -1,1 +1,5 @@
-"""ml.serving layer."""
+"""What the worker runs on every film: decoding, preprocessing, finding the lungs, the predictor, applying
+calibration, the familiarity and stability checks, heatmaps, loading artifacts, and the site monitor's rules.
+
+Imports neither ml.evaluation nor ml.training (.importlinter); TensorFlow only inside the functions that need it.
+"""

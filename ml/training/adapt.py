@@ -1,6 +1,6 @@
 """Adapt a model to one hospital's labelled films: a new artifact version whose parent is recorded.
 
-    python -m ml.training.adapt --model ARTIFACT --data SITE_ROOT [--manifest CSV] --out NEW_ARTIFACT
+    python -m ml adapt --model ARTIFACT --data SITE_ROOT [--manifest CSV] --out NEW_ARTIFACT
         [--version V] [--steps calibrate|head|finetune] [--site-weight 0.5] [--target-sensitivity 0.95]
         [--dev-data ROOT] [--feature-cache DIR] [--test-share 0.5]
 
@@ -36,17 +36,15 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ml.artifact import ArtifactMetadata, file_sha256, load_metadata, save_metadata
-from ml.calibration import apply_temperature, fit_operating_point, softmax
-from ml.labels import CLASS_NAMES, POSITIVE_CLASS
-from ml.serving.features import (
+from ml.evaluation.datasets import load_dataset, load_split
+from ml.evaluation.features import (
     FeatureCache,
     FeatureSet,
     Head,
@@ -58,6 +56,18 @@ from ml.serving.features import (
     raw_probabilities,
     read_head,
 )
+from ml.evaluation.operating_point import fit_operating_point
+from ml.evaluation.site import compare_on_films, refusal_reasons, write_predictions_csv
+from ml.serving.artifact import ArtifactMetadata, file_sha256, load_metadata, save_metadata
+from ml.serving.calibration import apply_temperature, softmax
+from ml.serving.familiarity import DEFAULT_QUANTILE, FEATURES_FILE, STATS_FILE, features_model, split_outputs
+from ml.serving.gradcam import GRADCAM_LAYER
+from ml.serving.labels import CLASS_NAMES, POSITIVE_CLASS
+from ml.serving.monitoring import Film, add_reference, load_reference, reference_from_films
+from ml.serving.predictor import Predictor
+from ml.serving.preprocess import preprocess
+from ml.training.export import add_cam, export_tflite, max_tflite_difference
+from ml.training.familiarity import fit_familiarity
 
 STEPS = ("calibrate", "head", "finetune")
 SITE_TEST = "test"
@@ -224,7 +234,6 @@ def _noop_progress(_stage: str, _fraction: float) -> None:
 
 def last_block_layers(keras_model) -> list[str]:
     """The layers of the backbone's last block (the one that produces ``gradcam_features``) and the head."""
-    from ml.architectures import GRADCAM_LAYER
 
     names = [layer.name for layer in keras_model.layers]
     gradcam = keras_model.get_layer(GRADCAM_LAYER)
@@ -235,7 +244,6 @@ def last_block_layers(keras_model) -> list[str]:
 
 
 def _model_inputs(films: Sequence[LabelledFilm], config) -> np.ndarray:
-    from ml.preprocess import preprocess
 
     return np.stack([preprocess(film.load(), config) for film in films]).astype(np.float32)
 
@@ -263,7 +271,6 @@ def _finetune(*, keras_model, head: Head, films: Sequence[LabelledFilm], weights
 
 
 def _keras_features(keras_model, films: Sequence[LabelledFilm], config) -> np.ndarray:
-    from ml.familiarity import features_model, split_outputs
 
     model = features_model(keras_model)
     rows = []
@@ -285,7 +292,6 @@ def _export(*, keras_model, out_dir: Path, metadata: ArtifactMetadata, parent: A
     """model.keras, model.tflite (checked against Keras) and, when the parent had one, cam.tflite."""
     import keras
 
-    from ml.export import add_cam, export_tflite, max_tflite_difference
 
     serving_model = keras.models.clone_model(keras_model)
     serving_model.set_weights(keras_model.get_weights())
@@ -310,8 +316,6 @@ def _refit_familiarity(*, keras_model, out_dir: Path, train_features: np.ndarray
 
     The site's adaptation films are among the training films, so films like them are familiar from now on.
     """
-    from ml.export import export_tflite
-    from ml.familiarity import DEFAULT_QUANTILE, FEATURES_FILE, STATS_FILE, features_model, fit_familiarity
 
     quantile = float((parent.familiarity or {}).get("quantile", DEFAULT_QUANTILE))
     model = features_model(keras_model)
@@ -337,7 +341,6 @@ def _monitoring_reference(*, out_dir: Path, calibrated: np.ndarray, labels: np.n
     Warning counts (lungs not found, unfamiliar, unstable) are the parent's rates at this size: the head
     does not change preprocessing, and the familiarity threshold keeps its quantile.
     """
-    from ml.monitoring import Film, add_reference, load_reference, reference_from_films
 
     positive = CLASS_NAMES.index(POSITIVE_CLASS)
     films = [Film(predicted=CLASS_NAMES[int(np.argmax(row))], alert=bool(row[positive] >= threshold),
@@ -358,7 +361,6 @@ def dev_films(parent_dir: Path, *, data_root: Path | None = None,
 
     A leave-one-source-out parent never trained on its left-out source: none of its films are returned.
     """
-    from ml.datasets import load_dataset, load_split
 
     parent = load_metadata(parent_dir)
     training = parent.training or {}
@@ -385,7 +387,6 @@ def adapt(
     progress: Progress = _noop_progress,
 ) -> AdaptationResult:
     """Fit a candidate on the site's adaptation films (never pass films of the locked test part here)."""
-    from ml.inference import Predictor
 
     started = time.perf_counter()
     settings = settings or AdaptationSettings()
@@ -476,7 +477,7 @@ def adapt(
     metadata = ArtifactMetadata(
         name=parent.name, version=version or f"{parent.version}-site-{datetime.now(timezone.utc):%Y%m%d%H%M%S}",
         architecture=parent.architecture, class_names=list(parent.class_names), input_size=parent.input_size,
-        preprocessing=dict(parent.preprocessing), temperature=point.temperature, covid_threshold=point.threshold,
+        recipe=dict(parent.recipe), temperature=point.temperature, covid_threshold=point.threshold,
         target_sensitivity=settings.target_sensitivity, threshold_confidence=confidence, metrics=point.metrics,
         sha256=parent.sha256, training={**training, "adaptation": record},
         cam_file=parent.cam_file, cam_sha256=parent.cam_sha256, familiarity=parent.familiarity,
@@ -564,10 +565,6 @@ def _print_progress():
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ml.datasets import load_dataset
-    from ml.evaluation.site import compare_on_films, refusal_reasons, write_predictions_csv
-    from ml.inference import Predictor
-
     args = build_parser().parse_args(argv)
     samples = load_dataset(args.data, args.manifest)
     if not samples:
@@ -605,6 +602,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "refusal_reasons": evaluation["refusal_reasons"]}, indent=1))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

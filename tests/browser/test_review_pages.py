@@ -225,7 +225,7 @@ def test_site_monitor_opens_with_a_plain_answer_and_its_chart_fits_with_its_lege
     from django_otp.plugins.otp_totp.models import TOTPDevice
 
     from diagnosis.services.model_registry import model_version_register
-    from ml.monitoring import add_reference, reference_from_films
+    from ml.serving.monitoring import add_reference, reference_from_films
     from tests.diagnosis import factories
     from tests.diagnosis.test_monitoring import VALIDATION, _results
 

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from diagnosis.models import ModelVersion, Prediction, Study, StudyStatus
 from diagnosis.services.ingest import study_create
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 from tests import images
 from tests.conftest import inference_queue_as_list
 

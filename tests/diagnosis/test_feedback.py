@@ -60,10 +60,14 @@ def test_each_clinician_has_their_own_feedback(prediction, clinician, second_cli
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("agrees, label", [(True, "covid"), (False, "normal"), (False, "bogus")])
-def test_inconsistent_feedback_is_refused(prediction, clinician, agrees, label):
-    with pytest.raises(ValidationError):
+@pytest.mark.parametrize("agrees, label, code", [
+    (True, "covid", "label_contradicts_agreement"), (False, "normal", "label_contradicts_disagreement"),
+    (False, "bogus", "label_missing"),
+])
+def test_inconsistent_feedback_is_refused_with_a_code_per_reason(prediction, clinician, agrees, label, code):
+    with pytest.raises(ValidationError) as raised:
         feedback_record(author=clinician, prediction=prediction, agrees=agrees, correct_label=label)
+    assert [error.code for error in raised.value.error_dict["correct_label"]] == [code]
     assert not Feedback.objects.exists()
 
 
@@ -73,8 +77,9 @@ def test_feedback_needs_a_completed_study(clinician, patient, monkeypatch, model
     prediction = factories.completed_prediction(study=study, model=model)
     study.__class__.objects.filter(id=study.id).update(status="processing")
     prediction.study.refresh_from_db()
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError) as raised:
         feedback_record(author=clinician, prediction=prediction, agrees=True)
+    assert raised.value.code == "study_not_completed"
 
 
 @pytest.mark.django_db
@@ -169,7 +174,7 @@ def test_export_feedback_dataset_writes_a_manifest_and_the_images(prediction, cl
 
     feedback_record(author=clinician, prediction=prediction, agrees=False, correct_label="pneumonia")
     call_command("export_feedback_dataset", str(tmp_path / "dataset"))
-    from ml.datasets import load_dataset
+    from ml.evaluation.datasets import load_dataset
 
     samples = load_dataset(tmp_path / "dataset", manifest=tmp_path / "dataset" / "manifest.csv")
     assert [(sample.label, sample.source) for sample in samples] == [("pneumonia", "cxr-portal-feedback")]

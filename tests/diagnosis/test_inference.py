@@ -6,7 +6,7 @@ from audit.models import AuditEvent
 from diagnosis.models import Prediction, StudyStatus
 from diagnosis.services import inference
 from diagnosis.services.ingest import study_create
-from ml.labels import CLASS_NAMES
+from ml.serving.labels import CLASS_NAMES
 from tests import images
 
 
@@ -49,16 +49,16 @@ def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study,
 
 @pytest.mark.django_db
 def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(queued_study, active_model, monkeypatch):
-    import ml.inference
-    import ml.stability
-    from ml.preprocess import LUNGS_NOT_FOUND, preprocess_located
+    import ml.serving.predictor
+    import ml.serving.stability
+    from ml.serving.preprocess import LUNGS_NOT_FOUND, preprocess_located
 
     def lungs_not_found(pixels, config):
         model_input, _warnings, box = preprocess_located(pixels, config)
         return model_input, [LUNGS_NOT_FOUND], box
 
-    monkeypatch.setattr(ml.inference, "preprocess_located", lungs_not_found)
-    monkeypatch.setattr(ml.stability, "PERTURBATIONS", ())  # only the preprocessing warning is under test
+    monkeypatch.setattr(ml.serving.predictor, "preprocess_located", lungs_not_found)
+    monkeypatch.setattr(ml.serving.stability, "PERTURBATIONS", ())  # only the preprocessing warning is under test
     assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
     prediction = Prediction.objects.get(study=queued_study)
     assert prediction.warnings == [LUNGS_NOT_FOUND]
@@ -69,9 +69,9 @@ def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(
 @pytest.mark.django_db
 def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queued_study, active_model, tiny_model_dir,
                                                                           monkeypatch):
-    import ml.stability
-    from ml.inference import Predictor
-    from ml.stability import UNSTABLE, Perturbation
+    import ml.serving.stability
+    from ml.serving.predictor import Predictor
+    from ml.serving.stability import Perturbation, UNSTABLE
     from tests.conftest import synthetic_training_set
 
     # A film whose answer (class or COVID-19 alert) differs from the study's own.
@@ -80,7 +80,7 @@ def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queu
     films, _labels = synthetic_training_set()
     other = next(film for film in [*films, *(1.0 - films)]
                  if (result := predictor.predict_one(film)).label != own.label or result.covid_alert != own.covid_alert)
-    monkeypatch.setattr(ml.stability, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
+    monkeypatch.setattr(ml.serving.stability, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
 
     assert inference.study_run_inference(study_id=queued_study.id).status == "completed"
     prediction = Prediction.objects.get(study=queued_study)
@@ -94,13 +94,13 @@ def test_an_answer_that_moves_under_a_harmless_change_is_stored_as_unstable(queu
 def test_a_film_unlike_the_training_films_is_stored_as_unfamiliar_and_its_score_audited(
     clinician, patient, familiar_model_dir, monkeypatch, queued_inference, django_capture_on_commit_callbacks
 ):
-    import ml.stability
+    import ml.serving.stability
     from diagnosis.services.model_registry import model_version_register
-    from ml.artifact import load_metadata
-    from ml.familiarity import UNFAMILIAR
+    from ml.serving.artifact import load_metadata
+    from ml.serving.familiarity import UNFAMILIAR
 
     model_version_register(artifact_dir=familiar_model_dir, activate=True)
-    monkeypatch.setattr(ml.stability, "PERTURBATIONS", ())  # only the familiarity warning is under test
+    monkeypatch.setattr(ml.serving.stability, "PERTURBATIONS", ())  # only the familiarity warning is under test
     with django_capture_on_commit_callbacks(execute=True):
         study = study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(images.checkerboard()))
 

@@ -80,5 +80,6 @@ def test_rejects_bad_input_and_changes_nothing(name, clinician, patient, image_s
 @pytest.mark.django_db
 def test_rejects_duplicate_accession_number(clinician, patient, queued_inference):
     study_create(patient=patient, uploaded_by=clinician, data=images.png_bytes(), accession_number="ACC-1")
-    with pytest.raises(UploadRejected, match="already exists"):
+    with pytest.raises(UploadRejected, match="already exists") as raised:
         study_create(patient=patient, uploaded_by=clinician, data=images.jpeg_bytes(), accession_number="ACC-1")
+    assert raised.value.code == "accession_number_taken"

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 
 from diagnosis.models import ModelVersion, ModelVersionStatus
 from diagnosis.services.model_registry import model_version_activate, model_version_register
-from ml.artifact import held_out_evaluation
+from ml.serving.artifact import held_out_evaluation
 
 
 @pytest.mark.django_db
@@ -32,7 +32,7 @@ def test_rejects_artifact_whose_file_does_not_match_its_hash(tiny_model_dir, tmp
 
 @pytest.mark.django_db
 def test_recalibrated_artifact_must_come_as_a_new_version(tiny_model_dir, tmp_path):
-    from ml.recalibrate import recalibrate
+    from ml.training.recalibrate import recalibrate
 
     first = model_version_register(artifact_dir=tiny_model_dir)
     copy = tmp_path / "recalibrated"
@@ -119,7 +119,7 @@ def test_a_version_registered_without_held_out_results_gets_them_when_registered
 
 @pytest.mark.django_db
 def test_a_recalibrated_version_does_not_show_the_old_operating_points_test_figures(tiny_model_dir, tmp_path):
-    from ml.recalibrate import recalibrate
+    from ml.training.recalibrate import recalibrate
 
     artifact = _artifact_with_held_out_results(tiny_model_dir, tmp_path / "a")
     recalibrate(artifact_dir=artifact, raw_probabilities=[[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.1, 0.2, 0.7]] * 5,
@@ -157,7 +157,7 @@ def test_start_up_records_the_held_out_results_of_an_active_version_registered_w
 def test_a_shortcut_audit_recorded_later_is_added_and_nothing_recorded_is_rewritten(tiny_model_dir, tmp_path, settings):
     from audit.models import AuditEvent
     from diagnosis.services.model_registry import model_version_ensure_default
-    from ml.artifact import SHORTCUT_AUDIT_FILE
+    from ml.serving.artifact import SHORTCUT_AUDIT_FILE
 
     artifact = _artifact_with_held_out_results(tiny_model_dir, tmp_path / "a")
     settings.DEFAULT_MODEL_ARTIFACT = str(tmp_path / "not-shipped")
@@ -187,7 +187,7 @@ def test_a_shortcut_audit_recorded_later_is_added_and_nothing_recorded_is_rewrit
 def test_start_up_does_not_rehash_the_model_when_its_folder_has_nothing_to_add(
     tiny_model_dir, tmp_path, settings, monkeypatch
 ):
-    import ml.artifact
+    import ml.serving.artifact
     from diagnosis.services.model_registry import model_version_ensure_default
 
     artifact = _artifact_with_held_out_results(tiny_model_dir, tmp_path / "a")
@@ -196,6 +196,6 @@ def test_start_up_does_not_rehash_the_model_when_its_folder_has_nothing_to_add(
     assert "shortcut_audit" not in version.evaluation  # missing here and in its folder
 
     hashed = []
-    monkeypatch.setattr(ml.artifact, "file_sha256", lambda path: hashed.append(path) or "0" * 64)
+    monkeypatch.setattr(ml.serving.artifact, "file_sha256", lambda path: hashed.append(path) or "0" * 64)
     assert model_version_ensure_default() == version
     assert hashed == []

@@ -11,7 +11,7 @@ from diagnosis.models import ModelVersion
 from diagnosis.services import monitoring
 from diagnosis.services.feedback import feedback_record
 from diagnosis.services.model_registry import model_version_register
-from ml.monitoring import ALARM, OK, TOO_FEW, Film, add_reference, reference_from_films
+from ml.serving.monitoring import ALARM, OK, TOO_FEW, Film, add_reference, reference_from_films
 from tests.diagnosis import factories
 from tests.factories import UserFactory
 
@@ -110,7 +110,7 @@ def test_the_latest_feedback_counts_and_other_is_not_a_truth(monitored_model, pa
 def test_a_version_without_reference_says_how_to_make_one(active_model):
     report = monitoring.model_version_monitoring_report(model_version=active_model)
     assert report.status == monitoring.NO_REFERENCE
-    assert "python -m ml.monitoring --model" in report.problem
+    assert "python -m ml monitor --model" in report.problem
 
 
 @pytest.mark.django_db
@@ -195,11 +195,11 @@ def test_after_recalibration_the_page_names_the_local_films_it_compares_with(db,
 
     path = tmp_path / "recalibrated"
     shutil.copytree(tiny_model_dir, path)
-    add_reference(path, reference_from_films(VALIDATION[:60], subset="recalibration"))  # as ml.recalibrate stores
+    add_reference(path, reference_from_films(VALIDATION[:60], subset="recalibration"))  # as python -m ml recalibrate stores
     version = model_version_register(artifact_dir=path, activate=True)
     page = logged_in_client(administrator).get(
         reverse("diagnosis:model_version_monitoring", kwargs={"version_id": version.pk})).content.decode()
-    assert "Compared with the 60 local films the operating point was refitted on (ml.recalibrate)." in page
+    assert "Compared with the 60 local films the operating point was refitted on (python -m ml recalibrate)." in page
 
 
 @pytest.mark.django_db
@@ -261,7 +261,7 @@ def test_warnings_are_judged_within_each_predicted_class(db, tiny_model_dir, tmp
 def test_a_reference_counted_at_another_threshold_is_not_used(monitored_model, patient, clinician, monkeypatch):
     import json
 
-    from ml.artifact import load_metadata
+    from ml.serving.artifact import load_metadata
 
     path = monitoring.artifact_dir_for(monitored_model)
     assert load_metadata(path).monitoring["operating_point"] == {

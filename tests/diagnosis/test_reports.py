@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from diagnosis.services import storage
 from diagnosis.services.feedback import feedback_record
-from ml.imaging import encode_png
+from ml.serving.imaging import encode_png
 from tests import images
 from tests.diagnosis import factories
 
@@ -139,7 +139,7 @@ def test_alert_under_another_result_is_explained_and_kept_with_its_meaning_on_on
 
 @pytest.mark.django_db
 def test_heatmap_is_laid_over_the_film_in_the_report(reported_study, client, clinician):
-    from ml.gradcam import heat_layer_png
+    from ml.serving.gradcam import heat_layer_png
 
     prediction = reported_study.predictions.get()
     layer = storage.blob_put(heat_layer_png(images.gradient(40, 30), width=40, height=30),

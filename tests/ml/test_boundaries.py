@@ -9,7 +9,7 @@ from pathlib import Path
 import ml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ML_MODULES = sorted(f"ml.{module.name}" for module in pkgutil.iter_modules(ml.__path__) if not module.name.startswith("_"))
+ML_MODULES = sorted(module.name for module in pkgutil.walk_packages(ml.__path__, "ml.") if "._" not in module.name)
 
 
 def imported_after(statement: str) -> set[str]:

@@ -2,7 +2,7 @@
 
 from diagnosis.models import Alert, Feedback, ModelVersion, Prediction
 from diagnosis.services import storage
-from ml.imaging import encode_png
+from ml.serving.imaging import encode_png
 from tests import images
 
 

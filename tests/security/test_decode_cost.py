@@ -15,7 +15,7 @@ from django.urls import reverse
 from PIL import Image
 
 from diagnosis.models import Study
-from ml.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, decode_slot, decode_slots_configure, reencoded_png
+from ml.serving.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_image, decode_slot, decode_slots_configure, reencoded_png
 from tests import images
 
 

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 from diagnosis.models import Study
 from diagnosis.services import storage
 from diagnosis.services.ingest import UploadRejected, study_create
-from ml.imaging import encode_png
+from ml.serving.imaging import encode_png
 from tests import images
 from tests.diagnosis import factories
 

@@ -11,12 +11,14 @@ import zlib
 import numpy as np
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from diagnosis.models import StoredImage, Study
 from diagnosis.services import storage
 from diagnosis.services.ingest import UploadRejected, study_create
-from ml.imaging import decode_image
+from ml.serving.imaging import decode_image
 from tests import images
 
 # CI replays the same inputs every run (a failure there is reproducible); local runs explore new ones.

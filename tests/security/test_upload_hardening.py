@@ -15,7 +15,7 @@ from audit.models import AuditEvent
 from diagnosis.models import Study
 from diagnosis.services import storage
 from diagnosis.services.ingest import UploadRateLimited, UploadRejected, study_create
-from ml.imaging import DICOM_MAX_SEQUENCE_DEPTH, ImageDecodeError, decode_image
+from ml.serving.imaging import DICOM_MAX_SEQUENCE_DEPTH, ImageDecodeError, decode_image
 from tests import images
 
 
@@ -177,9 +177,9 @@ def test_dicom_short_element_declaring_more_bytes_than_the_file_is_refused():
 def test_dicom_with_millions_of_tiny_elements_is_refused(monkeypatch):
     from pydicom import dcmread
 
-    import ml.imaging
+    import ml.serving.imaging
 
-    monkeypatch.setattr(ml.imaging, "DICOM_MAX_ELEMENTS", 200)
+    monkeypatch.setattr(ml.serving.imaging, "DICOM_MAX_ELEMENTS", 200)
     dataset = dcmread(io.BytesIO(images.dicom_bytes()))
     for element in range(300):
         dataset.add_new((0x0011, 0x1000 + element), "LO", "x")

@@ -7,7 +7,7 @@ from diagnosis.services.model_registry import model_version_register
 
 
 class Command(BaseCommand):
-    help = "Register a trained model artifact folder (from `python -m ml.train`) as a candidate model version."
+    help = "Register a trained model artifact folder (from `python -m ml train`) as a candidate model version."
 
     def add_arguments(self, parser):
         parser.add_argument("artifact_dir", type=Path)
