@@ -1,7 +1,7 @@
 import datetime
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from cxr_portal.filters import within_days
 
@@ -91,7 +91,8 @@ def audit_events_filtered(*, user: str = "", patient: str = "", action: str = ""
     if user:
         events = events.filter(actor_username=user)
     if patient:
-        events = events.filter(patient_identifier=patient)
+        # Lists and exports name the patients they showed in details (audit.services.audit_read_many).
+        events = events.filter(Q(patient_identifier=patient) | Q(details__patients__contains=[patient]))
     if action:
         events = events.filter(action__startswith=action) if action.endswith(".") else events.filter(action=action)
     if outcome:

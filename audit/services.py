@@ -111,3 +111,31 @@ def audit_record(
         event.hash = compute_event_hash(event)
         event.save(force_insert=True)
     return event
+
+
+QUERY_VALUE_MAX_CHARACTERS = 200
+
+
+def query_for_audit(query) -> dict:
+    """The query parameters of a request as the audit trail keeps them (a QueryDict or a plain dict)."""
+    items = query.lists() if hasattr(query, "lists") else ((key, [value]) for key, value in query.items())
+    kept = {}
+    for key, values in items:
+        values = [str(value)[:QUERY_VALUE_MAX_CHARACTERS] for value in values]
+        kept[str(key)[:QUERY_VALUE_MAX_CHARACTERS]] = values[0] if len(values) == 1 else values
+    return kept
+
+
+def audit_read_many(*, actor, action: str, query: dict, study_identifiers=(), patient_identifiers=(),
+                    details: dict | None = None) -> AuditEvent:
+    """One event for a list, search or export: what was asked and which patients and studies came back.
+
+    DICOM PS3.15 A.5 names every participant of a Query or Export event; here their accession numbers
+    and MRNs, so an auditor can find every list that showed a patient (audit_events_filtered does).
+    """
+    studies = sorted(set(study_identifiers))
+    patients = sorted(set(patient_identifiers))
+    return audit_record(actor=actor, action=action, details={
+        "query": query, "studies": studies, "patients": patients, "count": len(studies) or len(patients),
+        **(details or {}),
+    })

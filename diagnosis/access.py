@@ -11,7 +11,8 @@ from django.utils.translation import gettext as _
 
 from accounts.access import require_capability
 from accounts.roles import Capability, user_can
-from audit.services import audit_record
+from audit.models import Outcome
+from audit.services import audit_read_many, audit_record, query_for_audit
 
 from .models import Alert, AlertDelivery, Patient, Prediction, Study
 
@@ -39,12 +40,33 @@ def studies_for_user(*, user) -> QuerySet[Study]:
     )
 
 
+def studies_read_record(*, user, action: str, query, studies) -> None:
+    """Audit a list, search or export of studies: the query parameters and every study and patient returned."""
+    studies = list(studies)
+    audit_read_many(actor=user, action=action, query=query_for_audit(query),
+                    study_identifiers=[study.accession_number for study in studies],
+                    patient_identifiers=[study.patient.mrn for study in studies])
+
+
+def patients_read_record(*, user, action: str, query, patients) -> None:
+    audit_read_many(actor=user, action=action, query=query_for_audit(query),
+                    patient_identifiers=[patient.mrn for patient in patients])
+
+
+def _not_found(*, user, action: str, kind: str, requested) -> Http404:
+    """A probe for a record that does not exist leaves a trace too (a failed read), then answers 404."""
+    audit_record(actor=user, action=action, outcome=Outcome.FAILED,
+                 details={"reason": "not_found", kind: str(requested)[:64]})
+    messages = {"patient_id": _("No such patient."), "study_id": _("No such study."), "alert_id": _("No such alert.")}
+    return Http404(messages[kind])
+
+
 def patient_get_for_user(*, user, patient_id: int, action: str = "patient.view") -> Patient:
     require_capability(user=user, capability=Capability.VIEW_CLINICAL, action=action)
     try:
         patient = Patient.objects.get(id=patient_id)
     except (Patient.DoesNotExist, ValueError, TypeError):
-        raise Http404(_("No such patient.")) from None
+        raise _not_found(user=user, action=action, kind="patient_id", requested=patient_id) from None
     audit_record(actor=user, action=action, target=patient, patient=patient)
     return patient
 
@@ -54,7 +76,7 @@ def study_get_for_user(*, user, study_id: int, action: str = "study.view") -> St
     try:
         study = studies_for_user(user=user).get(id=study_id)
     except (Study.DoesNotExist, ValueError, TypeError):
-        raise Http404(_("No such study.")) from None
+        raise _not_found(user=user, action=action, kind="study_id", requested=study_id) from None
     audit_record(actor=user, action=action, target=study, study=study)
     return study
 
@@ -65,7 +87,7 @@ def patient_for_upload(*, user, patient_id: int) -> Patient:
     try:
         return Patient.objects.get(id=patient_id)
     except (Patient.DoesNotExist, ValueError, TypeError):
-        raise Http404(_("No such patient.")) from None
+        raise _not_found(user=user, action="study.upload", kind="patient_id", requested=patient_id) from None
 
 
 def prediction_for_feedback(*, user, study_id: int) -> tuple[Study, Prediction]:
@@ -74,7 +96,7 @@ def prediction_for_feedback(*, user, study_id: int) -> tuple[Study, Prediction]:
     try:
         study = studies_for_user(user=user).get(id=study_id)
     except (Study.DoesNotExist, ValueError, TypeError):
-        raise Http404(_("No such study.")) from None
+        raise _not_found(user=user, action="feedback.record", kind="study_id", requested=study_id) from None
     predictions = list(study.predictions.all())
     if not predictions:
         raise Http404(_("This study has no prediction to give feedback on."))
@@ -91,7 +113,7 @@ def alert_for_acknowledgement(*, user, alert_id: int) -> Alert:
     try:
         return Alert.objects.select_related("study__patient").get(id=alert_id)
     except (Alert.DoesNotExist, ValueError, TypeError):
-        raise Http404(_("No such alert.")) from None
+        raise _not_found(user=user, action="alert.acknowledge", kind="alert_id", requested=alert_id) from None
 
 
 def alert_deliveries_for_user(*, user) -> QuerySet[AlertDelivery]:

@@ -19,7 +19,6 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 from accounts.roles import Capability, user_can
 from cxr_portal.middleware import DATABASE_ERRORS, database_unavailable_response
-from audit.services import audit_record
 
 from . import access, selectors
 from .forms import WorklistFilterForm
@@ -123,9 +122,9 @@ class PatientViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Cr
 
     @extend_schema(parameters=[OpenApiParameter("q", str, description="Search by name or MRN")])
     def list(self, request, *args, **kwargs):
-        response = super().list(request, *args, **kwargs)
-        audit_record(actor=request.user, action="patient.list", details={"query": request.query_params.get("q", ""), "api": True})
-        return response
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        access.patients_read_record(user=request.user, action="patient.list", query=request.query_params, patients=page)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, pk=None):
         patient = access.patient_get_for_user(user=request.user, patient_id=pk)
@@ -183,9 +182,9 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         OpenApiParameter("needs_my_review", bool, description="Completed, without your feedback on the latest result"),
     ])
     def list(self, request, *args, **kwargs):
-        response = super().list(request, *args, **kwargs)
-        audit_record(actor=request.user, action="study.list", details={"api": True})
-        return response
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        access.studies_read_record(user=request.user, action="study.list", query=request.query_params, studies=page)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def retrieve(self, request, pk=None):
         study = access.study_get_for_user(user=request.user, study_id=pk)
@@ -289,9 +288,10 @@ class AlertViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(parameters=[OpenApiParameter("state", str, description="'open' for unacknowledged alerts only")])
     def list(self, request, *args, **kwargs):
-        response = super().list(request, *args, **kwargs)
-        audit_record(actor=request.user, action="alert.list", details={"api": True})
-        return response
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        access.studies_read_record(user=request.user, action="alert.list", query=request.query_params,
+                                   studies=[alert.study for alert in page])
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     @extend_schema(request=None, responses={200: AlertSerializer})
     @action(detail=True, methods=["post"])

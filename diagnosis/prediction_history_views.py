@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from accounts.access import require_capability
 from accounts.roles import Capability
-from audit.services import audit_record
+from audit.services import audit_read_many, query_for_audit
 from cxr_portal.csv_export import csv_download
 from cxr_portal.filters import filters_for_audit, filters_given
 
@@ -26,8 +26,10 @@ def prediction_history(request):
     form = PredictionFilterForm(request.GET or None)
     filters = filters_given(form)
     page = Paginator(selectors.prediction_history_filtered(**filters), PAGE_SIZE).get_page(request.GET.get("page"))
-    audit_record(actor=request.user, action="prediction.history_view",
-                 details={"filters": filters_for_audit(filters), "page": page.number})
+    audit_read_many(actor=request.user, action="prediction.history_view", query=query_for_audit(request.GET),
+                    study_identifiers=[prediction.study.accession_number for prediction in page],
+                    patient_identifiers=[prediction.study.patient.mrn for prediction in page],
+                    details={"filters": filters_for_audit(filters)})
     return render(request, "diagnosis/prediction_history.html", {"form": form, "page": page})
 
 
@@ -65,8 +67,11 @@ def prediction_export(request):
     require_capability(user=request.user, capability=Capability.VIEW_AUDIT, action="prediction.history_export")
     filters = filters_given(PredictionFilterForm(request.GET or None))
     predictions = selectors.prediction_history_filtered(**filters)
-    audit_record(actor=request.user, action="prediction.history_export",
-                 details={"filters": filters_for_audit(filters), "rows": predictions.count()})
+    identifiers = list(predictions.values_list("study__accession_number", "study__patient__mrn"))
+    audit_read_many(actor=request.user, action="prediction.history_export", query=query_for_audit(request.GET),
+                    study_identifiers=[accession for accession, _mrn in identifiers],
+                    patient_identifiers=[mrn for _accession, mrn in identifiers],
+                    details={"filters": filters_for_audit(filters), "rows": len(identifiers)})
     # Prefetching needs a chunk size with iterator(); 500 keeps memory flat on a long history.
     rows = (_prediction_row(prediction) for prediction in predictions.iterator(chunk_size=500))
     return csv_download(rows, header=PREDICTION_COLUMNS, filename=f"prediction-history-{timezone.now():%Y%m%d-%H%M%S}.csv")

@@ -1,12 +1,13 @@
 from django.urls import path
 
-from . import model_version_views, prediction_history_views, site_adaptation_views, views
+from . import model_version_views, operations_views, prediction_history_views, site_adaptation_views, views
 
 app_name = "diagnosis"
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("worklist/", views.worklist, name="worklist"),
+    path("operations/", operations_views.operations_dashboard, name="operations"),
     path("worklist/statuses/", views.study_statuses, name="study_statuses"),
     path("worklist/export.csv", views.worklist_export_csv, name="worklist_export_csv"),
     path("patients/", views.patient_list, name="patient_list"),

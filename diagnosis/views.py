@@ -1,6 +1,5 @@
 """Pages. Each view validates, calls one access function or service, and renders."""
 
-from dataclasses import asdict
 
 from django.conf import settings
 from django.contrib import messages
@@ -22,7 +21,6 @@ from cxr_portal.form_errors import form_add_service_errors
 from . import access, selectors
 from .forms import FeedbackForm, PatientForm, PatientSearchForm, StudyUploadForm, WorklistFilterForm
 from .models import DeliveryOutcome, StudyStatus
-from .selectors import WorklistFilters
 from .services import storage
 from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
@@ -59,7 +57,7 @@ def worklist(request):
     filters = form.filters()
     studies = selectors.worklist_studies(user=request.user, filters=filters)
     page = Paginator(studies, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
-    audit_record(actor=request.user, action="study.list", details={"page": page.number, **_filter_details(filters)})
+    access.studies_read_record(user=request.user, action="study.list", query=request.GET, studies=page)
     pending_ids = [study.id for study in page if study.is_pending]
     return render(
         request,
@@ -77,7 +75,7 @@ def worklist_export_csv(request):
     """The filtered worklist, in triage order, as CSV (at most WORKLIST_EXPORT_LIMIT rows)."""
     filters = WorklistFilterForm(request.GET).filters()
     studies = list(selectors.worklist_studies(user=request.user, filters=filters)[:WORKLIST_EXPORT_LIMIT])
-    audit_record(actor=request.user, action="study.export_csv", details={"rows": len(studies), **_filter_details(filters)})
+    access.studies_read_record(user=request.user, action="study.export_csv", query=request.GET, studies=studies)
     return csv_download((_worklist_row(study) for study in studies), header=WORKLIST_EXPORT_COLUMNS,
                         filename="worklist.csv")
 
@@ -104,11 +102,6 @@ def _worklist_row(study) -> list:
     ]
 
 
-def _filter_details(filters: WorklistFilters) -> dict:
-    return {key: (value.isoformat() if hasattr(value, "isoformat") else value)
-            for key, value in asdict(filters).items() if value}
-
-
 @login_required
 @require_GET
 def study_statuses(request):
@@ -117,8 +110,9 @@ def study_statuses(request):
         ids = [int(value) for value in request.GET.get("ids", "").split(",") if value][:100]
     except ValueError:
         return JsonResponse({"detail": "ids must be a comma-separated list of numbers"}, status=400)
-    rows = access.studies_for_user(user=request.user).filter(id__in=ids).values_list("id", "status")
-    return JsonResponse({"statuses": {str(study_id): status for study_id, status in rows}})
+    studies = list(access.studies_for_user(user=request.user).filter(id__in=ids))
+    access.studies_read_record(user=request.user, action="study.status_list", query=request.GET, studies=studies)
+    return JsonResponse({"statuses": {str(study.id): study.status for study in studies}})
 
 
 @login_required
@@ -132,7 +126,7 @@ def patient_list(request):
         if query:
             patients = patients.filter(Q(name__icontains=query) | Q(mrn__icontains=query))
     page = Paginator(patients, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
-    audit_record(actor=request.user, action="patient.list", details={"query": query, "page": page.number})
+    access.patients_read_record(user=request.user, action="patient.list", query=request.GET, patients=page)
     return render(request, "diagnosis/patient_list.html", {"page": page, "form": form, "query": query})
 
 
@@ -262,7 +256,7 @@ def study_feedback(request, study_id: int):
 def alert_list(request):
     alerts = selectors.alerts_for_list(user=request.user)
     page = Paginator(alerts, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
-    audit_record(actor=request.user, action="alert.list", details={"page": page.number})
+    access.studies_read_record(user=request.user, action="alert.list", query=request.GET, studies=[alert.study for alert in page])
     return render(request, "diagnosis/alert_list.html", {"page": page})
 
 

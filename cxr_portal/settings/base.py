@@ -191,7 +191,7 @@ AUDIT_CHAIN_KEY = env("CXR_AUDIT_KEY", default="")
 # owner cannot write: another host or volume, ideally `chattr +a` or write-once storage (docs/operations.md).
 AUDIT_ANCHOR_FILE = env.path("CXR_AUDIT_ANCHOR_FILE", default=str(VAR_DIR / "audit-anchors.jsonl"))
 MAX_UPLOAD_BYTES = env.int("CXR_MAX_UPLOAD_BYTES", default=64 * 1024 * 1024)
-# Real chest films are under 4,300 x 4,900; ml.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
+# Real chest films are under 4,300 x 4,900; ml.serving.imaging.DEFAULT_MAX_PIXELS explains the 25 million.
 MAX_IMAGE_PIXELS = env.int("CXR_MAX_IMAGE_PIXELS", default=25_000_000)
 # Full-resolution decodes at once per web process; an upload that waits longer than this for one is told
 # to retry (503 with Retry-After) instead of holding a web thread in a queue.

@@ -82,7 +82,8 @@ def upload_rate_check(*, user, patient: Patient | None = None) -> None:
         )
 
 
-def image_validate(*, data: bytes) -> DecodedImage:
+def _image_decode(*, data: bytes) -> DecodedImage:
+    """Only inside a decode slot: image_prepare is the one way in."""
     if len(data) > settings.MAX_UPLOAD_BYTES:
         megabytes = settings.MAX_UPLOAD_BYTES // (1024 * 1024)
         raise UploadRejected(_("The file is larger than %(megabytes)s MB.") % {"megabytes": megabytes}, code="too_large")
@@ -118,7 +119,7 @@ def image_prepare(*, data: bytes) -> PreparedImage:
     """
     try:
         with decode_slot(wait_seconds=settings.DECODE_WAIT_SECONDS):
-            decoded = image_validate(data=data)
+            decoded = _image_decode(data=data)
             return PreparedImage(decoded.format, decoded.width, decoded.height, decoded.metadata,
                                  reencoded_png(decoded), _preview_png(decoded),
                                  colour_share(data) if decoded.format in ("PNG", "JPEG") else None)

@@ -171,7 +171,10 @@ def broker_queue_lengths() -> dict[str, int]:
         with app.connection_for_read() as broker:
             broker.ensure_connection(max_retries=1, timeout=settings.HEALTH_BROKER_TIMEOUT_SECONDS)
             for queue in settings.CELERY_OBSERVED_QUEUES:
-                lengths[queue] = broker.default_channel.queue_declare(queue=queue, passive=True).message_count
+                try:
+                    lengths[queue] = broker.default_channel.queue_declare(queue=queue, passive=True).message_count
+                except broker.channel_errors:
+                    lengths[queue] = 0  # Redis drops an empty queue's key: "no such queue" means nothing waits
     except Exception:  # noqa: BLE001 - metrics report what they can
         logger.warning("Broker queue lengths unavailable", exc_info=True)
     return lengths

@@ -23,7 +23,7 @@ from ml.serving.labels import CLASS_NAMES
 from ml.training.adapt import SITE_TEST, site_part
 
 from . import storage
-from .ingest import UploadRejected, image_validate, study_create
+from .ingest import UploadRejected, image_prepare, study_create
 from .patients import patient_create
 
 logger = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def _import_one(*, user, item: LabelledFile, label_import: LabelImport) -> str:
                 return "duplicate"
             study, outcome = existing, "labelled"
         else:
-            decoded = image_validate(data=data)  # before a patient is created for a file that is no image
+            decoded = image_prepare(data=data)  # before a patient is created for a file that is no image
             patient = _patient_for(user=user, item=item, data_sha256=digest,
                                    dicom_patient=decoded.metadata.get("patient_id", "").strip())
             study = study_create(patient=patient, uploaded_by=user, data=data, filename=item.path.name[:255],

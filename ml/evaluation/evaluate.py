@@ -6,8 +6,9 @@
 ``root`` is any folder laid out as ``<root>/{covid,normal,pneumonia}/*``
 (PNG, JPEG or DICOM; missing class folders are fine), or the development
 pool's folder with its ``manifest.csv`` (see ``ml.evaluation.datasets.load_dataset``).
-Writes ``metrics.json`` (schema in docs/evaluation.md), ``report.md`` and
-three PNG plots to ``--out``.
+Writes ``metrics.json`` (schema in docs/evaluation.md), ``report.md``, the
+plots and ``predictions.csv`` (one row per film: file, source, patient, true
+label, probabilities, predicted class, alert, warnings) to ``--out``.
 
 Four steps, each a function: ``collect`` (every film through exactly the serving
 path: ``ml.serving.imaging.decode_path``, then ``Predictor.predict``), ``summarise``
@@ -23,7 +24,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from ml.evaluation.plots import (
 from ml.evaluation.report import write_report
 from ml.evaluation.shortcut_audit import load_loso, run_shortcut_audit
 from ml.evaluation.source_probe import probe_model
+from ml.evaluation.site import prediction_row, write_predictions_csv
 from ml.evaluation.summary import DEFAULT_RESAMPLES, summarize_predictions
 from ml.serving.artifact import SHORTCUT_AUDIT_FILE, record_shortcut_audit
 from ml.serving.calibration import apply_temperature
@@ -100,6 +102,7 @@ class Collected:
     familiarity_scores: list  # one per film (None: the artifact has no familiarity check)
     features: list  # pooled features per film, only when the films' sources are known (the source probe)
     perturbed: dict[str, list]  # calibrated probabilities after each harmless change, per perturbation name
+    warnings: list = field(default_factory=list)  # per film, the serving warnings (lungs_not_found, unfamiliar)
 
     @property
     def patients(self) -> list[str]:
@@ -116,7 +119,7 @@ def collect(*, predictor, samples, lung_region, batch_size: int = DEFAULT_BATCH_
     class_names = list(predictor.class_names)
     kept, skipped = [], []
     probabilities, raw_probabilities, model_inputs, lung_masks, familiarity_scores = [], [], [], [], []
-    features = []
+    features, warnings = [], []
     sources_known = any(sample.source != "unknown" for sample in samples)
     perturbed = {perturbation.name: [] for perturbation in PERTURBATIONS}
     batches = range(0, len(samples), batch_size)
@@ -135,6 +138,7 @@ def collect(*, predictor, samples, lung_region, batch_size: int = DEFAULT_BATCH_
             raw_probabilities.append([result.raw_probabilities[name] for name in class_names])
             model_inputs.append(result.model_input)
             familiarity_scores.append(result.familiarity_score)
+            warnings.append(list(result.warnings))
             if sources_known:  # the source probe needs them; nothing else does
                 features.append(result.features if result.features is not None
                                 else predictor.features(result.model_input[..., None]))
@@ -149,7 +153,7 @@ def collect(*, predictor, samples, lung_region, batch_size: int = DEFAULT_BATCH_
         samples=kept, skipped=skipped, y_true=np.array([class_names.index(s.label) for s in kept]),
         probabilities=np.asarray(probabilities), raw_probabilities=np.asarray(raw_probabilities),
         model_inputs=np.stack(model_inputs)[..., None], lung_masks=np.stack(lung_masks),
-        familiarity_scores=familiarity_scores, features=features, perturbed=perturbed,
+        familiarity_scores=familiarity_scores, features=features, perturbed=perturbed, warnings=warnings,
     )
 
 
@@ -282,6 +286,14 @@ def write(*, out_dir: Path, result: dict, collected: Collected, calibration) -> 
             title=f"Familiarity of the films, {title}",
         ))
     files.append(write_report(metrics=result, path=out_dir / "report.md"))
+    # Film by film, so a site can look at every miss and every alert.
+    threshold = result["threshold"]["value"]
+    files.append(write_predictions_csv([
+        prediction_row(file=sample.key, source=sample.source, patient=sample.patient, true_label=sample.label,
+                       probabilities=row, threshold=threshold, warnings=film_warnings)
+        for sample, row, film_warnings in zip(collected.samples, collected.probabilities,
+                                              collected.warnings or [()] * len(collected.samples))
+    ], out_dir / "predictions.csv"))
     return files
 
 

@@ -142,19 +142,22 @@ PREDICTION_COLUMNS = ("file", "source", "patient", "true_label", *(f"p_{name}" f
                       "predicted", "alert", "warnings")
 
 
-def prediction_rows(*, films: Sequence[LabelledFilm], probabilities: np.ndarray, threshold: float,
-                    warnings: Sequence[Sequence[str]] | None = None) -> list[dict]:
-    """One row per film, in ``PREDICTION_COLUMNS``: what a site inspects film by film."""
-    rows = []
-    for index, (film, row) in enumerate(zip(films, probabilities)):
-        rows.append({
-            "file": film.name or film.key, "source": film.source, "patient": film.patient,
-            "true_label": CLASS_NAMES[film.label],
-            **{f"p_{name}": round(float(row[k]), 6) for k, name in enumerate(CLASS_NAMES)},
-            "predicted": CLASS_NAMES[int(np.argmax(row))], "alert": bool(row[POSITIVE] >= threshold),
-            "warnings": ";".join(warnings[index]) if warnings is not None else "",
-        })
-    return rows
+def prediction_row(*, file: str, source: str, patient: str, true_label: str, probabilities, threshold: float,
+                   warnings: Sequence[str] = ()) -> dict:
+    """One film's row of predictions.csv (``PREDICTION_COLUMNS``)."""
+    return {
+        "file": file, "source": source, "patient": patient, "true_label": true_label,
+        **{f"p_{name}": round(float(probabilities[k]), 6) for k, name in enumerate(CLASS_NAMES)},
+        "predicted": CLASS_NAMES[int(np.argmax(probabilities))], "alert": bool(probabilities[POSITIVE] >= threshold),
+        "warnings": ";".join(warnings),
+    }
+
+
+def prediction_rows(*, films: Sequence[LabelledFilm], probabilities: np.ndarray, threshold: float) -> list[dict]:
+    """One row per film: what a site inspects film by film."""
+    return [prediction_row(file=film.name or film.key, source=film.source, patient=film.patient,
+                           true_label=CLASS_NAMES[film.label], probabilities=row, threshold=threshold)
+            for film, row in zip(films, probabilities)]
 
 
 def write_predictions_csv(rows: Sequence[dict], path: Path | str) -> Path:

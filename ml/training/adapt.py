@@ -244,13 +244,12 @@ def last_block_layers(keras_model) -> list[str]:
 
 
 def _model_inputs(films: Sequence[LabelledFilm], config) -> np.ndarray:
-
     return np.stack([preprocess(film.load(), config) for film in films]).astype(np.float32)
 
 
-def _finetune(*, keras_model, head: Head, films: Sequence[LabelledFilm], weights: np.ndarray, config,
+def _finetune(*, keras_model, head: Head, inputs: np.ndarray, labels: np.ndarray, weights: np.ndarray,
               settings: AdaptationSettings, progress: Progress) -> list[str]:
-    """Train the last block and the head on these films (batch norm statistics frozen); returns the layers."""
+    """Train the last block and the head on these model inputs (batch norm statistics frozen); returns the layers."""
     import keras
 
     trainable = set(last_block_layers(keras_model))
@@ -258,27 +257,24 @@ def _finetune(*, keras_model, head: Head, films: Sequence[LabelledFilm], weights
         # Batch norm keeps its development statistics: a few hundred films would drag them off.
         layer.trainable = layer.name in trainable and not isinstance(layer, keras.layers.BatchNormalization)
     keras_model.get_layer("logits").set_weights([head.kernel.astype(np.float32), head.bias.astype(np.float32)])
-    progress("preparing fine-tuning inputs", 0.0)
-    inputs = _model_inputs(films, config)
-    labels = np.array([film.label for film in films])
     keras_model.compile(optimizer=keras.optimizers.Adam(settings.finetune_learning_rate),
                         loss="sparse_categorical_crossentropy")
     for epoch in range(settings.finetune_epochs):
         keras_model.fit(inputs, labels, sample_weight=weights * len(weights), batch_size=32, epochs=1,
                         shuffle=True, verbose=0)
-        progress("fine-tuning the last block", (epoch + 1) / settings.finetune_epochs)
+        progress("fine-tuning the last block", 0.65 + 0.15 * (epoch + 1) / settings.finetune_epochs)
     return sorted(trainable)
 
 
-def _keras_features(keras_model, films: Sequence[LabelledFilm], config) -> np.ndarray:
+def _keras_features(keras_model, inputs: np.ndarray) -> np.ndarray:
+    """Pooled features (N, C) of model inputs through the (fine-tuned) Keras network."""
 
     model = features_model(keras_model)
-    rows = []
-    for start in range(0, len(films), 64):
-        outputs = model.predict(_model_inputs(films[start:start + 64], config), verbose=0)
-        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-        rows.extend(split_outputs([output[i] for output in outputs])[0] for i in range(len(outputs[0])))
-    return np.stack(rows)
+    if not len(inputs):
+        return np.zeros((0, keras_model.get_layer("logits").input.shape[-1]), np.float32)
+    outputs = model.predict(inputs, verbose=0, batch_size=64)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return np.stack([split_outputs([output[i] for output in outputs])[0] for i in range(len(inputs))])
 
 
 def _copy_parent(parent_dir: Path, out_dir: Path) -> None:
@@ -445,17 +441,19 @@ def adapt(
                 head = fit_head(features=np.concatenate([dev.features, site.features]),
                                 labels=np.concatenate([dev.labels, site.labels]), weights=weights,
                                 initial=initial, l2=settings.l2)
-            layers = _finetune(keras_model=keras_model, head=head, films=[*dev.films, *site.films], weights=weights,
-                               config=predictor.config, settings=settings, progress=progress)
+            progress("preparing fine-tuning inputs", 0.65)
+            inputs = _model_inputs([*dev.films, *site.films], predictor.config)
+            layers = _finetune(keras_model=keras_model, head=head, inputs=inputs,
+                               labels=np.concatenate([dev.labels, site.labels]), weights=weights,
+                               settings=settings, progress=progress)
             record["finetune"] = {"layers": layers, "epochs": settings.finetune_epochs,
                                   "learning_rate": settings.finetune_learning_rate, "batch_norm": "frozen"}
             progress("features of the fine-tuned backbone", 0.8)
             initial = read_head(keras_model)
-            if dev.films:
-                dev.features = _keras_features(keras_model, dev.films, predictor.config)
-            site.features = _keras_features(keras_model, site.films, predictor.config)
+            features = _keras_features(keras_model, inputs)
+            dev.features, site.features = features[: len(dev.films)], features[len(dev.films):]
             if validation.films:
-                validation.features = _keras_features(keras_model, validation.films, predictor.config)
+                validation.features = _keras_features(keras_model, _model_inputs(validation.films, predictor.config))
             record["backbone"] = None  # a new backbone: named by the exported file below
         progress("refitting the head", 0.85)
         with threadpool_limits(limits=1, user_api="blas"):  # measured 2.8 s per fit with one, 14.7 s with two

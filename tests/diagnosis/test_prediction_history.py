@@ -29,7 +29,8 @@ def test_prediction_history_shows_model_probabilities_threshold_feedback_and_ale
     assert (row["model_name"], row["model_version"], row["probability_covid"], row["covid_threshold"]) == ("history-model", "1", "0.8", "0.4")
     assert row["feedback"] == "dr_ana: normal (no opacities)" and "acknowledged by dr_ana" in row["alerts"]
     export = AuditEvent.objects.get(action="prediction.history_export")
-    assert export.details == {"filters": {"patient": "MRN000123"}, "rows": 1}
+    assert export.details == {"filters": {"patient": "MRN000123"}, "rows": 1, "query": {"patient": "MRN000123"},
+                              "studies": ["ACC-STUDY"], "patients": ["MRN000123"], "count": 1}
 
 
 @pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import translation
 
 from diagnosis.rejections import IMAGE_REJECTIONS, image_rejection_message
-from diagnosis.services.ingest import UploadRejected, image_validate
+from diagnosis.services.ingest import UploadRejected, image_prepare
 from ml.serving.imaging import DECODE_ERRORS, ImageDecodeError
 from tests import images
 
@@ -52,7 +52,7 @@ def test_the_portal_message_takes_the_same_details_as_the_english_one(code):
 
 def test_a_rejected_file_carries_its_code_and_a_message_in_the_active_language():
     with translation.override("es"), pytest.raises(UploadRejected) as raised:
-        image_validate(data=images.png_bytes(images.checkerboard(size=10)))
+        image_prepare(data=images.png_bytes(images.checkerboard(size=10)))
     assert raised.value.code == "too_small"
     assert raised.value.messages == ["La imagen es demasiado pequeña (10 x 10 píxeles) para ser una radiografía."]
 

@@ -171,7 +171,7 @@ def test_csv_export_has_the_filtered_rows_in_triage_order_and_is_audited(
     assert rows[0]["alert_state"] == "open" and float(rows[0]["covid_probability"]) == pytest.approx(0.9)
     assert rows[0]["patient_name"].startswith("'=")  # never a live formula in a spreadsheet
     event = AuditEvent.objects.get(action="study.export_csv")
-    assert event.details == {"rows": 2, "status": "completed"}
+    assert event.details == {"query": {"status": "completed"}, "studies": ["HIGH", "LOW"], "patients": [patient.mrn], "count": 2}
 
 
 @pytest.mark.django_db

@@ -107,6 +107,17 @@ def test_cli_on_unseen_folder_without_manifest_and_with_a_missing_class(artifact
     report = (out / "report.md").read_text()
     assert "Shortcut audit" in report and "confusion_matrix.png" in report and "Stability under changes" in report
     assert "accuracy" in capsys.readouterr().out
+    # predictions.csv: one row per decoded film, its probabilities summing to one, its alert at the threshold.
+    import csv
+
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert len(rows) == 16 and list(rows[0]) == ["file", "source", "patient", "true_label", "p_covid", "p_normal",
+                                                 "p_pneumonia", "predicted", "alert", "warnings"]
+    for row in rows:
+        probabilities = [float(row[f"p_{name}"]) for name in CLASSES]
+        assert sum(probabilities) == pytest.approx(1.0, abs=1e-4)
+        assert row["alert"] == str(probabilities[0] >= m["threshold"]["value"])
+    assert sum(row["alert"] == "True" for row in rows) == m["threshold"]["alerts"]
 
 
 def test_manifest_split_and_per_source(artifact, tmp_path):
