@@ -66,7 +66,7 @@ def model_version_retire_view(request, model_version_id: int):
     """Retire a version only after confirmation, with a reason; the active one only if analysis is to pause."""
     require_capability(user=request.user, capability=Capability.MANAGE_MODELS, action="model_version.retire")
     model_version = selectors.model_version_get(model_version_id=model_version_id)
-    # Bound on every POST, so an empty one is refused (400) rather than shown again as a fresh form.
+    # Bound on every POST, so a POST without a reason is refused (400) rather than shown the empty form again.
     form = ModelVersionRetireForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
