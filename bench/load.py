@@ -118,15 +118,17 @@ def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float
     stop = time.monotonic() + seconds
 
     def session_for(number: int) -> requests.Session:
+        # Production marks cookies Secure; this loopback client speaks HTTP, so it keeps them itself.
         session = requests.Session()
-        login = session.get(f"{stack.base_url}/accounts/login/", timeout=30)
+        login = requests.get(f"{stack.base_url}/accounts/login/", timeout=60)
         csrf = login.cookies.get("csrftoken")
-        response = session.post(f"{stack.base_url}/accounts/login/", allow_redirects=False, timeout=30,
+        session.cookies.set("csrftoken", csrf)
+        response = session.post(f"{stack.base_url}/accounts/login/", allow_redirects=False, timeout=60,
                                 data={"username": f"reader{number:02d}", "password": "bench-password-123",
                                       "csrfmiddlewaretoken": csrf}, headers={"Referer": f"{stack.base_url}/"})
-        # Production marks cookies Secure; this loopback client speaks HTTP, so it keeps them itself.
-        for name, value in {**login.cookies.get_dict(), **response.cookies.get_dict()}.items():
-            session.cookies.set(name, value)
+        if response.status_code != 302 or "sessionid" not in response.cookies:
+            raise RuntimeError(f"reader{number:02d} could not sign in: {response.status_code}")
+        session.cookies.set("sessionid", response.cookies["sessionid"])
         return session
 
     def user(number: int):
@@ -134,8 +136,10 @@ def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float
         token = clients[number]
         while time.monotonic() < stop:
             for name, call in (
-                ("worklist page", lambda: session.get(f"{stack.base_url}/worklist/", timeout=60)),
-                ("study page", lambda: session.get(f"{stack.base_url}/studies/{study_id}/", timeout=60)),
+                ("worklist page", lambda: session.get(f"{stack.base_url}/worklist/", timeout=60,
+                                                      allow_redirects=False)),
+                ("study page", lambda: session.get(f"{stack.base_url}/studies/{study_id}/", timeout=60,
+                                                   allow_redirects=False)),
                 ("GET /api/studies/", lambda: requests.get(f"{stack.base_url}/api/studies/", timeout=60,
                                                            headers={"Authorization": f"Token {token}"})),
             ):
