@@ -98,42 +98,32 @@ def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, second
 def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float]]:
     """users clinicians, each signed in (session) and with a token, reading pages and the API in a loop."""
     study_id = stack.postgres.psql("cxr", "SELECT max(id) FROM diagnosis_study WHERE status = 'completed'").strip()
-    clients = []
-    for number in range(users):
-        token, _ = stack.provision_clinician(f"reader{number:02d}") if number < 2 else (None, None)
-        clients.append(token)
-    # Provisioning one by one is slow: make the rest in one shell call.
+    # Signed in the way Django's test client does it (a session row per user), and a token each for the API.
     script = (
-        "from accounts.models import Role, User; from rest_framework.authtoken.models import Token;"
+        "from django.test import Client; from accounts.models import Role, User;"
+        "from rest_framework.authtoken.models import Token;"
         "role = Role.objects.get(name='clinician');\n"
-        f"for number in range(2, {users}):\n"
+        f"for number in range({users}):\n"
         "    user, _ = User.objects.get_or_create(username=f'reader{number:02d}', defaults={'role': role});"
-        " user.role = role; user.set_password('bench-password-123'); user.save();"
-        " print(Token.objects.get_or_create(user=user)[0].key)\n"
+        " user.role = role; user.save(); client = Client(); client.force_login(user);"
+        " print(Token.objects.get_or_create(user=user)[0].key, client.cookies['sessionid'].value)\n"
     )
-    clients[2:] = stack.manage("shell", "-c", script).split()
+    credentials = [line.split() for line in stack.manage("shell", "-c", script).splitlines()
+                   if len(line.split()) == 2 and len(line.split()[0]) == 40]  # token (40 hex) and session id
+    assert len(credentials) == users, credentials
     timings: dict[str, list[float]] = {"worklist page": [], "study page": [], "GET /api/studies/": []}
     failures = {name: 0 for name in timings}
+    failure_kinds: Counter = Counter()
+    settings_session_cookie = stack.manage("shell", "-c", "from django.conf import settings; "
+                                           "print(settings.SESSION_COOKIE_NAME)").split()[-1]
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
-    def session_for(number: int) -> requests.Session:
-        # Production marks cookies Secure; this loopback client speaks HTTP, so it keeps them itself.
-        session = requests.Session()
-        login = requests.get(f"{stack.base_url}/accounts/login/", timeout=60)
-        csrf = login.cookies.get("csrftoken")
-        session.cookies.set("csrftoken", csrf)
-        response = session.post(f"{stack.base_url}/accounts/login/", allow_redirects=False, timeout=60,
-                                data={"username": f"reader{number:02d}", "password": "bench-password-123",
-                                      "csrfmiddlewaretoken": csrf}, headers={"Referer": f"{stack.base_url}/"})
-        if response.status_code != 302 or "sessionid" not in response.cookies:
-            raise RuntimeError(f"reader{number:02d} could not sign in: {response.status_code}")
-        session.cookies.set("sessionid", response.cookies["sessionid"])
-        return session
-
     def user(number: int):
-        session = session_for(number)
-        token = clients[number]
+        token, session_id = credentials[number]
+        session = requests.Session()
+        # Production marks the cookie Secure, so a cookie jar would not send it over this loopback HTTP.
+        session.headers["Cookie"] = f"{settings_session_cookie}={session_id}"
         while time.monotonic() < stop:
             for name, call in (
                 ("worklist page", lambda: session.get(f"{stack.base_url}/worklist/", timeout=60,
@@ -154,9 +144,12 @@ def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float
                         timings[name].append(elapsed)
                     else:
                         failures[name] += 1
+                        failure_kinds[status] += 1
 
     with ThreadPoolExecutor(users) as pool:
         list(pool.map(user, range(users)))
+    if failure_kinds:
+        print(f"failed reads: {dict(failure_kinds)}")
     return timings, failures
 
 
