@@ -155,6 +155,7 @@ class Stack:
             "CXR_AUDIT_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
             "CXR_AUDIT_ANCHOR_FILE": str(self.folder / "anchors.jsonl"),
             "CXR_UPLOAD_RATE_LIMIT": "100000",
+            "DJANGO_STATIC_ROOT": str(self.folder / "static"),
             "CUDA_VISIBLE_DEVICES": "",
             "TF_CPP_MIN_LOG_LEVEL": "3",
             **(extra_env or {}),
@@ -203,6 +204,9 @@ class Stack:
     def up(self, services=SERVICES, *, ready_seconds: float = 180):
         self.postgres.init()
         self.redis.start()
+        # The Dockerfile's web target runs collectstatic at build time; production serves the manifest it writes.
+        subprocess.run([str(VENV_BIN / "python"), "manage.py", "collectstatic", "--noinput"], cwd=ROOT, env=self.env,
+                       check=True, capture_output=True)
         self.migrate()
         for service in services:
             self.start_service(service)
