@@ -81,7 +81,8 @@ def main():
             env={**stack.env, "DATABASE_URL": stack.postgres.url("cxr_owner", "cxr_restored")},
             capture_output=True, text=True,
         )
-        verdict = (verify.stdout + verify.stderr).strip().splitlines()[-1]
+        lines = (verify.stdout + verify.stderr).strip().splitlines()
+        verdict = next((line for line in lines if "Audit chain" in line), lines[-1])
         print(f"audit chain of the restored database: {verdict}")
         chain_ok = verify.returncode == 0 or "tail_deleted" in verdict
         ok = counts_ok and not missing and not differing and chain_ok
