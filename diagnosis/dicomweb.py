@@ -11,7 +11,6 @@ import logging
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import ParseError, UnsupportedMediaType
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
@@ -19,6 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.access import require_capability
+from accounts.authentication import ExpiringTokenAuthentication
 from accounts.roles import Capability
 from audit.context import current_request_context
 
@@ -107,7 +107,7 @@ def _identifiers(data: bytes) -> tuple[str, str]:
 class StowStudiesView(APIView):
     """POST /dicomweb/studies: store chest radiographs sent as multipart/related; type="application/dicom"."""
 
-    authentication_classes = [TokenAuthentication]
+    authentication_classes = [ExpiringTokenAuthentication]
     parser_classes = [MultipartRelatedParser]
     renderer_classes = [DicomJSONRenderer, JSONRenderer]
 

@@ -66,7 +66,8 @@ def model_version_retire_view(request, model_version_id: int):
     """Retire a version only after confirmation, with a reason; the active one only if analysis is to pause."""
     require_capability(user=request.user, capability=Capability.MANAGE_MODELS, action="model_version.retire")
     model_version = selectors.model_version_get(model_version_id=model_version_id)
-    form = ModelVersionRetireForm(request.POST or None)
+    # Bound on every POST, so a POST without a reason is refused (400) rather than shown the empty form again.
+    form = ModelVersionRetireForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             model_version_retire(model_version=model_version, actor=request.user, **form.cleaned_data)

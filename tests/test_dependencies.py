@@ -3,6 +3,8 @@
 The web image must never carry TensorFlow, Keras, LiteRT or the test tools; a web process must never import them.
 """
 
+import importlib.metadata
+import json
 import re
 import subprocess
 import sys
@@ -65,15 +67,25 @@ def test_each_image_installs_its_own_set_and_compose_runs_each_service_from_the_
                        "worker-inference": "worker", "worker-default": "worker", "worker-training": "trainer"}
 
 
-def test_the_web_process_imports_no_model_runtime():
-    """Load every URL's view and the WSGI application as gunicorn would, then look at what got imported."""
+def test_the_web_process_imports_only_what_the_web_set_installs():
+    """Load the WSGI application, every URL's view and the task modules as gunicorn and Celery's client would;
+    then every module-level import of the project's modules that got loaded must come from requirements/web.txt
+    or what its packages depend on. A module-level import of TensorFlow, LiteRT, tqdm... in code the web loads
+    fails here, in the development environment that has them all."""
     script = """
+import ast
+import importlib.metadata
+import json
 import sys
+
 import django
 from django.urls import get_resolver
 
 django.setup()
 import cxr_portal.wsgi  # noqa: F401
+import diagnosis.tasks  # noqa: F401
+import audit.tasks  # noqa: F401
+
 
 def walk(resolver):
     for pattern in resolver.url_patterns:
@@ -82,11 +94,47 @@ def walk(resolver):
         else:
             pattern.callback
 
+
 walk(get_resolver())
-print(sorted({name.split(".")[0] for name in sys.modules} & {"tensorflow", "keras", "ai_edge_litert", "pytest"}))
-"""
+imported = {}
+for name, module in list(sys.modules.items()):
+    if name.split(".")[0] not in PROJECT_PACKAGES or not getattr(module, "__file__", None):
+        continue
+    for node in ast.parse(open(module.__file__).read()).body:  # module level only: not inside functions
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                 else [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        for imported_name in names:
+            imported.setdefault(imported_name.split(".")[0], name)
+installed_by = importlib.metadata.packages_distributions()
+print(json.dumps({dist: module for top, module in imported.items() for dist in installed_by.get(top, [])}))
+""".replace("PROJECT_PACKAGES", repr({"accounts", "audit", "cxr_portal", "diagnosis", "ml"}))
     environment = {"DJANGO_SETTINGS_MODULE": "cxr_portal.settings.test", "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", script], cwd=PROJECT_ROOT, env=environment, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    imported_by = {dist.lower().replace("_", "-"): module
+                   for dist, module in json.loads(result.stdout.strip().splitlines()[-1]).items()}
+    assert not set(imported_by) & MODEL_PACKAGES, f"the web process must never load the model runtime: {imported_by}"
+    missing = {dist: module for dist, module in imported_by.items() if dist not in web_set_with_dependencies()}
+    assert missing == {}, "the web imports these (package: first module importing it); add them to requirements/web.txt"
+
+
+def web_set_with_dependencies() -> set[str]:
+    """requirements/web.txt and, through the installed packages' metadata, everything they require."""
+    from packaging.requirements import Requirement
+
+    wanted, seen = list(pinned("web.txt")), set()
+    while wanted:
+        name = wanted.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for line in requires:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                wanted.append(requirement.name)
+    return seen

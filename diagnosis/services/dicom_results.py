@@ -3,7 +3,7 @@
 The Structured Report (Comprehensive SR, built with highdicom) sits in the source image's study and
 references that image; it carries the finding, each class's calibrated probability, the COVID-19 alert
 and threshold, the model version, any reliability warnings and the decision-support disclaimer. The
-optional Secondary Capture is the film as the model saw it with the heatmap drawn on it.
+optional Secondary Capture is the film with the heatmap drawn over the region the model looked at.
 
 Both take the patient and study from the header the receiver kept (Study.dicom_header), so only studies
 that came over DICOM can have results sent back. Their UIDs derive from the prediction, so a retry sends
@@ -129,7 +129,7 @@ def prediction_secondary_capture(prediction: Prediction) -> Dataset | None:
     from highdicom.sc import SCImage
 
     source = _source_dataset(prediction)
-    overlay = Image.open(io.BytesIO(storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP))).convert("RGB")
+    overlay = _film_with_heatmap(prediction)
     orientation = tuple(source.get("PatientOrientation") or ()) if len(source.get("PatientOrientation") or ()) == 2 else ("L", "F")
     return SCImage.from_ref_dataset(
         source,
@@ -146,6 +146,25 @@ def prediction_secondary_capture(prediction: Prediction) -> Dataset | None:
         series_description="CXR Portal heatmap (decision support)",
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
+
+
+def _film_with_heatmap(prediction: Prediction, *, opacity: float = 0.5) -> Image.Image:
+    """The stored preview of the film with the heatmap layer over the crop box the model saw, as on the study page.
+
+    Predictions from before heatmap layers have the model input with the heatmap blended in: that is sent as is.
+    """
+    if not prediction.heatmap_box:
+        return Image.open(io.BytesIO(storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP))).convert("RGB")
+    study = prediction.study
+    film = Image.open(io.BytesIO(storage.blob_get(study.image.sha256, kind=storage.PREVIEW))).convert("RGBA")
+    layer = Image.open(io.BytesIO(storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP_LAYER)))
+    box = prediction.heatmap_box
+    left, top = round(box["left"] * film.width), round(box["top"] * film.height)
+    size = (max(1, round(box["right"] * film.width) - left), max(1, round(box["bottom"] * film.height) - top))
+    layer = layer.convert("RGBA").resize(size, Image.Resampling.BILINEAR)
+    layer.putalpha(layer.getchannel("A").point(lambda alpha: round(alpha * opacity)))
+    film.alpha_composite(layer, dest=(left, top))
+    return film.convert("RGB")
 
 
 def pacs_store(dataset: Dataset) -> int:

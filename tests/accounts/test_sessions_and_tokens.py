@@ -144,3 +144,25 @@ def test_one_users_typos_do_not_lock_the_ward_address(clinician, second_clinicia
     for attempt in range(10):
         Client().post(reverse("accounts:login"), {"username": "dr_ana", "password": f"typo-{attempt}"}, REMOTE_ADDR=WARD_ADDRESS)
     assert signed_in("dr_ben")
+
+
+@pytest.mark.django_db
+def test_every_api_door_uses_the_expiring_token():
+    """A door with DRF's plain TokenAuthentication would accept expired tokens."""
+    from django.urls import get_resolver
+    from rest_framework.authentication import TokenAuthentication
+
+    from accounts.authentication import ExpiringTokenAuthentication
+
+    def views(patterns):
+        for pattern in patterns:
+            if hasattr(pattern, "url_patterns"):
+                yield from views(pattern.url_patterns)
+            else:
+                yield pattern.callback
+
+    for callback in views(get_resolver().url_patterns):
+        view_class = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
+        for authentication in getattr(view_class, "authentication_classes", []) or []:
+            if issubclass(authentication, TokenAuthentication):
+                assert issubclass(authentication, ExpiringTokenAuthentication), view_class

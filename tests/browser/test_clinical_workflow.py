@@ -37,7 +37,7 @@ def test_clinician_uploads_sees_result_acknowledges_alert_and_records_feedback_a
     metadata = json.loads((artifact / "metadata.json").read_text())
     metadata["covid_threshold"] = 0.0
     # Crop to the lungs, as production does: the heatmap then covers only part of the film.
-    metadata["preprocessing"].update(crop="lungs", lung_segmenter="lung_segmenter")
+    metadata["recipe"]["preprocessing"].update(crop="lungs", lung_segmenter="lung_segmenter")
     (artifact / "metadata.json").write_text(json.dumps(metadata))
     model_version = model_version_register(artifact_dir=artifact, activate=True)
     assert model_version.covid_threshold == 0.0

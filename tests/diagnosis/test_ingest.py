@@ -83,3 +83,33 @@ def test_rejects_duplicate_accession_number(clinician, patient, queued_inference
     with pytest.raises(UploadRejected, match="already exists") as raised:
         study_create(patient=patient, uploaded_by=clinician, data=images.jpeg_bytes(), accession_number="ACC-1")
     assert raised.value.code == "accession_number_taken"
+
+
+@pytest.mark.django_db
+def test_a_png_is_stored_as_uploaded_without_its_text_chunks_and_decodes_to_the_same_pixels(
+    clinician, patient, monkeypatch, queued_inference
+):
+    import io
+
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from diagnosis.services import ingest, storage
+    from ml.serving.imaging import decode_image
+
+    def no_reencode(decoded):
+        raise AssertionError("a PNG upload must not be re-encoded")
+
+    monkeypatch.setattr(ingest, "reencoded_png", no_reencode)
+    pixels = (np.random.default_rng(4).integers(0, 65535, (300, 280))).astype(np.uint16)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("PatientName", "Maria Lopez")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", pnginfo=text)
+    upload = buffer.getvalue()
+    assert b"Maria Lopez" in upload
+
+    study = study_create(patient=patient, uploaded_by=clinician, data=upload)
+    stored = storage.blob_get(study.image.sha256, kind=storage.ORIGINAL)
+    assert b"Maria Lopez" not in stored and b"tEXt" not in stored
+    assert np.array_equal(decode_image(stored).pixels, decode_image(upload).pixels)

@@ -1,5 +1,6 @@
 """Results to the PACS (DICOM SR and Secondary Capture by C-STORE) and to the EHR (FHIR), with delivery records."""
 
+import io
 import json
 import socket
 import threading
@@ -7,6 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import ComprehensiveSRStorage, SecondaryCaptureImageStorage
@@ -17,7 +19,7 @@ from diagnosis.services import storage
 from diagnosis.services.dicom import DicomSender, study_create_from_dicom
 from diagnosis.services.feedback import feedback_record
 from diagnosis.services.results import result_deliver, result_destinations_for
-from tests import dicom_films, images
+from tests import dicom_films
 from tests.diagnosis import factories
 
 PACS_AE = "TESTPACS"
@@ -118,9 +120,14 @@ def prediction(db, queued_inference, source_film):
     study = study_create_from_dicom(data=dicom_films.file_bytes(source_film),
                                     sender=DicomSender(source=StudySource.PACS, calling_ae="MODALITY1")).study
     prediction = factories.completed_prediction(study=study, model=factories.model_version(version="7"), covid=0.8)
-    heatmap = images.png_bytes(np.stack([images.gradient(64, 64)] * 3, axis=-1)[..., 0])
-    prediction.heatmap_sha256 = storage.blob_put(heatmap, kind=storage.HEATMAP, digest="a" * 64)
-    prediction.save(update_fields=["heatmap_sha256"])
+    # A red heat layer over the middle of the film, as the worker stores it (an RGBA layer and its crop box).
+    layer = np.zeros((32, 32, 4), dtype=np.uint8)
+    layer[..., 0], layer[..., 3] = 255, 200
+    buffer = io.BytesIO()
+    Image.fromarray(layer, mode="RGBA").save(buffer, format="PNG")
+    prediction.heatmap_sha256 = storage.blob_put(buffer.getvalue(), kind=storage.HEATMAP_LAYER, digest="a" * 64)
+    prediction.heatmap_box = {"left": 0.25, "top": 0.25, "right": 0.75, "bottom": 0.75}
+    prediction.save(update_fields=["heatmap_sha256", "heatmap_box"])
     return prediction
 
 
@@ -161,8 +168,11 @@ def test_the_secondary_capture_carries_the_heatmap_in_the_source_study(predictio
     assert capture.SOPClassUID == SecondaryCaptureImageStorage
     assert capture.StudyInstanceUID == source_film.StudyInstanceUID
     assert capture.PhotometricInterpretation == "RGB"
-    # The heatmap is drawn on the film as the model saw it.
-    assert (capture.Rows, capture.Columns) == (64, 64)
+    assert (capture.Rows, capture.Columns) == (80, 96)
+    pixels = capture.pixel_array.astype(int)
+    # Red over the crop box, the grey film outside it.
+    assert pixels[40, 48, 0] > pixels[40, 48, 2] + 80
+    assert abs(pixels[5, 5, 0] - pixels[5, 5, 2]) < 3
 
 
 def test_a_refusing_pacs_is_recorded_and_retried_until_it_stores_once(prediction, pacs):
@@ -263,3 +273,17 @@ def test_the_sweeper_rings_for_results_the_broker_lost_and_for_failed_attempts_o
     assert result_deliver(prediction_id=prediction.id, destination=ResultDestination.PACS_REPORT).status == "succeeded"
     settings.CXR_RESULTS_MAX_ATTEMPTS = 1
     assert results_redeliver_undelivered() == 0
+
+
+def test_administrators_see_every_attempt_without_patient_data(prediction, pacs, administrator):
+    from tests.conftest import logged_in_client
+
+    pacs(statuses=[0xA700, 0x0000])
+    result_deliver(prediction_id=prediction.id, destination=ResultDestination.PACS_REPORT)
+    result_deliver(prediction_id=prediction.id, destination=ResultDestination.PACS_REPORT)
+
+    page = logged_in_client(administrator).get("/results/deliveries/").content.decode()
+
+    assert page.count('data-testid="result-delivery-row"') == 2
+    assert 'data-outcome="failed"' in page and 'data-outcome="succeeded"' in page
+    assert "PACS-OUT" not in page and "Doe" not in page

@@ -39,3 +39,18 @@ def test_web_process_does_not_load_tensorflow():
         "import cxr_portal.urls, diagnosis.views, diagnosis.api, diagnosis.tasks"
     )
     assert "tensorflow" not in modules
+
+
+
+def test_the_worker_loads_only_ml_serving():
+    # Training and evaluation code load only inside the tasks that run them (adaptation, label imports), so a
+    # worker classifying films carries nothing else of ml/.
+    modules = imported_after(
+        "import os, django\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'cxr_portal.settings.test'\n"
+        "django.setup()\n"
+        "import cxr_portal.celery, diagnosis.tasks, diagnosis.services.inference"
+    )
+    loaded = {name for name in modules if name.startswith("ml.")}
+    assert "ml.serving.imaging" in loaded
+    assert all(name.startswith("ml.serving") for name in loaded), sorted(loaded)

@@ -44,6 +44,7 @@ BLANK_UPLOAD = (("accession_number", ""),)
 BLANK_USER = (("username", ""),)
 UPLOAD = (("patient", "{patient}"), ("file", "<png>"))
 SET_LANGUAGE = (("language", "es"), ("next", "/worklist/"))
+RETIRE = (("reason", "superseded"),)
 
 MATRIX: list[Row] = [
     # --- sign-in --------------------------------------------------------------------------------
@@ -74,11 +75,15 @@ MATRIX: list[Row] = [
     R("alerts/",                                             "GET",  "/alerts/",                                   302, 200, 200, 403, 200),
     R("alerts/<int:alert_id>/acknowledge/",                  "POST", "/alerts/{alert}/acknowledge/",               302, 302, 302, 403, 403, ACK),
     R("alerts/deliveries/",                                  "GET",  "/alerts/deliveries/",                        302, 403, 403, 200, 403),
+    R("results/deliveries/",                                 "GET",  "/results/deliveries/",                       302, 403, 403, 200, 403),
     R("models/",                                             "GET",  "/models/",                                   302, 403, 403, 200, 200),
     R("models/<int:version_id>/monitoring/",                 "GET",  "/models/{model_version}/monitoring/",        302, 403, 403, 200, 200),
     R("models/<int:model_version_id>/activate/",             "POST", "/models/{model_version}/activate/",          302, 403, 403, 302, 403),
-    R("models/<int:model_version_id>/retire/",               "POST", "/models/{model_version}/retire/",            302, 403, 403, 302, 403),
+    R("models/<int:model_version_id>/retire/",               "GET",  "/models/{model_version}/retire/",            302, 403, 403, 200, 403),
+    R("models/<int:model_version_id>/retire/",               "POST", "/models/{model_version}/retire/",            302, 403, 403, 302, 403, RETIRE),
     R("models/site/",                                        "GET",  "/models/site/",                              302, 403, 403, 200, 200),
+    # The portal's icon, for anyone (a page that names no icon, or the API's JSON in a browser).
+    R("favicon.ico",                                         "GET",  "/favicon.ico",                               301, 301, 301, 301, 301),
     R("models/site/import/",                                 "POST", "/models/site/import/",                       302, 403, 403, 302, 403,
       (("root", "no-such-folder"),)),
     R("models/site/adapt/",                                  "POST", "/models/site/adapt/",                        302, 403, 403, 302, 403,

@@ -1,0 +1,204 @@
+"""Load on the production processes (bench/stack.py): uploads at fixed rates, then 50 clinicians reading.
+
+    .venv/bin/python bench/load.py                       # 1, 5, 20 uploads/s x 1 and 2 inference processes x 512 px
+                                                         # and 2000x2000 16-bit PNGs, then 50 users on pages and API
+    .venv/bin/python bench/load.py --rates 5 --processes 2 --films 2000 --seconds 20
+
+Prints, per configuration: upload request p50/p95, upload -> stored prediction p50/p95 (server clock:
+created_at -> completed_at), sustained studies/s (completed / time from first upload to last result). Then
+page (/worklist/, /studies/<id>/) and GET /api/studies/ p50/p95/p99 with 50 concurrent logged-in users.
+A bounded client of its own (threads and requests), so nothing else needs installing. Shares the CPU with
+everything else on the machine: compare configurations side by side, not with another machine's numbers.
+"""
+
+import argparse
+import statistics
+from collections import Counter
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stack import Stack, film_png  # noqa: E402
+
+DRAIN_BOUND_SECONDS = 240
+
+
+def percentile(values, share):
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def films(side: int, count: int) -> list[bytes]:
+    if side == 2000:
+        return [film_png(2000, bits=16, seed=seed) for seed in range(count)]
+    return [film_png(side, seed=seed) for seed in range(count)]
+
+
+def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, seconds: float, film_bytes: list[bytes]):
+    latencies, study_ids, errors = [], [], []
+    lock = threading.Lock()
+
+    def one(number):
+        started = time.perf_counter()
+        try:
+            response = requests.post(f"{stack.base_url}/api/studies/", headers={"Authorization": f"Token {token}"},
+                                     data={"patient": patient_id},
+                                     files={"file": (f"f{number}.png", film_bytes[number % len(film_bytes)])},
+                                     timeout=120)
+            elapsed = time.perf_counter() - started
+            with lock:
+                if response.status_code == 201:
+                    latencies.append(elapsed)
+                    study_ids.append(response.json()["id"])
+                else:
+                    errors.append(response.status_code)
+        except requests.RequestException as error:
+            with lock:
+                errors.append(type(error).__name__)
+
+    count = max(1, int(rate * seconds))
+    first = time.time()
+    with ThreadPoolExecutor(min(64, count)) as pool:
+        for number in range(count):
+            pool.submit(one, number)
+            time.sleep(1 / rate)
+    id_list = ",".join(map(str, study_ids)) or "0"
+    deadline = time.monotonic() + DRAIN_BOUND_SECONDS
+    while time.monotonic() < deadline:
+        pending = int(stack.postgres.psql("cxr", f"SELECT count(*) FROM diagnosis_study WHERE id IN ({id_list}) "
+                                                 "AND status NOT IN ('completed', 'failed')"))
+        if pending == 0:
+            break
+        time.sleep(1)
+    rows = stack.postgres.psql("cxr", "SELECT extract(epoch from completed_at - created_at), "
+                                      f"extract(epoch from completed_at) FROM diagnosis_study WHERE id IN ({id_list}) "
+                                      "AND status = 'completed'")
+    waits, finished = [], []
+    for line in rows.splitlines():
+        wait, completed = line.split("|")
+        waits.append(float(wait))
+        finished.append(float(completed))
+    sustained = len(finished) / (max(finished) - first) if finished else 0.0
+    return {
+        "uploads": count, "2xx": len(study_ids), "errors": len(errors),
+        "error kinds": dict(Counter(errors)),
+        "upload p50": percentile(latencies, 0.5), "upload p95": percentile(latencies, 0.95),
+        "result p50": percentile(waits, 0.5), "result p95": percentile(waits, 0.95),
+        "studies/s": sustained, "completed": len(finished),
+    }
+
+
+def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float]]:
+    """users clinicians, each signed in (session) and with a token, reading pages and the API in a loop."""
+    study_id = stack.postgres.psql("cxr", "SELECT max(id) FROM diagnosis_study WHERE status = 'completed'").strip()
+    clients = []
+    for number in range(users):
+        token, _ = stack.provision_clinician(f"reader{number:02d}") if number < 2 else (None, None)
+        clients.append(token)
+    # Provisioning one by one is slow: make the rest in one shell call.
+    script = (
+        "from accounts.models import Role, User; from rest_framework.authtoken.models import Token;"
+        "role = Role.objects.get(name='clinician');\n"
+        f"for number in range(2, {users}):\n"
+        "    user, _ = User.objects.get_or_create(username=f'reader{number:02d}', defaults={'role': role});"
+        " user.role = role; user.set_password('bench-password-123'); user.save();"
+        " print(Token.objects.get_or_create(user=user)[0].key)\n"
+    )
+    clients[2:] = stack.manage("shell", "-c", script).split()
+    timings: dict[str, list[float]] = {"worklist page": [], "study page": [], "GET /api/studies/": []}
+    failures = {name: 0 for name in timings}
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def session_for(number: int) -> requests.Session:
+        session = requests.Session()
+        login = session.get(f"{stack.base_url}/accounts/login/", timeout=30)
+        csrf = login.cookies.get("csrftoken")
+        response = session.post(f"{stack.base_url}/accounts/login/", allow_redirects=False, timeout=30,
+                                data={"username": f"reader{number:02d}", "password": "bench-password-123",
+                                      "csrfmiddlewaretoken": csrf}, headers={"Referer": f"{stack.base_url}/"})
+        # Production marks cookies Secure; this loopback client speaks HTTP, so it keeps them itself.
+        for name, value in {**login.cookies.get_dict(), **response.cookies.get_dict()}.items():
+            session.cookies.set(name, value)
+        return session
+
+    def user(number: int):
+        session = session_for(number)
+        token = clients[number]
+        while time.monotonic() < stop:
+            for name, call in (
+                ("worklist page", lambda: session.get(f"{stack.base_url}/worklist/", timeout=60)),
+                ("study page", lambda: session.get(f"{stack.base_url}/studies/{study_id}/", timeout=60)),
+                ("GET /api/studies/", lambda: requests.get(f"{stack.base_url}/api/studies/", timeout=60,
+                                                           headers={"Authorization": f"Token {token}"})),
+            ):
+                started = time.perf_counter()
+                try:
+                    status = call().status_code
+                except requests.RequestException:
+                    status = "connection error"
+                elapsed = time.perf_counter() - started
+                with lock:
+                    if status == 200:
+                        timings[name].append(elapsed)
+                    else:
+                        failures[name] += 1
+
+    with ThreadPoolExecutor(users) as pool:
+        list(pool.map(user, range(users)))
+    return timings, failures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rates", type=float, nargs="+", default=[1, 5, 20])
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--films", type=int, nargs="+", default=[512, 2000])
+    parser.add_argument("--seconds", type=float, default=15, help="upload phase per configuration")
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--read-seconds", type=float, default=30)
+    arguments = parser.parse_args()
+    film_sets = {side: films(side, 12) for side in arguments.films}
+    rows = []
+    for processes in arguments.processes:
+        stack = Stack(inference_concurrency=processes)
+        try:
+            stack.up()
+            token, patient_id = stack.provision_clinician()
+            for side in arguments.films:
+                for rate in arguments.rates:
+                    result = upload_run(stack, token, patient_id, rate=rate, seconds=arguments.seconds,
+                                        film_bytes=film_sets[side])
+                    rows.append((processes, side, rate, result))
+                    print(f"{processes} proc {side:>4} px {rate:>4.0f}/s: " + ", ".join(
+                        f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
+                        for key, value in result.items()), flush=True)
+            if processes == arguments.processes[-1] and arguments.users:
+                timings, failures = readers(stack, users=arguments.users, seconds=arguments.read_seconds)
+        finally:
+            stack.down()
+    print("\nprocs  film        rate/s  uploads  2xx  upload p50  upload p95  result p50  result p95  studies/s")
+    for processes, side, rate, result in rows:
+        film = "512 px 8-bit" if side == 512 else f"{side}² 16-bit"
+        print(f"{processes:>5}  {film:<12}{rate:>6.0f}  {result['uploads']:>7}  {result['2xx']:>3}"
+              f"  {result['upload p50']:>9.2f}s  {result['upload p95']:>9.2f}s  {result['result p50']:>9.2f}s"
+              f"  {result['result p95']:>9.2f}s  {result['studies/s']:>9.2f}")
+    if arguments.users:
+        print(f"\n{arguments.users} logged-in users for {arguments.read_seconds:.0f} s "
+              f"({arguments.processes[-1]} inference processes idle):")
+        print("request               count  failed     p50      p95      p99    requests/s")
+        for name, values in timings.items():
+            print(f"{name:<20}{len(values):>6}  {failures[name]:>6}  {percentile(values, .5) * 1000:>6.0f}ms"
+                  f" {percentile(values, .95) * 1000:>6.0f}ms {percentile(values, .99) * 1000:>6.0f}ms"
+                  f"  {len(values) / arguments.read_seconds:>8.1f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
