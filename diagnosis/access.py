@@ -14,7 +14,7 @@ from accounts.roles import Capability, user_can
 from audit.models import Outcome
 from audit.services import audit_read_many, audit_record, query_for_audit
 
-from .models import Alert, AlertDelivery, Patient, Prediction, Study
+from .models import Alert, AlertDelivery, Patient, Prediction, ResultDelivery, Study
 
 
 def require_model_oversight(*, user, action: str) -> None:
@@ -114,6 +114,15 @@ def alert_for_acknowledgement(*, user, alert_id: int) -> Alert:
         return Alert.objects.select_related("study__patient").get(id=alert_id)
     except (Alert.DoesNotExist, ValueError, TypeError):
         raise _not_found(user=user, action="alert.acknowledge", kind="alert_id", requested=alert_id) from None
+
+
+def result_deliveries_for_user(*, user) -> QuerySet[ResultDelivery]:
+    """Attempts to send results to the PACS and the EHR, for administrators: no patient data is joined in."""
+    require_capability(user=user, capability=Capability.MANAGE_USERS, action="result_delivery.list")
+    return ResultDelivery.objects.only(
+        "id", "prediction_id", "destination", "revision", "attempt", "outcome", "detail", "response_status",
+        "started_at", "finished_at",
+    )
 
 
 def alert_deliveries_for_user(*, user) -> QuerySet[AlertDelivery]:

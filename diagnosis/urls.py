@@ -22,6 +22,7 @@ urlpatterns = [
     path("alerts/", views.alert_list, name="alert_list"),
     path("alerts/<int:alert_id>/acknowledge/", views.alert_acknowledge_view, name="alert_acknowledge"),
     path("alerts/deliveries/", views.alert_deliveries, name="alert_deliveries"),
+    path("results/deliveries/", views.result_deliveries, name="result_deliveries"),
     path("models/", model_version_views.model_versions, name="model_versions"),
     path("models/<int:model_version_id>/activate/", model_version_views.model_version_activate_view,
          name="model_version_activate"),

@@ -284,6 +284,18 @@ def alert_deliveries(request):
                   {"page": page, "outcome": outcome, "outcomes": DeliveryOutcome.choices})
 
 
+@login_required
+@require_GET
+def result_deliveries(request):
+    deliveries = access.result_deliveries_for_user(user=request.user).order_by("-started_at")
+    outcome = request.GET.get("outcome", "")
+    if outcome in DeliveryOutcome.values:
+        deliveries = deliveries.filter(outcome=outcome)
+    page = Paginator(deliveries, 50).get_page(request.GET.get("page"))
+    return render(request, "diagnosis/result_deliveries.html",
+                  {"page": page, "outcome": outcome, "outcomes": DeliveryOutcome.choices})
+
+
 def _image_response(data: bytes, *, filename: str) -> HttpResponse:
     response = HttpResponse(data, content_type="image/png")
     response["Content-Disposition"] = content_disposition_header(False, filename)

@@ -30,7 +30,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 ORTHANC_AE = "ORTHANC"
 PORTAL_AE = "CXR_PORTAL"
-RESULTS_TIMEOUT_SECONDS = 120
+RESULTS_TIMEOUT_SECONDS = 180
 
 pytestmark = [
     pytest.mark.e2e,

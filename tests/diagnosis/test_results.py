@@ -273,3 +273,17 @@ def test_the_sweeper_rings_for_results_the_broker_lost_and_for_failed_attempts_o
     assert result_deliver(prediction_id=prediction.id, destination=ResultDestination.PACS_REPORT).status == "succeeded"
     settings.CXR_RESULTS_MAX_ATTEMPTS = 1
     assert results_redeliver_undelivered() == 0
+
+
+def test_administrators_see_every_attempt_without_patient_data(prediction, pacs, administrator):
+    from tests.conftest import logged_in_client
+
+    pacs(statuses=[0xA700, 0x0000])
+    result_deliver(prediction_id=prediction.id, destination=ResultDestination.PACS_REPORT)
+    result_deliver(prediction_id=prediction.id, destination=ResultDestination.PACS_REPORT)
+
+    page = logged_in_client(administrator).get("/results/deliveries/").content.decode()
+
+    assert page.count('data-testid="result-delivery-row"') == 2
+    assert 'data-outcome="failed"' in page and 'data-outcome="succeeded"' in page
+    assert "PACS-OUT" not in page and "Doe" not in page
