@@ -13,6 +13,7 @@ everything else on the machine: compare configurations side by side, not with an
 
 import argparse
 import statistics
+from collections import Counter
 import sys
 import threading
 import time
@@ -87,6 +88,7 @@ def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, second
     sustained = len(finished) / (max(finished) - first) if finished else 0.0
     return {
         "uploads": count, "2xx": len(study_ids), "errors": len(errors),
+        "error kinds": dict(Counter(errors)),
         "upload p50": percentile(latencies, 0.5), "upload p95": percentile(latencies, 0.95),
         "result p50": percentile(waits, 0.5), "result p95": percentile(waits, 0.95),
         "studies/s": sustained, "completed": len(finished),
@@ -111,6 +113,7 @@ def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float
     )
     clients[2:] = stack.manage("shell", "-c", script).split()
     timings: dict[str, list[float]] = {"worklist page": [], "study page": [], "GET /api/studies/": []}
+    failures = {name: 0 for name in timings}
     lock = threading.Lock()
     stop = time.monotonic() + seconds
 
@@ -137,15 +140,20 @@ def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float
                                                            headers={"Authorization": f"Token {token}"})),
             ):
                 started = time.perf_counter()
-                response = call()
+                try:
+                    status = call().status_code
+                except requests.RequestException:
+                    status = "connection error"
                 elapsed = time.perf_counter() - started
-                if response.status_code == 200:
-                    with lock:
+                with lock:
+                    if status == 200:
                         timings[name].append(elapsed)
+                    else:
+                        failures[name] += 1
 
     with ThreadPoolExecutor(users) as pool:
         list(pool.map(user, range(users)))
-    return timings
+    return timings, failures
 
 
 def main():
@@ -173,7 +181,7 @@ def main():
                         f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
                         for key, value in result.items()), flush=True)
             if processes == arguments.processes[-1] and arguments.users:
-                timings = readers(stack, users=arguments.users, seconds=arguments.read_seconds)
+                timings, failures = readers(stack, users=arguments.users, seconds=arguments.read_seconds)
         finally:
             stack.down()
     print("\nprocs  film        rate/s  uploads  2xx  upload p50  upload p95  result p50  result p95  studies/s")
@@ -185,10 +193,11 @@ def main():
     if arguments.users:
         print(f"\n{arguments.users} logged-in users for {arguments.read_seconds:.0f} s "
               f"({arguments.processes[-1]} inference processes idle):")
-        print("request               count     p50      p95      p99    requests/s")
+        print("request               count  failed     p50      p95      p99    requests/s")
         for name, values in timings.items():
-            print(f"{name:<20}{len(values):>6}  {percentile(values, .5) * 1000:>6.0f}ms {percentile(values, .95) * 1000:>6.0f}ms"
-                  f" {percentile(values, .99) * 1000:>6.0f}ms  {len(values) / arguments.read_seconds:>8.1f}")
+            print(f"{name:<20}{len(values):>6}  {failures[name]:>6}  {percentile(values, .5) * 1000:>6.0f}ms"
+                  f" {percentile(values, .95) * 1000:>6.0f}ms {percentile(values, .99) * 1000:>6.0f}ms"
+                  f"  {len(values) / arguments.read_seconds:>8.1f}")
 
 
 if __name__ == "__main__":

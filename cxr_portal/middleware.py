@@ -139,4 +139,6 @@ def server_error(request):
     """handler500: Django calls it while handling the exception, so sys.exc_info() names the cause."""
     if isinstance(sys.exc_info()[1], DATABASE_ERRORS):
         return database_unavailable_response(request)
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": _("Server error: the request was not completed. Try again later.")}, status=500)
     return defaults.server_error(request)

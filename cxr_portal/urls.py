@@ -16,6 +16,7 @@ router.register("alerts", AlertViewSet, basename="alert")
 
 # PostgreSQL down while a middleware loads the session or the user: a 503 page, not a 500.
 handler500 = "cxr_portal.middleware.server_error"
+handler404 = "cxr_portal.views.page_not_found"
 
 urlpatterns = [
     path("health/live", observability.health_live, name="health-live"),

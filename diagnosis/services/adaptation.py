@@ -114,7 +114,7 @@ def adaptation_run(*, adaptation_run_id: int) -> AdaptationRun:
     out_dir = Path(settings.CXR_CANDIDATE_DIR) / f"{parent.name}-{parent.version}-site{run.pk}"
     cache = FeatureCache(settings.CXR_FEATURE_CACHE_DIR)
     try:
-        dev = dev_films(parent_dir)
+        dev = dev_films(parent_dir, data_root=Path(settings.CXR_DEV_DATA_DIR) if settings.CXR_DEV_DATA_DIR else None)
         result = adapt(
             parent_dir=parent_dir, out_dir=out_dir, site_films=adaptation, dev_train=dev["train"], dev_val=dev["val"],
             settings=AdaptationSettings(steps=run.steps, site_weight=options["site_weight"],

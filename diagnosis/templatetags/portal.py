@@ -41,3 +41,11 @@ def validation_figures(model_version) -> list[tuple[str, str]]:
     from ..selectors import validation_figures as figures
 
     return figures(model_version)
+
+
+@register.filter
+def class_display(name: str) -> str:
+    """One of the model's classes (covid, normal, pneumonia) as readers know it."""
+    from ..texts import class_display_name
+
+    return class_display_name(name)

@@ -141,6 +141,8 @@ def test_every_api_refusal_has_the_same_shape_a_detail_sentence(api_clients, pat
     refused = api_clients["auditor"].post("/api/patients/", {"mrn": "X", "name": "X"}, format="json")
     assert refused.status_code == 403 and isinstance(refused.json()["detail"], str)
     assert api_clients["clinician"].get("/api/studies/987654/").json().keys() == {"detail"}
+    no_such_route = api_clients["clinician"].get("/api/no-such-thing/")
+    assert no_such_route.status_code == 404 and no_such_route.json() == {"detail": "Not found."}
     anonymous = api_clients["anonymous"].get("/api/studies/")
     assert anonymous.status_code == 401 and isinstance(anonymous.json()["detail"], str)
 

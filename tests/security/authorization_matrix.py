@@ -82,6 +82,8 @@ MATRIX: list[Row] = [
     R("models/<int:model_version_id>/retire/",               "GET",  "/models/{model_version}/retire/",            302, 403, 403, 200, 403),
     R("models/<int:model_version_id>/retire/",               "POST", "/models/{model_version}/retire/",            302, 403, 403, 302, 403, RETIRE),
     R("models/site/",                                        "GET",  "/models/site/",                              302, 403, 403, 200, 200),
+    # The portal's icon, for anyone (a page that names no icon, or the API's JSON in a browser).
+    R("favicon.ico",                                         "GET",  "/favicon.ico",                               301, 301, 301, 301, 301),
     R("models/site/import/",                                 "POST", "/models/site/import/",                       302, 403, 403, 302, 403,
       (("root", "no-such-folder"),)),
     R("models/site/adapt/",                                  "POST", "/models/site/adapt/",                        302, 403, 403, 302, 403,
