@@ -98,7 +98,8 @@ def adaptation_run(*, adaptation_run_id: int) -> AdaptationRun:
     from ml.evaluation.site import compare_on_films, refusal_reasons
     from ml.serving.predictor import Predictor
     from ml.evaluation.features import FeatureCache
-    from ml.training.adapt import AdaptationError, AdaptationSettings, SITE_TEST, adapt, dev_films
+    from ml.evaluation.site import SITE_TEST
+    from ml.training.adapt import AdaptationError, AdaptationSettings, adapt, dev_films
 
     claimed = AdaptationRun.objects.filter(id=adaptation_run_id, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, started_at=timezone.now())
