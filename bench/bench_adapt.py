@@ -41,7 +41,8 @@ def main() -> int:
     from ml.evaluation.datasets import load_dataset
     from ml.serving.predictor import Predictor
     from ml.evaluation.features import FeatureCache, extract_features, films_from_samples
-    from ml.training.adapt import AdaptationSettings, adapt, dev_films, patient_position
+    from ml.evaluation.site import patient_position
+    from ml.training.adapt import AdaptationSettings, adapt, dev_films
 
     metadata = load_metadata(args.model)
     data = args.data or Path(metadata.training["data_root"])

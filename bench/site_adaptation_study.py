@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--finetune-share", type=float, default=0.3, help="share at which (c) runs; 0: never")
     parser.add_argument("--cache", type=Path, default=REPOSITORY / "var" / "bench-feature-cache")
     parser.add_argument("--resamples", type=int, default=500)
+    parser.add_argument("--site-weight", type=float, default=0.5, help="the site's share of the head fit's weight")
     args = parser.parse_args()
 
     from ml.serving.artifact import load_metadata
@@ -54,7 +55,8 @@ def main() -> int:
     from ml.evaluation.site import compare_on_films
     from ml.serving.predictor import Predictor
     from ml.evaluation.features import FeatureCache, films_from_samples
-    from ml.training.adapt import AdaptationSettings, adapt, dev_films, patient_position
+    from ml.evaluation.site import patient_position
+    from ml.training.adapt import AdaptationSettings, adapt, dev_films
 
     metadata = load_metadata(args.model)
     data = args.data or Path(metadata.training["data_root"])
@@ -63,7 +65,7 @@ def main() -> int:
     cache = FeatureCache(args.cache)
     parent = Predictor.load(args.model)
     args.out.mkdir(parents=True, exist_ok=True)
-    results = {"model": str(args.model), "source": args.source, "site_films": len(site),
+    results = {"model": str(args.model), "source": args.source, "site_weight": args.site_weight, "site_films": len(site),
                "site_patients": len({film.patient for film in site}), "dev_train": len(dev["train"]), "runs": []}
     for share in args.shares:
         adaptation = [film for film in site if patient_position(film.patient) >= 1 - share]
@@ -78,7 +80,7 @@ def main() -> int:
                 shutil.rmtree(out_dir)
             result = adapt(parent_dir=args.model, out_dir=out_dir, site_films=adaptation, dev_train=dev["train"],
                            dev_val=dev["val"], cache=cache,
-                           settings=AdaptationSettings(steps=step),
+                           settings=AdaptationSettings(steps=step, site_weight=args.site_weight),
                            site_description=f"{args.source}, {share:.0%} of its patients")
             comparison = compare_on_films(candidate=Predictor.load(out_dir), active=parent, films=test, cache=cache,
                                           description=f"{args.source} test patients", n_resamples=args.resamples)

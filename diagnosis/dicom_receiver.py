@@ -10,7 +10,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import connection, transaction
 from pydicom.dataset import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
@@ -130,13 +130,12 @@ def _audit_association(event, *, outcome: str) -> None:
     finally:
         reset_request_context(token)
         if outcome != Outcome.SUCCESS:
-            close_old_connections()
+            # A rejected association ends here (no release event follows): close its thread's connection now.
+            connection.close()
 
 
 def handle_closed(event) -> None:
     # Each association runs in its own thread with its own database connection: close it with the association.
-    from django.db import connection
-
     connection.close()
 
 

@@ -96,6 +96,9 @@ def walk(resolver):
 
 
 walk(get_resolver())
+# The web serves pages; training code runs only in the trainer image (lower ml layers may be imported).
+loaded_training = sorted(name for name in sys.modules if name.startswith("ml.training"))
+assert not loaded_training, f"the web process loaded training code: {loaded_training}"
 imported = {}
 for name, module in list(sys.modules.items()):
     if name.split(".")[0] not in PROJECT_PACKAGES or not getattr(module, "__file__", None):

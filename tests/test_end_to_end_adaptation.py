@@ -77,7 +77,7 @@ def write_site_manifest(root: Path) -> Path:
 
     from diagnosis.services.site_films import hashed_mrn
     from ml.serving.labels import CLASS_NAMES
-    from ml.training.adapt import SITE_TEST, site_part
+    from ml.evaluation.site import SITE_TEST, site_part
     from tests.conftest import write_synthetic_folder
 
     write_synthetic_folder(root, count_per_class=10, seed=31)

@@ -353,6 +353,9 @@ CXR_SITE_TEST_SHARE = env.float("CXR_SITE_TEST_SHARE", default=0.5)
 CXR_SITE_VALIDATION_MIN_FILMS = env.int("CXR_SITE_VALIDATION_MIN_FILMS", default=100)
 CXR_ADAPT_TARGET_SENSITIVITY = env.float("CXR_ADAPT_TARGET_SENSITIVITY", default=0.95)
 CXR_ADAPT_SITE_WEIGHT = env.float("CXR_ADAPT_SITE_WEIGHT", default=0.5)
+# The development pool the head refit also learns from (default: the folder the active version was trained
+# on, when this machine has it); without it the head is refitted on the site's films alone, pulled to the old head.
+CXR_DEV_DATA_DIR = env("CXR_DEV_DATA_DIR", default="")
 # Where candidates are written, the pooled-feature cache, and the only folder the import page reads from.
 CXR_CANDIDATE_DIR = env.path("CXR_CANDIDATE_DIR", default=str(VAR_DIR / "models"))
 CXR_FEATURE_CACHE_DIR = env.path("CXR_FEATURE_CACHE_DIR", default=str(VAR_DIR / "feature-cache"))

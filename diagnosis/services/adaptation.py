@@ -98,7 +98,8 @@ def adaptation_run(*, adaptation_run_id: int) -> AdaptationRun:
     from ml.evaluation.site import compare_on_films, refusal_reasons
     from ml.serving.predictor import Predictor
     from ml.evaluation.features import FeatureCache
-    from ml.training.adapt import AdaptationError, AdaptationSettings, SITE_TEST, adapt, dev_films
+    from ml.evaluation.site import SITE_TEST
+    from ml.training.adapt import AdaptationError, AdaptationSettings, adapt, dev_films
 
     claimed = AdaptationRun.objects.filter(id=adaptation_run_id, status=JobStatus.QUEUED).update(
         status=JobStatus.RUNNING, started_at=timezone.now())
@@ -114,7 +115,7 @@ def adaptation_run(*, adaptation_run_id: int) -> AdaptationRun:
     out_dir = Path(settings.CXR_CANDIDATE_DIR) / f"{parent.name}-{parent.version}-site{run.pk}"
     cache = FeatureCache(settings.CXR_FEATURE_CACHE_DIR)
     try:
-        dev = dev_films(parent_dir)
+        dev = dev_films(parent_dir, data_root=Path(settings.CXR_DEV_DATA_DIR) if settings.CXR_DEV_DATA_DIR else None)
         result = adapt(
             parent_dir=parent_dir, out_dir=out_dir, site_films=adaptation, dev_train=dev["train"], dev_val=dev["val"],
             settings=AdaptationSettings(steps=run.steps, site_weight=options["site_weight"],

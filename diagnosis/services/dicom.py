@@ -7,19 +7,16 @@ A repeat of an instance already stored, found by its SOP Instance UID, changes n
 """
 
 import io
-import logging
 from dataclasses import dataclass
 
 from django.db import IntegrityError, transaction
 
 from audit.models import Outcome
 from audit.services import audit_record
-from diagnosis.models import Study, StudySource
+from diagnosis.models import Study
 
 from .ingest import UploadBusy, UploadRejected, image_prepare, study_store
 from .patients import patient_get_or_create_from_dicom
-
-logger = logging.getLogger(__name__)
 
 COMPUTED_RADIOGRAPHY = "1.2.840.10008.5.1.4.1.1.1"
 DIGITAL_XRAY_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"

@@ -1,7 +1,7 @@
 """The site's labelled films: bulk import of labelled studies, and which studies count as confirmed.
 
 Every confirmed film falls, by a stable hash of its patient's MRN, in the locked site test part (never fitted
-on) or the adaptation part (``ml.training.adapt.site_part``).
+on) or the adaptation part (``ml.evaluation.site.site_part``).
 """
 
 import csv
@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 from audit.services import audit_record
 from diagnosis.models import Feedback, JobStatus, LabelImport, Patient, SiteLabel, Study
 from ml.serving.labels import CLASS_NAMES
-from ml.training.adapt import SITE_TEST, site_part
+from ml.evaluation.site import SITE_TEST, site_part
 
 from . import storage
 from .ingest import UploadRejected, image_prepare, study_create

@@ -11,6 +11,7 @@ separate intervals.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,9 +23,27 @@ from ml.evaluation.summary import DEFAULT_RESAMPLES, summarize_predictions
 from ml.serving.calibration import apply_temperature
 from ml.serving.labels import CLASS_NAMES, POSITIVE_CLASS
 
+# Every site film belongs, by a stable hash of its patient, to the locked site test part or the adaptation part.
+SITE_TEST = "test"
+SITE_ADAPTATION = "adaptation"
+DEFAULT_TEST_SHARE = 0.5
 # Metrics compared; for all but ECE higher is better.
 PAIRED_METRICS = ("macro_auc", "accuracy", "covid_sensitivity", "covid_specificity", "ece")
 POSITIVE = CLASS_NAMES.index(POSITIVE_CLASS)
+
+
+def patient_position(patient: str) -> float:
+    """A stable number in [0, 1) for a patient id: the same patient always falls on the same side of a cut."""
+    digest = hashlib.sha256(f"cxr-site-split:{patient}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def site_part(patient: str, *, test_share: float = DEFAULT_TEST_SHARE) -> str:
+    """``"test"`` (the locked site test part) or ``"adaptation"``, decided by the patient alone.
+
+    All films of a patient land in one part, and adding films never moves a patient between parts.
+    """
+    return SITE_TEST if patient_position(patient) < test_share else SITE_ADAPTATION
 
 
 def _metric(name: str, y_true: np.ndarray, probabilities: np.ndarray, threshold: float) -> float | None:

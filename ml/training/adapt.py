@@ -57,7 +57,14 @@ from ml.evaluation.features import (
     read_head,
 )
 from ml.evaluation.operating_point import fit_operating_point
-from ml.evaluation.site import compare_on_films, refusal_reasons, write_predictions_csv
+from ml.evaluation.site import (
+    DEFAULT_TEST_SHARE,
+    SITE_TEST,
+    compare_on_films,
+    refusal_reasons,
+    site_part,
+    write_predictions_csv,
+)
 from ml.serving.artifact import ArtifactMetadata, file_sha256, load_metadata, save_metadata
 from ml.serving.calibration import apply_temperature, softmax
 from ml.serving.familiarity import DEFAULT_QUANTILE, FEATURES_FILE, STATS_FILE, features_model, split_outputs
@@ -70,9 +77,6 @@ from ml.training.export import add_cam, export_tflite, max_tflite_difference
 from ml.training.familiarity import fit_familiarity
 
 STEPS = ("calibrate", "head", "finetune")
-SITE_TEST = "test"
-SITE_ADAPTATION = "adaptation"
-DEFAULT_TEST_SHARE = 0.5
 DEFAULT_SITE_WEIGHT = 0.5
 DEFAULT_TARGET_SENSITIVITY = 0.95
 DEFAULT_L2 = 1e-3
@@ -89,20 +93,6 @@ Progress = Callable[[str, float], None]
 
 class AdaptationError(ValueError):
     """The films cannot adapt this model (no COVID-19 film, a head that cannot be refitted); meant for the user."""
-
-
-def patient_position(patient: str) -> float:
-    """A stable number in [0, 1) for a patient id: the same patient always falls on the same side of a cut."""
-    digest = hashlib.sha256(f"cxr-site-split:{patient}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def site_part(patient: str, *, test_share: float = DEFAULT_TEST_SHARE) -> str:
-    """``"test"`` (the locked site test part) or ``"adaptation"``, decided by the patient alone.
-
-    All films of a patient land in one part, and adding films never moves a patient between parts.
-    """
-    return SITE_TEST if patient_position(patient) < test_share else SITE_ADAPTATION
 
 
 def balanced_weights(labels: np.ndarray, *, total: float) -> np.ndarray:

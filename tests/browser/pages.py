@@ -10,6 +10,8 @@ TIMEOUT_MS = 30_000
 
 
 def screenshot(page, name: str) -> None:
+    # The films load after the page: wait for them, or the picture shows an empty frame.
+    page.wait_for_function("() => Array.from(document.images).every(image => image.complete)")
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 

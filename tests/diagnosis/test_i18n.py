@@ -120,3 +120,15 @@ def test_pages_and_the_pdf_report_are_in_spanish_when_picked(client, clinician, 
     report = client.get(reverse("diagnosis:study_report", args=[study.id])).content
     text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(report)).pages)
     assert "informe de radiografía de tórax" in text and "no sustituye" in text and "Sin hallazgos" in text
+
+
+def test_acknowledging_an_alert_never_reads_as_confirming_it_in_spanish():
+    """An alert asks for a review and does not confirm COVID-19: "acknowledged" must read as seen, not confirmed."""
+    import polib
+
+    catalogue = polib.pofile(str(SPANISH_CATALOGUE))
+    acknowledging = [entry for entry in catalogue if "cknowledg" in entry.msgid]
+    assert len(acknowledging) >= 5
+    for entry in acknowledging:
+        assert "onfirm" not in entry.msgstr.lower(), (entry.msgid, entry.msgstr)
+    assert catalogue.find("Acknowledge").msgstr == "Marcar como vista"

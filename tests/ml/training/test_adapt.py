@@ -10,7 +10,8 @@ from tests.conftest import write_synthetic_folder
 from ml.evaluation.features import FeatureCache, Head
 from ml.evaluation.site import paired_difference, refusal_reasons
 from ml.serving.artifact import load_metadata, verify_artifact
-from ml.training.adapt import SITE_TEST, fit_head, fit_weights, main, patient_position, site_part
+from ml.evaluation.site import SITE_TEST, patient_position, site_part
+from ml.training.adapt import fit_head, fit_weights, main
 
 
 def test_site_part_is_stable_and_keeps_patients_together():
