@@ -110,6 +110,13 @@ MATRIX: list[Row] = [
     R("audit/events/export.csv",                             "GET",  "/audit/events/export.csv",                   302, 403, 403, 403, 200),
     R("audit/predictions/",                                  "GET",  "/audit/predictions/",                        302, 403, 403, 403, 200),
     R("audit/predictions/export.csv",                        "GET",  "/audit/predictions/export.csv",              302, 403, 403, 403, 200),
+    # --- operations: probes and metrics for the hospital's monitoring; the dashboard for administrators --
+    R("health/live",                                         "GET",  "/health/live",                               200, 200, 200, 200, 200),
+    # Not ready in the test database: no inference worker has written a heartbeat.
+    R("health/ready",                                        "GET",  "/health/ready",                              503, 503, 503, 503, 503),
+    # From an allowed network (the test client is 127.0.0.1) or with the metrics token, whoever is signed in.
+    R("metrics",                                             "GET",  "/metrics",                                   200, 200, 200, 200, 200),
+    R("operations/",                                         "GET",  "/operations/",                               302, 403, 403, 200, 403),
     # --- API --------------------------------------------------------------------------------------
     R("api/",                                                "GET",  "/api/",                                      401, 200, 200, 200, 200),
     # STOW-RS takes tokens only (a signed-in browser session is anonymous there); roles with a token:
