@@ -38,6 +38,15 @@ def rgb_png_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def colour_photo_png() -> bytes:
+    """Two flat, strongly coloured bands: a picture that is plainly not a radiograph."""
+    photo = np.zeros((80, 96, 3), np.uint8)
+    photo[:40], photo[40:] = (40, 120, 230), (230, 200, 90)
+    buffer = io.BytesIO()
+    Image.fromarray(photo, mode="RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def jpeg_bytes(pixels: np.ndarray | None = None, *, quality: int = 90) -> bytes:
     pixels = gradient() if pixels is None else pixels
     buffer = io.BytesIO()

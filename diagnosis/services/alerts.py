@@ -60,6 +60,10 @@ def alert_raise_for_prediction(*, prediction: Prediction) -> Alert | None:
     threshold = alert_threshold_for(prediction)
     if threshold is None or prediction.covid_probability < threshold:
         return None
+    if prediction.voided:
+        # The film is probably not a radiograph and the page says to ignore its result: paging the care team
+        # about it would be noise. The prediction and its warning stay on the study for the clinician.
+        return None
     # get_or_create runs its insert in a savepoint, so losing a race does not break the caller's transaction.
     alert, created = Alert.objects.get_or_create(
         study_id=prediction.study_id,

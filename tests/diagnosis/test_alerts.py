@@ -129,6 +129,23 @@ def always_alerting_model(db, tiny_model_dir, tmp_path):
 
 
 @pytest.mark.django_db
+def test_a_colour_photo_reaching_the_threshold_raises_no_alert(clinician, patient, queued_inference,
+                                                                always_alerting_model, bell,
+                                                                django_capture_on_commit_callbacks):
+    from diagnosis.services.ingest import study_create
+    from tests import images
+
+    with django_capture_on_commit_callbacks(execute=True):
+        study = study_create(patient=patient, uploaded_by=clinician, data=images.colour_photo_png())
+    with django_capture_on_commit_callbacks(execute=True):
+        assert inference.study_run_inference(study_id=study.id).status == "completed"
+    assert study.predictions.get().voided
+    assert not Alert.objects.filter(study=study).exists()
+    assert bell == []
+    assert not AuditEvent.objects.filter(action="alert.raise").exists()
+
+
+@pytest.mark.django_db
 def test_prediction_reaching_the_threshold_raises_one_alert_and_queues_delivery_after_commit(
     queued_study, always_alerting_model, bell, all_channels, receiver_factory, django_capture_on_commit_callbacks
 ):

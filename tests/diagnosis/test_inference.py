@@ -309,17 +309,10 @@ def test_a_database_error_mid_task_goes_through_the_retry_path_and_resumes_the_c
 @pytest.mark.django_db
 def test_a_colour_photo_gets_a_not_a_radiograph_warning_first(clinician, patient, active_model, queued_inference,
                                                               django_capture_on_commit_callbacks):
-    import io
+    from tests import images
 
-    import numpy as np
-    from PIL import Image
-
-    photo = np.zeros((80, 96, 3), np.uint8)
-    photo[:40], photo[40:] = (40, 120, 230), (230, 200, 90)
-    buffer = io.BytesIO()
-    Image.fromarray(photo, mode="RGB").save(buffer, format="PNG")
     with django_capture_on_commit_callbacks(execute=True):
-        study = study_create(patient=patient, uploaded_by=clinician, data=buffer.getvalue())
+        study = study_create(patient=patient, uploaded_by=clinician, data=images.colour_photo_png())
     assert study.image.colour_share > 0.9
     assert inference.study_run_inference(study_id=study.id).status == "completed"
     prediction = Prediction.objects.get(study=study)
