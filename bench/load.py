@@ -12,7 +12,6 @@ everything else on the machine: compare configurations side by side, not with an
 """
 
 import argparse
-import statistics
 from collections import Counter
 import sys
 import threading
