@@ -1,73 +1,32 @@
 """Site adaptation end to end, through a real Celery worker fed by Redis (inference, default and training queues):
 import labelled films, adapt, refuse a worse candidate, shadow it unseen, promote with a reason, roll back."""
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import redis
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
 from diagnosis.models import AdaptationRun, JobStatus, LabelImport, Prediction, ShadowPrediction, Study, StudyStatus
 from tests import images
+from tests.portal_processes import celery_worker, portal_environment
+from tests.portal_processes import wait_until as wait_for
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_SECONDS = 240
 
 
 @pytest.fixture
 def training_worker(image_store, tmp_path):
-    broker_url = settings.CELERY_BROKER_URL
-    assert broker_url.startswith("redis://"), "the end-to-end test runs against Redis"
-    redis.Redis.from_url(broker_url).flushdb()
-    database = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "cxr_portal.settings.test",
-        "DATABASE_URL": (f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@"
-                         f"{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}"),
-        "CELERY_BROKER_URL": broker_url,
-        "CXR_IMAGE_STORE_DIR": str(image_store),
-        "CXR_CANDIDATE_DIR": str(tmp_path / "models"),
-        "CXR_FEATURE_CACHE_DIR": str(tmp_path / "feature-cache"),
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "cxr_portal", "worker", "-Q", "inference,default,training",
-             "--pool=solo", "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-             "-n", f"e2e-adapt-{os.getpid()}@%h"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            yield process, log_path
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            redis.Redis.from_url(broker_url).flushdb()
+    environment = portal_environment(image_store, CXR_CANDIDATE_DIR=str(tmp_path / "models"),
+                                     CXR_FEATURE_CACHE_DIR=str(tmp_path / "feature-cache"))
+    with celery_worker(queues="inference,default,training", name="e2e-adapt", env=environment,
+                       log_path=tmp_path / "worker.log") as worker:
+        yield worker
 
 
 def wait_until(condition, *, what: str, worker) -> None:
-    process, log_path = worker
-    deadline = time.monotonic() + TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        if process.poll() is not None:
-            pytest.fail(f"worker exited early:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.5)
-    pytest.fail(f"{what} did not happen within {TIMEOUT_SECONDS}s:\n{log_path.read_text()[-4000:]}")
+    wait_for(condition, what=what, worker=worker, timeout=TIMEOUT_SECONDS)
 
 
 def write_site_manifest(root: Path) -> Path:

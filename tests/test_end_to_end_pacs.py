@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -18,15 +17,14 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from audit.models import AuditEvent
 from diagnosis.models import DeliveryOutcome, ResultDelivery, Study, StudySource, StudyStatus
 from tests import dicom_films
+from tests.portal_processes import portal_environment, portal_process
 from tests.test_end_to_end_worker import celery_worker_process, wait_for_status  # noqa: F401 - fixture
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
 ORTHANC_AE = "ORTHANC"
 PORTAL_AE = "CXR_PORTAL"
@@ -123,23 +121,6 @@ class Orthanc:
         self.log.close()
 
 
-def portal_environment(image_store) -> dict:
-    database = connection.settings_dict
-    from django.conf import settings
-
-    return {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "cxr_portal.settings.test",
-        "DATABASE_URL": (
-            f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@{database['HOST'] or '127.0.0.1'}:"
-            f"{database['PORT'] or 5432}/{database['NAME']}"
-        ),
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "CXR_IMAGE_STORE_DIR": str(image_store),
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-
-
 @pytest.fixture
 def portal_receiver_port():
     return free_port()
@@ -164,25 +145,15 @@ def orthanc(tmp_path, portal_receiver_port, monkeypatch):
 def receiver_process(orthanc, portal_receiver_port, image_store, tmp_path):
     """The portal's receiver, `python manage.py dicom_receiver`, accepting Orthanc only."""
     log_path = tmp_path / "receiver.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "manage.py", "dicom_receiver", "--ae-title", PORTAL_AE, "--bind", "127.0.0.1",
-             "--port", str(portal_receiver_port), "--allow", ORTHANC_AE],
-            cwd=PROJECT_ROOT, env=portal_environment(image_store), stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while b"DICOM receiver" not in log_path.read_bytes():
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the receiver did not start:\n{log_path.read_text()[-3000:]}")
-                time.sleep(0.2)
-            yield process, log_path
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    with portal_process(["manage.py", "dicom_receiver", "--ae-title", PORTAL_AE, "--bind", "127.0.0.1",
+                         "--port", str(portal_receiver_port), "--allow", ORTHANC_AE],
+                        env=portal_environment(image_store), log_path=log_path) as process:
+        deadline = time.monotonic() + 60
+        while b"DICOM receiver" not in log_path.read_bytes():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the receiver did not start:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield process, log_path
 
 
 @pytest.fixture

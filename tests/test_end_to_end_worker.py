@@ -1,72 +1,30 @@
 """Upload through the API; a real Celery worker process, fed through Redis, classifies the study."""
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import redis
-from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from rest_framework.test import APIClient
 
 from diagnosis.models import Prediction, Study, StudyStatus
 from tests import images
+from tests.portal_processes import celery_worker, portal_environment, wait_until
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORKER_TIMEOUT_SECONDS = 180
 
 
 @pytest.fixture
 def celery_worker_process(image_store, tmp_path):
     """A real `celery worker` process on the test database and Redis, consuming the inference queue."""
-    broker_url = settings.CELERY_BROKER_URL
-    assert broker_url.startswith("redis://"), "the end-to-end test runs against Redis"
-    redis.Redis.from_url(broker_url).flushdb()
-    database = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "cxr_portal.settings.test",
-        "DATABASE_URL": (
-            f"postgres://{database['USER']}:{database['PASSWORD'] or ''}@{database['HOST'] or '127.0.0.1'}:"
-            f"{database['PORT'] or 5432}/{database['NAME']}"
-        ),
-        "CELERY_BROKER_URL": broker_url,
-        "CXR_IMAGE_STORE_DIR": str(image_store),
-        "CUDA_VISIBLE_DEVICES": "",
-    }
-    log_path = tmp_path / "worker.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "cxr_portal", "worker", "-Q", "inference,default",
-             "--pool=solo", "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-             "-n", f"e2e-{os.getpid()}@%h"],
-            cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        try:
-            yield process, log_path
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            redis.Redis.from_url(broker_url).flushdb()
+    with celery_worker(queues="inference,default", name="e2e", env=portal_environment(image_store),
+                       log_path=tmp_path / "worker.log") as worker:
+        yield worker
 
 
 def wait_for_status(study_id: int, statuses: set[str], *, process, log_path: Path) -> Study:
-    deadline = time.monotonic() + WORKER_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        study = Study.objects.get(id=study_id)
-        if study.status in statuses:
-            return study
-        if process.poll() is not None:
-            pytest.fail(f"worker exited early:\n{log_path.read_text()[-4000:]}")
-        time.sleep(0.5)
-    pytest.fail(f"study {study_id} still {study.status} after {WORKER_TIMEOUT_SECONDS}s:\n{log_path.read_text()[-4000:]}")
+    wait_until(lambda: Study.objects.get(id=study_id).status in statuses, what=f"study {study_id} finishing",
+               worker=(process, log_path), timeout=WORKER_TIMEOUT_SECONDS)
+    return Study.objects.get(id=study_id)
 
 
 @pytest.mark.e2e
