@@ -78,7 +78,7 @@ def alert_state_text(alert) -> str:
     """Who did what to an alert and when, in the same words on the study page, the alert list, the prediction
     history and the PDF: a withdrawn alert was reviewed too, and must never read as "unacknowledged"."""
     if alert.withdrawn_at is not None:
-        return gettext("Withdrawn: %(user)s recorded that the result is wrong (%(when)s).") % {
+        return gettext("Withdrawn: %(user)s recorded a finding other than COVID-19 (%(when)s).") % {
             "user": alert.withdrawn_by.get_username() if alert.withdrawn_by else "—", "when": _when(alert.withdrawn_at)}
     if alert.acknowledged_at is not None:
         return gettext("Acknowledged by %(user)s (%(when)s).") % {

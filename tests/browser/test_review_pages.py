@@ -159,13 +159,13 @@ def test_roles_land_where_they_may_and_reviewed_results_read_the_same_everywhere
     page.goto(f"{live_server.url}/audit/predictions/")
     history_row = page.locator("[data-testid=prediction-row]", has_text="ACC-CORRECTED")
     assert history_row.locator("[data-testid=alert-state]").get_attribute("data-alert-state") == "withdrawn"
-    assert "Withdrawn: dr_review recorded that the result is wrong" in history_row.inner_text()
+    assert "Withdrawn: dr_review recorded a finding other than COVID-19" in history_row.inner_text()
     assert "unacknowledged" not in page.content()
     screenshot(page, "16-prediction-history-withdrawn-alert")
     page.goto(f"{live_server.url}/alerts/")
     alert_row = page.locator("[data-testid=alert-row]", has_text="ACC-CORRECTED")
     assert alert_row.get_attribute("data-alert-state") == "withdrawn"
-    assert "Withdrawn: dr_review recorded that the result is wrong" in alert_row.inner_text()
+    assert "Withdrawn: dr_review recorded a finding other than COVID-19" in alert_row.inner_text()
     screenshot(page, "17-alert-list-withdrawn-alert")
     context.close()
 

@@ -46,7 +46,7 @@ def test_a_withdrawn_alert_reads_withdrawn_in_the_history_its_csv_and_the_alert_
     history = auditor_client.get(reverse("diagnosis:prediction_history")).content.decode()
     alerts_page = logged_in_client(clinician).get(reverse("diagnosis:alert_list")).content.decode()
     for page in (history, alerts_page):
-        assert 'data-alert-state="withdrawn"' in page and "Withdrawn: dr_ana recorded that the result is wrong" in page
+        assert 'data-alert-state="withdrawn"' in page and "Withdrawn: dr_ana recorded a finding other than COVID-19" in page
         assert "Open" not in page.split('data-testid="alert-state"')[1].split("</span></span>")[0]
     row = csv_rows(auditor_client.get(reverse("diagnosis:prediction_export")))[0]
     assert "withdrawn by dr_ana" in row["alerts"] and "open" not in row["alerts"]
