@@ -32,9 +32,11 @@ def patients_for_user(*, user) -> QuerySet[Patient]:
 def studies_for_user(*, user) -> QuerySet[Study]:
     require_capability(user=user, capability=Capability.VIEW_CLINICAL, action="study.list")
     latest_predictions = Prediction.objects.select_related("model_version").order_by("-created_at")
-    # The alert's prediction and version too: Alert.meaning() reads them for every alerted row.
+    # The alert's prediction and version too: Alert.meaning() reads them for every alerted row; and who
+    # acknowledged or withdrew it, which its state text names.
     return Study.objects.select_related(
-        "patient", "image", "uploaded_by", "alert__prediction__model_version"
+        "patient", "image", "uploaded_by", "alert__prediction__model_version", "alert__acknowledged_by",
+        "alert__withdrawn_by",
     ).prefetch_related(
         Prefetch("predictions", queryset=latest_predictions)
     )

@@ -81,3 +81,33 @@ def test_list_page_runs_a_fixed_number_of_queries_whatever_its_length(name, clin
 # event, insert, release), the open-alert badge on pages.
 EXPECTED_API_QUERIES = {"studies": 8, "studies-triage": 8, "patients": 7, "alerts": 7}
 EXPECTED_PAGE_QUERIES = {"worklist": 13, "patients": 11, "alerts": 11}
+# Auth, user, role, study, prediction, the audit event (5), feedback, revisions, model version, the badge.
+EXPECTED_STUDY_PAGE_QUERIES = 14
+
+
+@pytest.mark.django_db
+def test_study_page_runs_a_fixed_number_of_queries_whatever_its_feedback(clinician, monkeypatch, client,
+                                                                        django_assert_num_queries):
+    """The study page lists every clinician's feedback and its revisions: more of them costs no more queries."""
+    from diagnosis.services.feedback import feedback_record
+    from tests.factories import UserFactory
+
+    monkeypatch.setattr("diagnosis.tasks.deliver_alert.delay", lambda **kwargs: None)
+    model = factories.model_version(covid_threshold=0.6, status="active")
+    study = make_study(patient=PatientFactory(), clinician=clinician, monkeypatch=monkeypatch, model=model,
+                       covid=0.9, accession="STUDY-PAGE-1")
+    prediction = study.predictions.get()
+    url = reverse("diagnosis:study_detail", args=[study.id])
+    client.force_login(clinician)
+    client.get(url)  # the first request after login also saves the session
+    feedback_record(author=clinician, prediction=prediction, agrees=True)
+    small = query_count(lambda: client.get(url))
+    for number in range(3):
+        colleague = UserFactory(username=f"colleague-{number}", clinician=True)
+        feedback_record(author=colleague, prediction=prediction, agrees=False, correct_label="pneumonia",
+                        note="second reading")
+        feedback_record(author=colleague, prediction=prediction, agrees=True, note="revised")
+    with django_assert_num_queries(small):
+        assert client.get(url).status_code == 200
+    assert small == EXPECTED_STUDY_PAGE_QUERIES
+
