@@ -122,8 +122,9 @@ def image_prepare(*, data: bytes) -> PreparedImage:
         with decode_slot(wait_seconds=settings.DECODE_WAIT_SECONDS):
             decoded = _image_decode(data=data)
             original = _png_without_text(data) if decoded.format == "PNG" else None
+            preview = original if original and _is_small_8_bit_grey_png(original) else _preview_png(decoded)
             return PreparedImage(decoded.format, decoded.width, decoded.height, decoded.metadata,
-                                 original or reencoded_png(decoded), _preview_png(decoded),
+                                 original or reencoded_png(decoded), preview,
                                  colour_share(data) if decoded.format in ("PNG", "JPEG") else None)
     except DecoderBusy as busy:
         raise UploadBusy(_("The server is decoding other images right now. Please try again in a few seconds."),
@@ -157,6 +158,15 @@ def _png_without_text(data: bytes) -> bytes | None:
         if kind == b"IEND":
             return b"".join(kept)
     return None
+
+
+def _is_small_8_bit_grey_png(png: bytes) -> bool:
+    """An 8-bit greyscale PNG no larger than a preview: it is its own preview, no encode needed.
+
+    Its header (IHDR, the first chunk) says so: width and height, then bit depth 8 and colour type 0.
+    """
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    return png[12:16] == b"IHDR" and png[24] == 8 and png[25] == 0 and max(width, height) <= PREVIEW_MAX_SIDE
 
 
 def _preview_png(decoded: DecodedImage) -> bytes:

@@ -113,3 +113,29 @@ def test_a_png_is_stored_as_uploaded_without_its_text_chunks_and_decodes_to_the_
     stored = storage.blob_get(study.image.sha256, kind=storage.ORIGINAL)
     assert b"Maria Lopez" not in stored and b"tEXt" not in stored
     assert np.array_equal(decode_image(stored).pixels, decode_image(upload).pixels)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("data_factory", [
+    lambda: images.png_bytes(images.gradient(96, 80)),  # 8-bit grey: the upload is its own preview, not encoded again
+    lambda: images.png_bytes(images.gradient(96, 80), bits=16),
+    lambda: images.png_bytes(images.gradient(1500, 1200)),  # over the preview's size: shrunk
+    images.rgb_png_bytes,
+], ids=["8-bit", "16-bit", "large-8-bit", "rgb"])
+def test_preview_shows_the_uploaded_pixels_in_8_bit_grey(data_factory, clinician, patient, queued_inference):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from diagnosis.services import storage
+    from ml.serving.imaging import decode_image
+
+    data = data_factory()
+    study = study_create(patient=patient, uploaded_by=clinician, data=data)
+    preview = Image.open(io.BytesIO(storage.blob_get(study.image.sha256, kind=storage.PREVIEW)))
+    assert preview.mode == "L" and max(preview.size) <= 1024
+    pixels = decode_image(data).pixels
+    step = -(-max(pixels.shape) // 1024)
+    expected = np.rint(pixels[::step, ::step] * 255)
+    assert np.abs(np.asarray(preview, dtype=np.float64) - expected).max() <= 1
