@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.utils.translation import gettext as _
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from .models import Alert, CorrectLabel, Feedback, FeedbackRevision, ModelVersion, Patient, Prediction, Sex, Study, ViewPosition
@@ -73,12 +72,17 @@ class StudyAlertSerializer(serializers.ModelSerializer):
 
 
 class StudySerializer(serializers.ModelSerializer):
+    # Nested serializers declared as fields: a list builds each once and reuses it for every row. Building one
+    # per row (SerializerMethodField) rebuilt all of a ModelSerializer's fields each time, most of the CPU of
+    # GET /api/studies/.
     patient = PatientSerializer(read_only=True)
-    prediction = serializers.SerializerMethodField()
-    earlier_predictions = serializers.SerializerMethodField(
-        help_text="Predictions by earlier model versions, newest first, when a newer model re-ran the study"
+    prediction = PredictionSerializer(source="latest_prediction", read_only=True, allow_null=True)
+    earlier_predictions = EarlierPredictionSerializer(
+        many=True, read_only=True,
+        help_text="Predictions by earlier model versions, newest first, when a newer model re-ran the study",
     )
-    alert = serializers.SerializerMethodField()
+    # A study without an alert: the reverse one-to-one raises DoesNotExist, which DRF reads as null.
+    alert = StudyAlertSerializer(read_only=True, allow_null=True)
     image_format = serializers.CharField(source="image.format", read_only=True)
     image_width = serializers.IntegerField(source="image.width", read_only=True)
     image_height = serializers.IntegerField(source="image.height", read_only=True)
@@ -92,19 +96,6 @@ class StudySerializer(serializers.ModelSerializer):
             "source", "sop_instance_uid",
         ]
         read_only_fields = fields
-
-    def get_prediction(self, study) -> dict | None:
-        predictions = list(study.predictions.all())
-        return PredictionSerializer(predictions[0]).data if predictions else None
-
-    @extend_schema_field(EarlierPredictionSerializer(many=True))
-    def get_earlier_predictions(self, study) -> list[dict]:
-        return EarlierPredictionSerializer(list(study.predictions.all())[1:], many=True).data
-
-    @extend_schema_field(StudyAlertSerializer(allow_null=True))
-    def get_alert(self, study) -> dict | None:
-        alert = getattr(study, "alert", None)
-        return StudyAlertSerializer(alert).data if alert is not None else None
 
 
 class StudyUploadSerializer(serializers.Serializer):

@@ -55,7 +55,7 @@ def home(request):
 def worklist(request):
     form = WorklistFilterForm(request.GET)
     filters = form.filters()
-    studies = selectors.worklist_studies(user=request.user, filters=filters)
+    studies = selectors.worklist_page_studies(user=request.user, filters=filters)
     page = Paginator(studies, WORKLIST_PAGE_SIZE).get_page(request.GET.get("page"))
     access.studies_read_record(user=request.user, action="study.list", query=request.GET, studies=page)
     pending_ids = [study.id for study in page if study.is_pending]

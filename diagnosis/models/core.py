@@ -132,6 +132,16 @@ class Study(models.Model):
     def is_pending(self) -> bool:
         return self.status in PENDING_STATUSES
 
+    # Predictions come newest first (Prediction.Meta.ordering); access.studies_for_user prefetches them.
+    @property
+    def latest_prediction(self) -> "Prediction | None":
+        return next(iter(self.predictions.all()), None)
+
+    @property
+    def earlier_predictions(self) -> list["Prediction"]:
+        """Results of earlier model versions, when a newer one re-ran the study."""
+        return list(self.predictions.all())[1:]
+
 
 class ModelVersionStatus(models.TextChoices):
     CANDIDATE = "candidate", _("Candidate")

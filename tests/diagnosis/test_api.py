@@ -50,6 +50,15 @@ def test_a_study_without_a_result_has_no_prediction(api_clients, study):
 
 
 @pytest.mark.django_db
+def test_a_study_without_a_result_lists_null_prediction_and_alert(api_clients, study):
+    detail = api_clients["clinician"].get(f"/api/studies/{study.id}/").json()
+    listed = api_clients["clinician"].get("/api/studies/").json()["results"]
+    for body in (detail, listed[0]):
+        assert body["id"] == study.id
+        assert body["prediction"] is None and body["earlier_predictions"] == [] and body["alert"] is None
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("data", "message"),
     [
