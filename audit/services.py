@@ -133,8 +133,9 @@ def audit_read_many(*, actor, action: str, query: dict, study_identifiers=(), pa
     DICOM PS3.15 A.5 names every participant of a Query or Export event; here their accession numbers
     and MRNs, so an auditor can find every list that showed a patient (audit_events_filtered does).
     """
-    studies = sorted(set(study_identifiers))
-    patients = sorted(set(patient_identifiers))
+    # Events that name no study or patient (blank identifiers) add nothing to find.
+    studies = sorted(set(filter(None, study_identifiers)))
+    patients = sorted(set(filter(None, patient_identifiers)))
     return audit_record(actor=actor, action=action, details={
         "query": query, "studies": studies, "patients": patients, "count": len(studies) or len(patients),
         **(details or {}),

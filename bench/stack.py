@@ -66,9 +66,11 @@ def compose_commands() -> dict[str, list[str]]:
 
 
 class Postgres:
-    def __init__(self, folder: Path, port: int):
+    def __init__(self, folder: Path, port: int, *, statement_stats: bool = False):
         self.folder, self.port = folder / "postgres", port
         self.data = self.folder / "data"
+        # pg_stat_statements: which statements the run's PostgreSQL time went to (bench/load.py --statements).
+        self.statement_stats = statement_stats
         # PostgreSQL refuses to run as root: run its programs as the postgres system user then.
         self.as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 
@@ -83,6 +85,8 @@ class Postgres:
         self.psql("postgres", "CREATE DATABASE cxr OWNER cxr_owner")  # not inside a transaction
         self.psql("cxr", "ALTER SCHEMA public OWNER TO cxr_owner; REVOKE CREATE ON SCHEMA public FROM PUBLIC;"
                          "GRANT CONNECT ON DATABASE cxr TO cxr_app; GRANT USAGE ON SCHEMA public TO cxr_app;")
+        if self.statement_stats:
+            self.psql("cxr", "CREATE EXTENSION pg_stat_statements")
 
     def psql(self, database: str, sql: str) -> str:
         return subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
@@ -92,7 +96,8 @@ class Postgres:
     def start(self):
         subprocess.run([*self.as_owner, PG_BIN / "pg_ctl", "-D", self.data, "-l", self.folder / "postgres.log", "-w",
                         "start", "-o",
-                        f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c max_connections=200"],
+                        f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.folder} -c max_connections=200"
+                        + (" -c shared_preload_libraries=pg_stat_statements" if self.statement_stats else "")],
                        check=True, capture_output=True)
 
     def stop(self, mode: str = "fast"):
@@ -130,10 +135,10 @@ class Redis:
 
 class Stack:
     def __init__(self, folder: Path | None = None, *, inference_concurrency: int | None = None,
-                 web_workers: int | None = None, extra_env: dict | None = None):
+                 web_workers: int | None = None, extra_env: dict | None = None, statement_stats: bool = False):
         self.folder = folder or Path(tempfile.mkdtemp(prefix="cxr-stack-"))
         self.folder.chmod(0o755)  # the postgres user reaches its data folder through it
-        self.postgres = Postgres(self.folder, free_port())
+        self.postgres = Postgres(self.folder, free_port(), statement_stats=statement_stats)
         self.redis = Redis(self.folder, free_port())
         self.web_port = free_port()
         self.processes: dict[str, subprocess.Popen] = {}
@@ -238,6 +243,43 @@ class Stack:
         )
         key, patient_id = self.manage("shell", "-c", script).split()[-2:]
         return key, int(patient_id)
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2:].split()  # fields after "pid (comm)": state is [0], ppid [1], pgrp [2]
+
+
+def _ticks(fields: list[str], *, reaped: bool) -> int:
+    # utime, stime (fields 14, 15 of stat; [11], [12] here) and, for reaped children, cutime, cstime ([13], [14])
+    return int(fields[11]) + int(fields[12]) + ((int(fields[13]) + int(fields[14])) if reaped else 0)
+
+
+def cpu_seconds(stack: "Stack") -> dict[str, float]:
+    """CPU seconds so far of each service (its process group), PostgreSQL (postmaster, backends and the backends
+    it reaped), Redis and this client. Differences of two readings say where a run's CPU time went."""
+    hertz = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _proc_stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = fields
+    totals: dict[str, float] = {}
+    for service, process in stack.processes.items():
+        totals[service] = sum(_ticks(f, reaped=pid == process.pid) for pid, f in stats.items()
+                              if int(f[2]) == process.pid) / hertz
+    postmaster_file = stack.postgres.data / "postmaster.pid"
+    if postmaster_file.exists():
+        postmaster = int(postmaster_file.read_text().split()[0])
+        totals["postgres"] = sum(_ticks(f, reaped=pid == postmaster) for pid, f in stats.items()
+                                 if pid == postmaster or int(f[1]) == postmaster) / hertz
+    if stack.redis.process is not None and stack.redis.process.pid in stats:
+        totals["redis"] = _ticks(stats[stack.redis.process.pid], reaped=False) / hertz
+    own = os.times()
+    totals["load client"] = own.user + own.system
+    return totals
 
 
 def film_png(side: int | tuple[int, int], *, bits: int = 8, seed: int = 0) -> bytes:

@@ -38,6 +38,17 @@ def refuse_a_wrong_storage_key(**kwargs):
     storage_key_verify_at_start()
 
 
+@task_prerun.connect
+def database_connections_checked(task=None, **kwargs):
+    """Before each task, what Django does before each request: drop connections that are broken (PostgreSQL
+    restarted) or older than CONN_MAX_AGE, and health-check the rest on first use (CONN_HEALTH_CHECKS).
+    Not for a task run in the caller's process (eager): the caller's connection is the caller's business."""
+    from django.db import close_old_connections
+
+    if task is not None and not getattr(task.request, "is_eager", False):
+        close_old_connections()
+
+
 # The request that queued a task names the task's log lines (X-Request-ID -> message header -> log records).
 before_task_publish.connect(observability.task_publish_add_request_id, weak=False)
 task_prerun.connect(observability.task_prerun_restore_request_id, weak=False)

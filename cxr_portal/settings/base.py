@@ -237,6 +237,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
+# Celery's Django fixup closes every database connection after every task unless this is set; a worker then
+# opens a new PostgreSQL connection per task, which cost PostgreSQL more CPU than the task's own queries
+# (bench/load.py --statements). Connections are kept instead, and checked before each task as Django checks
+# them before each request (cxr_portal.celery.database_connections_checked: CONN_MAX_AGE, CONN_HEALTH_CHECKS,
+# a connection broken by a PostgreSQL restart). Celery still closes them after 2 x this many tasks.
+CELERY_DB_REUSE_MAX = 500
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"

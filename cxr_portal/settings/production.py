@@ -11,6 +11,11 @@ SECRET_KEY = env("DJANGO_SECRET_KEY")
 DEBUG = False
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 DATABASES = {"default": env.db("DATABASE_URL")}
+# Keep each process's (and each gunicorn thread's) connection open between requests and tasks: a new
+# PostgreSQL connection per request forks a backend and authenticates, which cost more CPU than the request
+# itself (bench/load.py, "cpu ms/study"). Checked before reuse, so a restarted PostgreSQL costs one reconnect.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CXR_DATABASE_CONN_MAX_AGE", default=300)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Shared by every web process: the per-user upload rate limit must count across all of them.

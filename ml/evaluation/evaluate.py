@@ -48,6 +48,7 @@ from ml.evaluation.site import prediction_row, write_predictions_csv
 from ml.evaluation.summary import DEFAULT_RESAMPLES, summarize_predictions
 from ml.serving.artifact import SHORTCUT_AUDIT_FILE, record_shortcut_audit
 from ml.serving.calibration import apply_temperature
+from ml.serving.command_line import add_model_and_data_arguments
 from ml.serving.imaging import ImageDecodeError, decode_path
 from ml.serving.labels import POSITIVE_CLASS
 from ml.serving.predictor import Predictor
@@ -416,8 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ml evaluate", description=__doc__.splitlines()[0], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=Path, help="artifact folder (metadata.json, model.tflite)")
-    parser.add_argument("--data", required=True, type=Path, help="folder with covid/normal/pneumonia subfolders")
+    add_model_and_data_arguments(parser, model_help="artifact folder (metadata.json, model.tflite)")
     parser.add_argument("--manifest", type=Path, default=None, help="optional manifest CSV (source, patient)")
     parser.add_argument("--split-file", type=Path, default=None, help="split.json to select a subset from")
     parser.add_argument(

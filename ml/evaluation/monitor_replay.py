@@ -17,6 +17,7 @@ import numpy as np
 
 from ml.evaluation.datasets import EvaluationError, default_data_dir, select_samples
 from ml.evaluation.plots import plot_monitoring
+from ml.serving.command_line import SPLIT_DATA_ROOT_HELP, add_model_and_data_arguments
 from ml.serving.labels import POSITIVE_CLASS
 from ml.serving.monitoring import (
     DEFAULT_ALPHA,
@@ -197,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m ml monitor", description=__doc__.splitlines()[0], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=Path, help="artifact folder with split.json")
-    parser.add_argument("--data", type=Path, default=None, help="the data root its split.json was made from")
+    add_model_and_data_arguments(parser, model_help="artifact folder with split.json",
+                                 data_help=SPLIT_DATA_ROOT_HELP, data_required=False)
     parser.add_argument("--simulate", action="store_true",
                         help="no change to the artifact: replay --subset as a site's stream and measure the monitor")
     parser.add_argument("--subset", default="test", choices=("test", "loso"))

@@ -67,6 +67,7 @@ from ml.evaluation.site import (
 )
 from ml.serving.artifact import ArtifactMetadata, file_sha256, load_metadata, save_metadata
 from ml.serving.calibration import apply_temperature, softmax
+from ml.serving.command_line import add_model_and_data_arguments
 from ml.serving.familiarity import DEFAULT_QUANTILE, FEATURES_FILE, STATS_FILE, features_model, split_outputs
 from ml.serving.gradcam import GRADCAM_LAYER
 from ml.serving.labels import CLASS_NAMES, POSITIVE_CLASS
@@ -518,9 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: python -m ml adapt --model ml/artifacts/production --data /data/site "
                "--out runs/site-v2 --feature-cache var/feature-cache",
     )
-    parser.add_argument("--model", required=True, type=Path, help="artifact to start from (the active version)")
-    parser.add_argument("--data", required=True, type=Path,
-                        help="the site's labelled films: covid/normal/pneumonia folders, or the manifest's folder")
+    add_model_and_data_arguments(parser, model_help="artifact to start from (the active version)",
+                                 data_help="the site's labelled films: covid/normal/pneumonia folders, or the manifest's folder")
     parser.add_argument("--manifest", type=Path, help="CSV with columns file, label, patient (and source)")
     parser.add_argument("--out", required=True, type=Path, help="new, empty folder for the candidate artifact")
     parser.add_argument("--version", help="the candidate's version (default: parent version + timestamp)")

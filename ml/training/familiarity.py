@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ml.evaluation.datasets import EvaluationError, default_data_dir, select_samples
 from ml.evaluation.familiarity import shift_table
 from ml.serving.artifact import file_sha256, load_metadata, save_metadata
+from ml.serving.command_line import SPLIT_DATA_ROOT_HELP, add_model_and_data_arguments
 from ml.serving.familiarity import (
     DEFAULT_QUANTILE,
     FEATURES_FILE,
@@ -183,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m ml familiarity", description=__doc__.splitlines()[0], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=Path, help="artifact folder with model.keras and split.json")
-    parser.add_argument("--data", type=Path, default=None, help="the data root its split.json was made from")
+    add_model_and_data_arguments(parser, model_help="artifact folder with model.keras and split.json",
+                                 data_help=SPLIT_DATA_ROOT_HELP, data_required=False)
     parser.add_argument("--quantile", type=float, default=DEFAULT_QUANTILE,
                         help="share of validation films to leave unflagged")
     parser.add_argument("--shifts", action="store_true",

@@ -35,6 +35,7 @@ import numpy as np
 from ml.evaluation.datasets import EvaluationError, select_samples
 from ml.evaluation.operating_point import fit_operating_point, sensitivity_lower_bound
 from ml.serving.artifact import load_metadata, save_metadata
+from ml.serving.command_line import add_model_and_data_arguments
 from ml.serving.imaging import ImageDecodeError, decode_path
 from ml.serving.labels import POSITIVE_CLASS
 from ml.serving.monitoring import add_reference, films_from_samples, reference_from_films
@@ -152,8 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m ml recalibrate", description=__doc__.splitlines()[0], epilog=EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--model", required=True, type=Path, help="artifact folder to update")
-    parser.add_argument("--data", required=True, type=Path, help="folder with covid/normal/pneumonia subfolders")
+    add_model_and_data_arguments(parser, model_help="artifact folder to update")
     parser.add_argument("--manifest", type=Path, default=None)
     parser.add_argument("--split-file", type=Path, default=None)
     parser.add_argument("--subset", default="val", choices=("train", "val", "test"))

@@ -86,10 +86,13 @@ def test_heat_layer_is_transparent_where_cold_and_takes_the_crop_boxs_aspect():
 
     heat = np.zeros((16, 16), np.float32)
     heat[4:8, 4:8] = 1.0
-    layer = Image.open(io.BytesIO(heat_layer_png(heat, width=60, height=30)))
-    assert layer.mode == "RGBA" and layer.size == (60, 30)
-    alpha = np.asarray(layer)[..., 3]
+    stored = Image.open(io.BytesIO(heat_layer_png(heat, width=60, height=30)))
+    assert stored.mode == "P" and stored.size == (60, 30)  # one byte a pixel, alpha in the palette
+    layer = np.asarray(stored.convert("RGBA"))
+    alpha = layer[..., 3]
     assert alpha[0, 0] == 0 and alpha[:, 15:30].max() > 200
+    hottest = np.unravel_index(alpha.argmax(), alpha.shape)
+    assert tuple(layer[hottest][:3]) == (128, 0, 0)  # the hot end of jet: dark red
 
 
 def test_crop_box_says_where_on_the_film_the_lung_crop_lies():
