@@ -106,13 +106,14 @@ def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, second
             break
         time.sleep(1)
     rows = stack.postgres.psql("cxr", "SELECT extract(epoch from completed_at - created_at), "
-                                      f"extract(epoch from completed_at) FROM diagnosis_study WHERE id IN ({id_list}) "
-                                      "AND status = 'completed'")
-    waits, finished = [], []
+                                      "extract(epoch from completed_at), extract(epoch from started_at - created_at) "
+                                      f"FROM diagnosis_study WHERE id IN ({id_list}) AND status = 'completed'")
+    waits, finished, queued = [], [], []
     for line in rows.splitlines():
-        wait, completed = line.split("|")
+        wait, completed, waited = line.split("|")
         waits.append(float(wait))
         finished.append(float(completed))
+        queued.append(float(waited))  # upload stored -> a worker took it (the rest is the worker's own time)
     sustained = len(finished) / (max(finished) - first) if finished else 0.0
     cpu_after = cpu_seconds(stack)
     cpu_per_study = {name: 1000 * (cpu_after[name] - cpu_before.get(name, 0.0)) / max(1, len(finished))
@@ -122,6 +123,7 @@ def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, second
         "error kinds": dict(Counter(errors)),
         "upload p50": percentile(latencies, 0.5), "upload p95": percentile(latencies, 0.95),
         "result p50": percentile(waits, 0.5), "result p95": percentile(waits, 0.95),
+        "queued p50": percentile(queued, 0.5), "queued p95": percentile(queued, 0.95),
         "studies/s": sustained, "completed": len(finished),
         "cpu ms/study": " ".join(f"{name}={value:.0f}" for name, value in cpu_per_study.items())
                         + f" total={sum(cpu_per_study.values()):.0f}",
