@@ -34,10 +34,38 @@ def percentile(values, share):
     return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
 
 
-def films(side: int, count: int) -> list[bytes]:
-    if side == 2000:
-        return [film_png(2000, bits=16, seed=seed) for seed in range(count)]
-    return [film_png(side, seed=seed) for seed in range(count)]
+DEV_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cxr"
+DEV_SPLIT = Path(__file__).resolve().parent.parent / "ml" / "artifacts" / "dev_split.json"
+
+
+def films(side: int, count: int, *, source: str) -> list[bytes]:
+    """``count`` distinct films: synthetic (a gradient plus noise; the model calls every one COVID-19, so each
+    raises an alert: the costliest path) or development films the model never trained on (val and test
+    splits of ../shared/data/cxr, read at run time, never stored in the repository). 2000 px films are
+    16-bit; development films are scaled up to that size (bicubic) the way a detector's film would come."""
+    if source == "synthetic":
+        return [film_png(2000, bits=16, seed=seed) if side == 2000 else film_png(side, seed=seed)
+                for seed in range(count)]
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    split = json.loads(DEV_SPLIT.read_text())
+    paths = [DEV_DATA / name for name in split["test"] + split["val"]][:count]
+    if side != 2000:
+        return [path.read_bytes() for path in paths]
+    scaled = []
+    for path in paths:
+        film = Image.open(path).convert("F")
+        factor = 2000 / max(film.size)
+        film = film.resize((round(film.width * factor), round(film.height * factor)), Image.Resampling.BICUBIC)
+        levels = np.clip(np.asarray(film) / 255.0 * 65535.0, 0, 65535).astype(np.uint16)
+        buffer = io.BytesIO()
+        Image.fromarray(levels).save(buffer, format="PNG")
+        scaled.append(buffer.getvalue())
+    return scaled
 
 
 def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, seconds: float, film_bytes: list[bytes]):
@@ -78,13 +106,14 @@ def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, second
             break
         time.sleep(1)
     rows = stack.postgres.psql("cxr", "SELECT extract(epoch from completed_at - created_at), "
-                                      f"extract(epoch from completed_at) FROM diagnosis_study WHERE id IN ({id_list}) "
-                                      "AND status = 'completed'")
-    waits, finished = [], []
+                                      "extract(epoch from completed_at), extract(epoch from started_at - created_at) "
+                                      f"FROM diagnosis_study WHERE id IN ({id_list}) AND status = 'completed'")
+    waits, finished, queued = [], [], []
     for line in rows.splitlines():
-        wait, completed = line.split("|")
+        wait, completed, waited = line.split("|")
         waits.append(float(wait))
         finished.append(float(completed))
+        queued.append(float(waited))  # upload stored -> a worker took it (the rest is the worker's own time)
     sustained = len(finished) / (max(finished) - first) if finished else 0.0
     cpu_after = cpu_seconds(stack)
     cpu_per_study = {name: 1000 * (cpu_after[name] - cpu_before.get(name, 0.0)) / max(1, len(finished))
@@ -94,6 +123,7 @@ def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, second
         "error kinds": dict(Counter(errors)),
         "upload p50": percentile(latencies, 0.5), "upload p95": percentile(latencies, 0.95),
         "result p50": percentile(waits, 0.5), "result p95": percentile(waits, 0.95),
+        "queued p50": percentile(queued, 0.5), "queued p95": percentile(queued, 0.95),
         "studies/s": sustained, "completed": len(finished),
         "cpu ms/study": " ".join(f"{name}={value:.0f}" for name, value in cpu_per_study.items())
                         + f" total={sum(cpu_per_study.values()):.0f}",
@@ -179,10 +209,17 @@ def main():
     parser.add_argument("--seconds", type=float, default=15, help="upload phase per configuration")
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--read-seconds", type=float, default=30)
+    parser.add_argument("--film-source", choices=["synthetic", "dev"], default="synthetic",
+                        help="synthetic films (each raises an alert), or unseen development films from "
+                             "../shared/data/cxr (a real mix of answers and alerts)")
     parser.add_argument("--statements", type=int, default=0, metavar="N",
                         help="after each upload run, print the N statements PostgreSQL spent most time on")
     arguments = parser.parse_args()
-    film_sets = {side: films(side, 12) for side in arguments.films}
+    # Distinct films for every 512 px upload (a repeated film would skip its storage write); 2000 px films are
+    # costly to make, so 24 of them go round.
+    uploads = int(max(arguments.rates) * arguments.seconds)
+    film_sets = {side: films(side, 24 if side == 2000 else uploads, source=arguments.film_source)
+                 for side in arguments.films}
     rows = []
     for processes in arguments.processes:
         stack = Stack(inference_concurrency=processes, statement_stats=bool(arguments.statements))

@@ -17,6 +17,7 @@ from celery.signals import (
 )
 
 from . import kombu_patch  # noqa: F401 - a worker must survive Redis dropping while it holds a task
+from . import pool_start_patch  # noqa: F401 - and a pool process killed while it starts
 from . import observability
 
 logger = logging.getLogger(__name__)

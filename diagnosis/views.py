@@ -17,6 +17,7 @@ from accounts.roles import Capability, user_can
 from audit.services import audit_record
 from cxr_portal.csv_export import csv_download
 from cxr_portal.form_errors import form_add_service_errors
+from ml.serving.imaging import DecoderBusy, ImageDecodeError
 
 from . import access, selectors
 from .forms import FeedbackForm, PatientForm, PatientSearchForm, StudyUploadForm, WorklistFilterForm
@@ -24,7 +25,7 @@ from .models import DeliveryOutcome, StudyStatus
 from .services import storage
 from .services.alerts import alert_acknowledge
 from .services.feedback import feedback_record
-from .services.ingest import UploadBusy, study_create
+from .services.ingest import UploadBusy, image_preview, study_create
 from .services.model_registry import model_version_active
 from .services.monitoring import model_version_monitoring_report
 from .services.patients import patient_create
@@ -308,9 +309,15 @@ def _image_response(data: bytes, *, filename: str) -> HttpResponse:
 @require_GET
 def study_image(request, study_id: int):
     study = access.study_get_for_user(user=request.user, study_id=study_id, action="study.image_view")
-    return _image_response(
-        storage.blob_get(study.image.sha256, kind=storage.PREVIEW), filename=f"{filename_part(study.accession_number)}.png"
-    )
+    try:
+        preview = image_preview(image=study.image)
+    except DecoderBusy as busy:  # a large film whose preview the worker has not made yet, and the decoder is busy
+        response = HttpResponse(str(busy), status=503, content_type="text/plain; charset=utf-8")
+        response["Retry-After"] = str(busy.retry_after_seconds)
+        return response
+    except ImageDecodeError:
+        raise Http404("The stored film cannot be shown.") from None
+    return _image_response(preview, filename=f"{filename_part(study.accession_number)}.png")
 
 
 @login_required

@@ -48,16 +48,23 @@ def portal_process(arguments: list[str], *, env: dict, log_path: Path) -> Iterat
                 process.kill()
 
 
+# One process and no neighbour handshakes: the quickest worker to start. PRODUCTION_POOL runs as
+# docs/operations.md starts workers: two pool processes, gossip and mingle on.
+SOLO_POOL = ("--pool=solo", "--concurrency=1", "--without-gossip", "--without-mingle")
+PRODUCTION_POOL = ("--pool=prefork", "--concurrency=2")
+
+
 @contextmanager
-def celery_worker(*, queues: str, name: str, env: dict, log_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
+def celery_worker(*, queues: str, name: str, env: dict, log_path: Path,
+                  pool: tuple[str, ...] = SOLO_POOL) -> Iterator[tuple[subprocess.Popen, Path]]:
     """A real `celery worker` consuming ``queues`` through Redis; the test's Redis database starts and ends empty."""
     broker_url = settings.CELERY_BROKER_URL
     assert broker_url.startswith("redis://"), "the end-to-end tests run against Redis"
     redis.Redis.from_url(broker_url).flushdb()
     try:
-        with portal_process(["-m", "celery", "-A", "cxr_portal", "worker", "-Q", queues, "--pool=solo",
-                             "--concurrency=1", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-                             "-n", f"{name}-{os.getpid()}@%h"], env=env, log_path=log_path) as process:
+        with portal_process(["-m", "celery", "-A", "cxr_portal", "worker", "-Q", queues, *pool,
+                             "--loglevel=INFO", "-n", f"{name}-{os.getpid()}@%h"],
+                            env=env, log_path=log_path) as process:
             yield process, log_path
     finally:
         redis.Redis.from_url(broker_url).flushdb()

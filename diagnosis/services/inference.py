@@ -29,6 +29,7 @@ from ml.serving.imaging import ImageDecodeError, decode_image
 
 from . import storage
 from .alerts import alert_raise_for_prediction
+from .ingest import image_preview
 from .results import results_enqueue_for_prediction
 from .model_registry import artifact_dir_for, model_version_active, same_operating_point
 
@@ -274,6 +275,7 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
         predictor = predictor_for(model_version)
         data = storage.blob_get(study.image.sha256, kind=storage.ORIGINAL)
         decoded = decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS, target_size=model_version.input_size)
+        image_preview(image=study.image, pixels=decoded.pixels)  # a large PNG's upload left it to this decode
         result = predictor.predict_one(decoded.pixels, with_heatmap=True, check_stability=True)
         heatmap_sha, heatmap_box = "", {}
         if result.heatmap is not None:

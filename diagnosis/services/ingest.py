@@ -18,7 +18,16 @@ from audit.services import audit_record
 from diagnosis.models import Patient, StoredImage, Study, StudySource, ViewPosition
 from diagnosis.rejections import image_rejection_message
 from ml.serving.colour import colour_share
-from ml.serving.imaging import DecodedImage, DecoderBusy, ImageDecodeError, decode_image, decode_slot, encode_png, reencoded_png
+from ml.serving.imaging import (
+    DecodedImage,
+    DecoderBusy,
+    ImageDecodeError,
+    decode_image,
+    decode_slot,
+    encode_png,
+    png_checked,
+    reencoded_png,
+)
 
 from diagnosis.validators import validate_accession_number
 
@@ -26,6 +35,10 @@ from . import storage
 from .patients import _dicom_date
 
 PREVIEW_MAX_SIDE = 1024
+# A grey PNG with more pixels than this is checked (ml.serving.imaging.png_checked) but not decoded in the web
+# process: the worker decodes it anyway, and makes its preview then (image_preview). For a 2000 x 2000 16-bit
+# film that takes the decode and the preview's encode, most of the upload's cost, off the upload.
+PNG_FULL_DECODE_MAX_PIXELS = PREVIEW_MAX_SIDE * PREVIEW_MAX_SIDE
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +119,7 @@ class PreparedImage:
     height: int
     metadata: dict[str, str]
     original_png: bytes
-    preview_png: bytes
+    preview_png: bytes | None  # None: made by the worker from its decode (a large grey PNG)
     # Share of the original's pixels that are clearly coloured (ml.serving.colour); None for a grey format.
     colour_share: float | None = None
 
@@ -120,15 +133,53 @@ def image_prepare(*, data: bytes) -> PreparedImage:
     """
     try:
         with decode_slot(wait_seconds=settings.DECODE_WAIT_SECONDS):
+            if (large_png := _large_grey_png_checked(data)) is not None:
+                return large_png
             decoded = _image_decode(data=data)
             original = _png_without_text(data) if decoded.format == "PNG" else None
-            preview = original if original and _is_small_8_bit_grey_png(original) else _preview_png(decoded)
+            preview = original if original and _is_small_8_bit_grey_png(original) else _preview_png(decoded.pixels)
             return PreparedImage(decoded.format, decoded.width, decoded.height, decoded.metadata,
                                  original or reencoded_png(decoded), preview,
                                  colour_share(data) if decoded.format in ("PNG", "JPEG") else None)
     except DecoderBusy as busy:
         raise UploadBusy(_("The server is decoding other images right now. Please try again in a few seconds."),
                          retry_after_seconds=busy.retry_after_seconds) from None
+
+
+def _large_grey_png_checked(data: bytes) -> PreparedImage | None:
+    """A grey PNG over PNG_FULL_DECODE_MAX_PIXELS, checked without its full decode; None for any other file."""
+    if not (data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 26):
+        return None
+    width, height, colour_type = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), data[25]
+    if colour_type not in (0, 4) or width * height <= PNG_FULL_DECODE_MAX_PIXELS:
+        return None
+    if len(data) > settings.MAX_UPLOAD_BYTES:
+        return None  # _image_decode refuses it with the size message
+    try:
+        header = png_checked(data, max_pixels=settings.MAX_IMAGE_PIXELS)
+    except ImageDecodeError as error:
+        raise UploadRejected(image_rejection_message(error), code=error.code) from None
+    original = _png_without_text(data)
+    if original is None:
+        return None
+    return PreparedImage("PNG", header.width, header.height, {}, original, preview_png=None, colour_share=None)
+
+
+def image_preview(*, image: StoredImage, pixels=None) -> bytes:
+    """The film's preview PNG (8-bit grey, at most PREVIEW_MAX_SIDE a side), made and stored if it is missing.
+
+    A large grey PNG's preview is made by the worker from the pixels it decoded; a page that asks before then
+    gets it made from the stored original, in one of this process's decode slots.
+    """
+    if storage.blob_stored(image.sha256, kind=storage.PREVIEW):
+        return storage.blob_get(image.sha256, kind=storage.PREVIEW)
+    if pixels is None:
+        with decode_slot(wait_seconds=settings.DECODE_WAIT_SECONDS):
+            pixels = decode_image(storage.blob_get(image.sha256, kind=storage.ORIGINAL),
+                                  max_pixels=settings.MAX_IMAGE_PIXELS).pixels
+    preview = _preview_png(pixels)
+    storage.blob_put(preview, kind=storage.PREVIEW, digest=image.sha256)
+    return preview
 
 
 # Ancillary PNG chunks that can carry words (a name, a date, an MRN typed into the modality): never stored.
@@ -169,8 +220,7 @@ def _is_small_8_bit_grey_png(png: bytes) -> bool:
     return png[12:16] == b"IHDR" and png[24] == 8 and png[25] == 0 and max(width, height) <= PREVIEW_MAX_SIDE
 
 
-def _preview_png(decoded: DecodedImage) -> bytes:
-    pixels = decoded.pixels
+def _preview_png(pixels) -> bytes:
     longest = max(pixels.shape)
     if longest > PREVIEW_MAX_SIDE:
         step = int(-(-longest // PREVIEW_MAX_SIDE))
@@ -263,7 +313,8 @@ def study_store(
     # leave an unreferenced copy behind, never overwrite or lose anything already stored.
     digest = storage.sha256_hex(data)
     storage.blob_put(decoded.original_png, kind=storage.ORIGINAL, digest=digest)
-    storage.blob_put(decoded.preview_png, kind=storage.PREVIEW, digest=digest)
+    if decoded.preview_png is not None:
+        storage.blob_put(decoded.preview_png, kind=storage.PREVIEW, digest=digest)
 
     try:
         with transaction.atomic():

@@ -127,6 +127,10 @@ def _write_atomically(path: Path, content: bytes) -> None:
         raise
 
 
+def blob_stored(digest: str, *, kind: str) -> bool:
+    return _path_for(digest, kind).exists()
+
+
 def blob_get(digest: str, *, kind: str) -> bytes:
     return decrypt(_path_for(digest, kind).read_bytes(), digest=digest, kind=kind)
 

@@ -197,6 +197,13 @@ def stability_lines(stability: dict) -> list[str]:
             f"COVID-19 alert right on flagged films {fmt(flag['alert_correct_flagged'])}, on the others "
             f"{fmt(flag['alert_correct_unflagged'])}.",
         ]
+        gate = flag.get("gate")
+        if gate:
+            lines[-1] += (
+                f" The worker runs the check only where a change of {gate['margin']} could move the answer: "
+                f"{gate['n_checked']} of {flag['n']} films here ({fmt(gate['share_checked'], percent=True)}), "
+                f"missing {gate['n_flagged_missed']} of the {flag['n_flagged']} flags."
+            )
     return lines + [""]
 
 

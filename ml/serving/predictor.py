@@ -15,7 +15,7 @@ from ml.serving.gradcam import gradcam, heatmap_from_class_maps
 from ml.serving.interpreter import make_interpreter, run_interpreter, run_interpreter_outputs
 from ml.serving.labels import POSITIVE_CLASS
 from ml.serving.preprocess import CropBox, preprocess_checked, preprocess_located
-from ml.serving.stability import UNSTABLE, answer_moves, changed_films
+from ml.serving.stability import UNSTABLE, answer_moves, changed_films, near_a_boundary
 
 
 @dataclass
@@ -114,7 +114,8 @@ class Predictor:
         ``check_stability`` also classifies the film after each of
         ``ml.stability.PERTURBATIONS`` (changes that should not matter) and adds
         the warning ``unstable`` when one of them moves the class or the COVID-19
-        alert. It costs up to three more passes; ``inference_ms`` excludes them.
+        alert. It costs up to three more passes (``inference_ms`` excludes them),
+        spent only where the answer lies near a boundary (``near_a_boundary``).
         """
         started = time.perf_counter()
         model_input, warnings, crop_box = preprocess_located(pixels, self.config)
@@ -124,7 +125,7 @@ class Predictor:
         familiarity_score, features, class_maps = self._familiarity_pass(model_input)
         if familiarity_score is not None and self._familiarity.is_unfamiliar(familiarity_score):
             warnings = [*warnings, UNFAMILIAR]
-        if check_stability and self._answer_moves(pixels, calibrated):
+        if check_stability and self._near_a_boundary(calibrated) and self._answer_moves(pixels, calibrated):
             warnings = [*warnings, UNSTABLE]
         heatmap = None
         if with_heatmap and class_maps is not None:  # the familiarity pass gave the class maps already
@@ -182,6 +183,10 @@ class Predictor:
     def calibrated_probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Calibrated class probabilities of one decoded film, nothing else (no warnings, heatmap or checks)."""
         return self._run(preprocess_checked(pixels, self.config)[0])[1]
+
+    def _near_a_boundary(self, calibrated: np.ndarray) -> bool:
+        return bool(near_a_boundary(calibrated, positive_index=self._positive_index,
+                                    threshold=float(self.metadata.covid_threshold))[0])
 
     def _answer_moves(self, pixels: np.ndarray, calibrated: np.ndarray) -> bool:
         for _perturbation, changed_film in changed_films(pixels):

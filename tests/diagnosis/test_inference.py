@@ -48,6 +48,18 @@ def test_completes_study_with_calibrated_probabilities_and_heatmap(queued_study,
 
 
 @pytest.mark.django_db
+def test_the_worker_makes_the_preview_a_large_pngs_upload_left_to_it(clinician, patient, active_model, image_store,
+                                                                      queued_inference):
+    from diagnosis.services import storage
+
+    study = study_create(patient=patient, uploaded_by=clinician,
+                         data=images.png_bytes(images.gradient(1600, 1200), bits=16))
+    assert not storage.blob_stored(study.image.sha256, kind=storage.PREVIEW)
+    assert inference.study_run_inference(study_id=study.id).status == "completed"
+    assert storage.blob_stored(study.image.sha256, kind=storage.PREVIEW)
+
+
+@pytest.mark.django_db
 def test_a_warning_from_preprocessing_is_stored_with_the_prediction_and_audited(queued_study, active_model, monkeypatch):
     import ml.serving.predictor
     import ml.serving.stability

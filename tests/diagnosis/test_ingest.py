@@ -131,11 +131,47 @@ def test_preview_shows_the_uploaded_pixels_in_8_bit_grey(data_factory, clinician
     from diagnosis.services import storage
     from ml.serving.imaging import decode_image
 
+    from diagnosis.services.ingest import image_preview
+
     data = data_factory()
     study = study_create(patient=patient, uploaded_by=clinician, data=data)
-    preview = Image.open(io.BytesIO(storage.blob_get(study.image.sha256, kind=storage.PREVIEW)))
+    preview = Image.open(io.BytesIO(image_preview(image=study.image)))
     assert preview.mode == "L" and max(preview.size) <= 1024
     pixels = decode_image(data).pixels
     step = -(-max(pixels.shape) // 1024)
     expected = np.rint(pixels[::step, ::step] * 255)
     assert np.abs(np.asarray(preview, dtype=np.float64) - expected).max() <= 1
+
+
+@pytest.mark.django_db
+def test_a_large_grey_png_is_checked_not_decoded_and_its_preview_made_from_the_workers_decode(
+    clinician, patient, queued_inference, monkeypatch
+):
+    from diagnosis.services import storage
+    from diagnosis.services.ingest import image_preview
+    from ml.serving import imaging
+
+    film = images.gradient(1600, 1200)
+    data = images.png_bytes(film, bits=16)
+    monkeypatch.setattr("diagnosis.services.ingest.decode_image",
+                        lambda *args, **kwargs: pytest.fail("the upload decoded a large grey PNG"))
+    study = study_create(patient=patient, uploaded_by=clinician, data=data)
+    assert (study.image.format, study.image.width, study.image.height) == ("PNG", 1600, 1200)
+    assert storage.blob_get(study.image.sha256, kind=storage.ORIGINAL) == data  # stored as uploaded
+    assert not storage.blob_stored(study.image.sha256, kind=storage.PREVIEW)
+    monkeypatch.undo()
+
+    pixels = imaging.decode_image(data).pixels  # what the worker decodes
+    made = image_preview(image=study.image, pixels=pixels)
+    assert storage.blob_get(study.image.sha256, kind=storage.PREVIEW) == made
+    assert image_preview(image=study.image) == made  # stored once, then read
+
+
+@pytest.mark.django_db
+def test_a_damaged_large_png_is_refused_at_upload_and_nothing_is_stored(clinician, patient, image_store,
+                                                                        queued_inference):
+    data = images.png_bytes(images.gradient(1600, 1200), bits=16)
+    with pytest.raises(UploadRejected) as refused:
+        study_create(patient=patient, uploaded_by=clinician, data=data[: len(data) - 5000])
+    assert refused.value.code == "damaged" and "damaged or truncated" in str(refused.value)
+    assert not Study.objects.exists() and not stored_files(image_store)

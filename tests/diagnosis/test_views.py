@@ -183,3 +183,20 @@ def test_worklist_lists_pending_studies_for_polling(client, clinician, study):
     statuses = client.get(reverse("diagnosis:study_statuses"), {"ids": str(study.id)}).json()
     # on_commit callbacks do not run inside a test transaction, so the study was never queued.
     assert statuses == {"statuses": {str(study.id): "received"}}
+
+
+@pytest.mark.django_db
+def test_a_large_films_preview_is_shown_before_the_worker_has_read_it(client, clinician, patient, image_store,
+                                                                      queued_inference):
+    import io
+
+    from PIL import Image
+
+    from diagnosis.services.ingest import study_create
+
+    study = study_create(patient=patient, uploaded_by=clinician,
+                         data=images.png_bytes(images.gradient(1600, 1200), bits=16))
+    client.force_login(clinician)
+    response = client.get(reverse("diagnosis:study_image", args=[study.id]))
+    assert response.status_code == 200 and response["Content-Type"] == "image/png"
+    assert Image.open(io.BytesIO(response.content)).size == (800, 600)  # every second pixel: at most 1024 a side

@@ -126,3 +126,47 @@ def test_sniffs_by_content_not_name():
 def test_encode_png_round_trips():
     pixels = images.gradient()
     assert np.abs(decode_image(encode_png(pixels)).pixels - pixels).max() <= 1 / 255 + 1e-6
+
+
+def _rechunked(png: bytes, kind: bytes, body: bytes) -> bytes:
+    """The PNG with the body of its first ``kind`` chunk replaced, CRC recomputed (a damage CRCs cannot see)."""
+    import zlib
+
+    position = 8
+    while True:
+        length = int.from_bytes(png[position:position + 4], "big")
+        if png[position + 4:position + 8] == kind:
+            chunk = len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+            return png[:position] + chunk + png[position + 12 + length:]
+        position += 12 + length
+
+
+def test_png_checked_reads_the_header_and_accepts_what_decode_image_accepts():
+    from ml.serving.imaging import png_checked
+
+    for bits in (8, 16):
+        film = images.png_bytes(images.gradient(300, 200), bits=bits)
+        header = png_checked(film)
+        assert (header.width, header.height, header.bit_depth, header.grey) == (300, 200, bits, True)
+        decode_image(film)  # the full decode agrees
+
+
+@pytest.mark.parametrize("damage, code", [
+    (lambda png: png[: len(png) // 2], "damaged"),  # truncated: no IEND
+    (lambda png: png[:100] + bytes([png[100] ^ 0xFF]) + png[101:], "damaged"),  # one byte flipped: bad CRC
+    (lambda png: _rechunked(png, b"IDAT", b"\x00" * 64), "damaged"),  # not a deflate stream, CRC made right
+    (lambda png: _rechunked(png, b"IDAT", __import__("zlib").compress(b"\x07" * 5000)), "damaged"),  # bad filters
+    (lambda png: _rechunked(png, b"IHDR", (70000).to_bytes(4, "big") + (70000).to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"),
+     "too_many_pixels"),
+    (lambda png: _rechunked(png, b"IHDR", (20).to_bytes(4, "big") + (20).to_bytes(4, "big") + b"\x08\x00\x00\x00\x00"),
+     "too_small"),
+])
+def test_png_checked_refuses_what_decode_image_refuses(damage, code):
+    from ml.serving.imaging import png_checked
+
+    broken = damage(images.png_bytes(images.gradient(300, 200), bits=16))
+    with pytest.raises(ImageDecodeError) as refused:
+        png_checked(broken)
+    assert refused.value.code == code
+    with pytest.raises(ImageDecodeError):
+        decode_image(broken)

@@ -69,6 +69,31 @@ def test_counts_class_changes_alert_flips_and_probability_changes():
     assert unstable["alert_correct_flagged"] == pytest.approx(0.5) and unstable["alert_correct_unflagged"] == 1.0
 
 
+def test_reports_the_flags_the_workers_gated_check_would_miss():
+    original = np.array([[0.05, 0.90, 0.05], [0.10, 0.85, 0.05], [0.40, 0.55, 0.05]])
+    changed = np.array([[0.05, 0.90, 0.05], [0.60, 0.35, 0.05], [0.50, 0.45, 0.05]])
+    summary = summarize_stability(y_true=np.array([1, 1, 0]), probabilities=original,
+                                  perturbed={"jpeg_q90": changed}, positive_index=0, threshold=0.5)
+    # Films 2 and 3 move; the gate (margin 0.25) checks only film 3 (top two 0.15 apart). Film 2's 0.5 move is
+    # larger than any the margin allows for: the one flag the worker would miss.
+    assert summary["unstable"]["n_flagged"] == 2
+    assert summary["unstable"]["gate"] == {"margin": 0.25, "n_checked": 1, "share_checked": pytest.approx(1 / 3),
+                                           "n_flagged_missed": 1}
+
+
+def test_the_gate_checks_films_near_the_class_or_the_alert_boundary():
+    from ml.serving.stability import near_a_boundary
+
+    probabilities = np.array([
+        [0.05, 0.90, 0.05],  # far from both: skipped
+        [0.05, 0.60, 0.35],  # top two 0.25 apart (< 2 x 0.25): checked
+        [0.30, 0.65, 0.05],  # COVID-19 0.30, threshold 0.50: within 0.25 of the alert boundary, checked
+    ])
+    assert near_a_boundary(probabilities, positive_index=0, threshold=0.5).tolist() == [False, True, True]
+    # With the production model's high-sensitivity threshold (0.10) a film with COVID-19 at 0.05 is near it.
+    assert near_a_boundary(probabilities[0], positive_index=0, threshold=0.10).tolist() == [True]
+
+
 def test_a_class_change_or_an_alert_flip_moves_the_answer():
     original = np.array([[0.45, 0.50, 0.05], [0.45, 0.50, 0.05], [0.45, 0.50, 0.05]])
     changed = np.array([[0.40, 0.55, 0.05], [0.55, 0.40, 0.05], [0.49, 0.46, 0.05]])

@@ -95,6 +95,9 @@ def test_predictor_warns_when_a_change_that_should_not_matter_moves_the_answer(t
     monkeypatch.setattr(ml.serving.stability, "PERTURBATIONS", (Perturbation("swap", "another film", lambda film: other),))
     assert predictor.predict_one(first, check_stability=True).warnings == [UNSTABLE]
     assert predictor.predict_one(first).warnings == []
+    # Far from every boundary (ml.serving.stability.near_a_boundary) the passes are skipped: no warning.
+    monkeypatch.setattr("ml.serving.predictor.near_a_boundary", lambda *args, **kwargs: np.array([False]))
+    assert predictor.predict_one(first, check_stability=True).warnings == []
 
 
 def test_collect_loso_gathers_runs_by_architecture_and_source(tmp_path):
