@@ -130,8 +130,16 @@ def upload_run(stack: Stack, token: str, patient_id: int, *, rate: float, second
     }
 
 
-def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float]]:
-    """users clinicians, each signed in (session) and with a token, reading pages and the API in a loop."""
+def readers(stack: Stack, *, users: int, seconds: float, think_seconds: float = 0.0) -> dict[str, list[float]]:
+    """users clinicians, each signed in (session) and with a token, reading pages and the API in a loop.
+
+    With think_seconds 0 each user sends the next request as soon as the last one answers (a closed loop: the
+    machine's saturation). Otherwise each pauses a random time, think_seconds on average (exponential), between
+    requests, as a clinician reading a film does.
+    """
+    import random
+
+    pause = random.Random(0)
     study_id = stack.postgres.psql("cxr", "SELECT max(id) FROM diagnosis_study WHERE status = 'completed'").strip()
     # Signed in the way Django's test client does it (a session row per user), and a token each for the API.
     script = (
@@ -174,6 +182,8 @@ def readers(stack: Stack, *, users: int, seconds: float) -> dict[str, list[float
                 except requests.RequestException:
                     status = "connection error"
                 elapsed = time.perf_counter() - started
+                if think_seconds:
+                    time.sleep(min(pause.expovariate(1 / think_seconds), 10 * think_seconds))
                 with lock:
                     if status == 200:
                         timings[name].append(elapsed)
@@ -209,6 +219,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=15, help="upload phase per configuration")
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--read-seconds", type=float, default=30)
+    parser.add_argument("--think-seconds", type=float, nargs="+", default=[0.0],
+                        help="readers' mean pause between requests; 0 = back to back (closed loop). Several values "
+                             "run one reading phase each")
     parser.add_argument("--film-source", choices=["synthetic", "dev"], default="synthetic",
                         help="synthetic films (each raises an alert), or unseen development films from "
                              "../shared/data/cxr (a real mix of answers and alerts)")
@@ -237,7 +250,8 @@ def main():
                         f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
                         for key, value in result.items()), flush=True)
             if processes == arguments.processes[-1] and arguments.users:
-                timings, failures = readers(stack, users=arguments.users, seconds=arguments.read_seconds)
+                reads = [(think, *readers(stack, users=arguments.users, seconds=arguments.read_seconds,
+                                          think_seconds=think)) for think in arguments.think_seconds]
         finally:
             stack.down()
     print("\nprocs  film        rate/s  uploads  2xx  upload p50  upload p95  result p50  result p95  studies/s")
@@ -246,8 +260,9 @@ def main():
         print(f"{processes:>5}  {film:<12}{rate:>6.0f}  {result['uploads']:>7}  {result['2xx']:>3}"
               f"  {result['upload p50']:>9.2f}s  {result['upload p95']:>9.2f}s  {result['result p50']:>9.2f}s"
               f"  {result['result p95']:>9.2f}s  {result['studies/s']:>9.2f}")
-    if arguments.users:
-        print(f"\n{arguments.users} logged-in users for {arguments.read_seconds:.0f} s "
+    for think, timings, failures in reads if arguments.users else []:
+        pace = "back to back" if not think else f"pausing {think:g} s on average between requests"
+        print(f"\n{arguments.users} logged-in users for {arguments.read_seconds:.0f} s, {pace} "
               f"({arguments.processes[-1]} inference processes idle):")
         print("request               count  failed     p50      p95      p99    requests/s")
         for name, values in timings.items():
