@@ -167,6 +167,8 @@ def readers(stack: Stack, *, users: int, seconds: float, think_seconds: float = 
         session = requests.Session()
         # Production marks the cookie Secure, so a cookie jar would not send it over this loopback HTTP.
         session.headers["Cookie"] = f"{settings_session_cookie}={session_id}"
+        if think_seconds:  # clinicians do not all open the worklist in the same millisecond
+            time.sleep(pause.uniform(0, 2 * think_seconds))
         while time.monotonic() < stop:
             for name, call in (
                 ("worklist page", lambda: session.get(f"{stack.base_url}/worklist/", timeout=60,
