@@ -237,3 +237,14 @@ def active_model(db, tiny_model_dir):
     from diagnosis.services.model_registry import model_version_register
 
     return model_version_register(artifact_dir=tiny_model_dir, activate=True)
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that commits (transaction=True) must restore the migrated rows after its flush
+    (serialized_rollback=True): one that does not leaves the next such test's content types already present,
+    and every later transactional test then fails at setup with a duplicate key, far from the cause."""
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker and marker.kwargs.get("transaction") and not marker.kwargs.get("serialized_rollback"):
+            raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.django_db(transaction=True, "
+                                    "serialized_rollback=True)")

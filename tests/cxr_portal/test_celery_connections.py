@@ -17,18 +17,18 @@ def test_celery_does_not_close_the_connection_after_every_task():
     assert app.conf.get("CELERY_DB_REUSE_MAX", 0) >= 100
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_healthy_connection_is_kept_across_tasks(settings):
-    settings.DATABASES["default"]["CONN_MAX_AGE"] = 300
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_healthy_connection_is_kept_across_tasks(monkeypatch):
     connection.ensure_connection()
-    connection.close_at = None  # as CONN_MAX_AGE=None would: no expiry for this check
+    # As production's CONN_MAX_AGE does (the tests' settings close after every request): not expired yet.
+    monkeypatch.setattr(connection, "close_at", None)
     backend = connection.connection
     database_connections_checked(task=_task(eager=False))
     connection.ensure_connection()
     assert connection.connection is backend
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_connection_broken_by_a_database_restart_is_replaced_before_the_next_task():
     connection.ensure_connection()
     broken = connection.connection
