@@ -276,25 +276,25 @@ def alert_acknowledge_view(request, alert_id: int):
 @login_required
 @require_GET
 def alert_deliveries(request):
-    deliveries = access.alert_deliveries_for_user(user=request.user).order_by("-started_at")
-    outcome = request.GET.get("outcome", "")
-    if outcome in DeliveryOutcome.values:
-        deliveries = deliveries.filter(outcome=outcome)
-    page = Paginator(deliveries, 50).get_page(request.GET.get("page"))
-    return render(request, "diagnosis/alert_deliveries.html",
-                  {"page": page, "outcome": outcome, "outcomes": DeliveryOutcome.choices})
+    return _deliveries_page(request, access.alert_deliveries_for_user(user=request.user),
+                            template="diagnosis/alert_deliveries.html")
 
 
 @login_required
 @require_GET
 def result_deliveries(request):
-    deliveries = access.result_deliveries_for_user(user=request.user).order_by("-started_at")
+    return _deliveries_page(request, access.result_deliveries_for_user(user=request.user),
+                            template="diagnosis/result_deliveries.html")
+
+
+def _deliveries_page(request, deliveries, *, template: str):
+    """Delivery attempts newest first, filtered by outcome, 50 a page."""
+    deliveries = deliveries.order_by("-started_at")
     outcome = request.GET.get("outcome", "")
     if outcome in DeliveryOutcome.values:
         deliveries = deliveries.filter(outcome=outcome)
     page = Paginator(deliveries, 50).get_page(request.GET.get("page"))
-    return render(request, "diagnosis/result_deliveries.html",
-                  {"page": page, "outcome": outcome, "outcomes": DeliveryOutcome.choices})
+    return render(request, template, {"page": page, "outcome": outcome, "outcomes": DeliveryOutcome.choices})
 
 
 def _image_response(data: bytes, *, filename: str) -> HttpResponse:

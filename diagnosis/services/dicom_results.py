@@ -10,11 +10,8 @@ that came over DICOM can have results sent back. Their UIDs derive from the pred
 the same instance again and the PACS keeps one copy.
 """
 
-import io
-
 import numpy as np
 from django.conf import settings
-from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
@@ -22,8 +19,8 @@ from diagnosis.models import Prediction
 from diagnosis.texts import clinical_disclaimer
 from ml.serving.labels import CLASS_NAMES, DISPLAY_NAMES
 
-from . import storage
 from .fhir import FINDING_CODES
+from .pictures import film_with_heatmap
 
 MANUFACTURER = "CXR Portal"
 REPORT_SERIES_NUMBER = 9001
@@ -129,7 +126,7 @@ def prediction_secondary_capture(prediction: Prediction) -> Dataset | None:
     from highdicom.sc import SCImage
 
     source = _source_dataset(prediction)
-    overlay = _film_with_heatmap(prediction)
+    overlay = film_with_heatmap(prediction)
     orientation = tuple(source.get("PatientOrientation") or ()) if len(source.get("PatientOrientation") or ()) == 2 else ("L", "F")
     return SCImage.from_ref_dataset(
         source,
@@ -146,25 +143,6 @@ def prediction_secondary_capture(prediction: Prediction) -> Dataset | None:
         series_description="CXR Portal heatmap (decision support)",
         transfer_syntax_uid=ExplicitVRLittleEndian,
     )
-
-
-def _film_with_heatmap(prediction: Prediction, *, opacity: float = 0.5) -> Image.Image:
-    """The stored preview of the film with the heatmap layer over the crop box the model saw, as on the study page.
-
-    Predictions from before heatmap layers have the model input with the heatmap blended in: that is sent as is.
-    """
-    if not prediction.heatmap_box:
-        return Image.open(io.BytesIO(storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP))).convert("RGB")
-    study = prediction.study
-    film = Image.open(io.BytesIO(storage.blob_get(study.image.sha256, kind=storage.PREVIEW))).convert("RGBA")
-    layer = Image.open(io.BytesIO(storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP_LAYER)))
-    box = prediction.heatmap_box
-    left, top = round(box["left"] * film.width), round(box["top"] * film.height)
-    size = (max(1, round(box["right"] * film.width) - left), max(1, round(box["bottom"] * film.height) - top))
-    layer = layer.convert("RGBA").resize(size, Image.Resampling.BILINEAR)
-    layer.putalpha(layer.getchannel("A").point(lambda alpha: round(alpha * opacity)))
-    film.alpha_composite(layer, dest=(left, top))
-    return film.convert("RGB")
 
 
 def pacs_store(dataset: Dataset) -> int:

@@ -20,6 +20,7 @@ from diagnosis.selectors import feedback_for_study, validation_figures
 from diagnosis.texts import clinical_disclaimer
 
 from . import storage
+from .pictures import film_with_heatmap
 
 
 def _plain(value) -> str:
@@ -80,23 +81,14 @@ def _alert_block(alert, body) -> KeepTogether:
     return KeepTogether([Spacer(1, 2 * mm), frame, Spacer(1, 2 * mm)])
 
 
-def _film_with_heatmap(study: Study, prediction, width: float, *, opacity: float = 0.5) -> Image | None:
+def _film_with_heatmap(prediction, width: float) -> Image | None:
     """The film with the heatmap layer laid over the crop box the model saw, as on the study page."""
-    from PIL import Image as PillowImage
-
     try:
-        film = PillowImage.open(io.BytesIO(storage.blob_get(study.image.sha256, kind=storage.PREVIEW))).convert("RGBA")
-        layer = PillowImage.open(io.BytesIO(storage.blob_get(prediction.heatmap_sha256, kind=storage.HEATMAP_LAYER)))
+        film = film_with_heatmap(prediction)
     except (FileNotFoundError, OSError, ValueError, storage.StoredBlobUnreadable):
         return None
-    box = prediction.heatmap_box
-    left, top = round(box["left"] * film.width), round(box["top"] * film.height)
-    size = (max(1, round(box["right"] * film.width) - left), max(1, round(box["bottom"] * film.height) - top))
-    layer = layer.convert("RGBA").resize(size, PillowImage.Resampling.BILINEAR)
-    layer.putalpha(layer.getchannel("A").point(lambda alpha: round(alpha * opacity)))
-    film.alpha_composite(layer, dest=(left, top))
     buffer = io.BytesIO()
-    film.convert("RGB").save(buffer, format="PNG")
+    film.save(buffer, format="PNG")
     picture = Image(io.BytesIO(buffer.getvalue()))
     picture.drawWidth, picture.drawHeight = width, picture.imageHeight * width / picture.imageWidth
     return picture
@@ -132,7 +124,7 @@ def study_report_pdf(*, study: Study) -> bytes:
     pictures = [_picture(study.image.sha256, storage.PREVIEW, 80 * mm)]
     captions = [_("Image")]
     if prediction is not None and prediction.heatmap_sha256 and prediction.heatmap_box:
-        pictures.append(_film_with_heatmap(study, prediction, 80 * mm))
+        pictures.append(_film_with_heatmap(prediction, 80 * mm))
         captions.append(_("The same film with the Grad-CAM heatmap over the part the model analysed (regions that "
                           "most influenced the model; not a lesion map)"))
     elif prediction is not None and prediction.heatmap_sha256:
