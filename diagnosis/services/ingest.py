@@ -26,6 +26,7 @@ from ml.serving.imaging import (
     decode_slot,
     encode_png,
     png_checked,
+    png_header,
     reencoded_png,
 )
 
@@ -148,10 +149,8 @@ def image_prepare(*, data: bytes) -> PreparedImage:
 
 def _large_grey_png_checked(data: bytes) -> PreparedImage | None:
     """A grey PNG over PNG_FULL_DECODE_MAX_PIXELS, checked without its full decode; None for any other file."""
-    if not (data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) > 26):
-        return None
-    width, height, colour_type = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), data[25]
-    if colour_type not in (0, 4) or width * height <= PNG_FULL_DECODE_MAX_PIXELS:
+    header = png_header(data)
+    if header is None or not header.grey or header.width * header.height <= PNG_FULL_DECODE_MAX_PIXELS:
         return None
     if len(data) > settings.MAX_UPLOAD_BYTES:
         return None  # _image_decode refuses it with the size message
@@ -212,12 +211,10 @@ def _png_without_text(data: bytes) -> bytes | None:
 
 
 def _is_small_8_bit_grey_png(png: bytes) -> bool:
-    """An 8-bit greyscale PNG no larger than a preview: it is its own preview, no encode needed.
-
-    Its header (IHDR, the first chunk) says so: width and height, then bit depth 8 and colour type 0.
-    """
-    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
-    return png[12:16] == b"IHDR" and png[24] == 8 and png[25] == 0 and max(width, height) <= PREVIEW_MAX_SIDE
+    """An 8-bit greyscale PNG no larger than a preview: it is its own preview, no encode needed."""
+    header = png_header(png)
+    return (header is not None and (header.bit_depth, header.colour_type) == (8, 0)
+            and max(header.width, header.height) <= PREVIEW_MAX_SIDE)
 
 
 def _preview_png(pixels) -> bytes:

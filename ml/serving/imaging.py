@@ -237,6 +237,13 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 PNG_CHECKED_BYTES = 256 * 1024
 
 
+def png_header(data: bytes) -> PngHeader | None:
+    """What a PNG's header (IHDR, its first chunk) says, unchecked; None if the bytes do not start so."""
+    if not (data.startswith(PNG_MAGIC) and data[12:16] == b"IHDR" and len(data) >= 26):
+        return None
+    return PngHeader(int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big"), data[24], data[25])
+
+
 def png_checked(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> PngHeader:
     """Check a PNG without decoding all of it: what decode_image would refuse, at a small part of the cost.
 
