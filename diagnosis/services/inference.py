@@ -275,7 +275,6 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
         predictor = predictor_for(model_version)
         data = storage.blob_get(study.image.sha256, kind=storage.ORIGINAL)
         decoded = decode_image(data, max_pixels=settings.MAX_IMAGE_PIXELS, target_size=model_version.input_size)
-        image_preview(image=study.image, pixels=decoded.pixels)  # a large PNG's upload left it to this decode
         result = predictor.predict_one(decoded.pixels, with_heatmap=True, check_stability=True)
         heatmap_sha, heatmap_box = "", {}
         if result.heatmap is not None:
@@ -332,6 +331,12 @@ def _run_claimed(study_id: int, model_version: ModelVersion) -> InferenceOutcome
         return InferenceOutcome(study_id, "skipped", "A prediction from this model already exists.")
     from .adaptation import shadow_predictions_record
 
+    # After the result is committed, so it is not kept waiting: the preview a large PNG's upload left to this
+    # decode. Should it fail, the study page makes it on demand.
+    try:
+        image_preview(image=study.image, pixels=decoded.pixels)
+    except Exception:  # noqa: BLE001 - the result stands; only the preview is late
+        logger.warning("Preview of study %s not made; a page will make it when asked", study_id, exc_info=True)
     # After the study's own result is committed: a shadow candidate's answer is stored, never shown.
     shadow_predictions_record(study=study, pixels=decoded.pixels)
     return InferenceOutcome(study_id, "completed", prediction.predicted_label)
